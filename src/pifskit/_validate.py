@@ -1,0 +1,52 @@
+"""Input validation helpers shared by the numpy core.
+
+Every public function of the core turns bad input into :class:`PifsError`
+(a ``ValueError``) whose message names the problem and, where there is a
+closed set, the accepted values. The CLI prints that message on one line and
+exits with status 2.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+
+class PifsError(ValueError):
+    """Bad input to pifskit: the message names the problem."""
+
+
+def as_float_array(x, name: str, *, ndim: int | None = None, allow_inf: bool = False) -> np.ndarray:
+    """Convert ``x`` to a float64 array, rejecting NaN (and inf unless allowed)."""
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise PifsError(f"{name} must be numeric: {exc}") from None
+    if ndim is not None and arr.ndim != ndim:
+        raise PifsError(f"{name} must be {ndim}-dimensional, got shape {arr.shape}")
+    if np.isnan(arr).any():
+        raise PifsError(f"{name} contains NaN")
+    if not allow_inf and np.isinf(arr).any():
+        raise PifsError(f"{name} contains inf")
+    return arr
+
+
+def check_positive_int(n, name: str, *, maximum: int | None = None) -> int:
+    """Return ``n`` as an int >= 1 (and <= maximum), else raise."""
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise PifsError(f"{name} must be a positive integer, got {n!r}")
+    n = int(n)
+    if n < 1:
+        raise PifsError(f"{name} must be >= 1, got {n}")
+    if maximum is not None and n > maximum:
+        raise PifsError(f"{name} must be <= {maximum}, got {n}")
+    return n
+
+
+def check_choice(value: str, name: str, choices: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise naming them."""
+    choices = list(choices)
+    if value not in choices:
+        raise PifsError(f"unknown {name} {value!r}; accepted: {', '.join(choices)}")
+    return value

@@ -1,0 +1,53 @@
+"""Thin command-line interface over the library: ``pifskit <command> ...``.
+
+Each command lives in its own module that exposes ``register(subparsers)``;
+the module's handler returns an exit code. Bad input (:class:`PifsError`,
+argparse errors) prints one line to stderr and exits with status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .._validate import PifsError
+
+#: command modules, in the order ``pifskit --help`` lists them
+COMMAND_MODULES = [
+    "pifskit.cli.report_cmd",
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2
+        self.exit(2, f"pifskit: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pifskit", description="PIFS geometry toolkit for diffusion models")
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"pifskit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except PifsError as exc:
+        print(f"pifskit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # pragma: no cover
+        print("pifskit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,516 @@
+"""Noise schedules in variance-preserving (VP) coordinates.
+
+A schedule is a decreasing map t in [0, 1] -> logSNR l(t) (t = 1 noisiest).
+Every other quantity follows from l, computed stably at both ends:
+
+    alpha_bar = sigmoid(l),  a = sqrt(sigmoid(l)),  s = sqrt(sigmoid(-l)),
+    sigma_VE = s / a = exp(-l / 2),  phi = atan(s / a) = atan(exp(-l / 2)).
+
+Non-VP parameterisations (VE / EDM sigmas, rectified flow alpha = 1 - t,
+sigma = t) are mapped to VP by a = alpha / sqrt(alpha^2 + sigma^2), i.e.
+l = 2 log(alpha / sigma). Discrete T-step schedules (diffusers' betas) are
+:class:`DiscreteSchedule`; their training timestep n in 0..T-1 sits at
+t = (n + 1) / T, and t = 0 is the clean endpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from scipy.special import expit
+
+from ._validate import PifsError, as_float_array, check_positive_int
+
+__all__ = [
+    "Schedule",
+    "LinearBetaSchedule",
+    "ScaledLinearBetaSchedule",
+    "CosineSchedule",
+    "SigmoidSchedule",
+    "ShiftedCosineSchedule",
+    "EDMSchedule",
+    "RectifiedFlowSchedule",
+    "DiscreteSchedule",
+    "alpha_bar_from_logsnr",
+    "a_from_logsnr",
+    "s_from_logsnr",
+    "sigma_from_logsnr",
+    "logsnr_from_sigma",
+    "logsnr_from_alpha_bar",
+    "angle_from_logsnr",
+    "get_schedule",
+    "SCHEDULE_NAMES",
+]
+
+
+# ---------------------------------------------------------------------------
+# logSNR <-> VP coordinates (stable at l -> +-inf)
+# ---------------------------------------------------------------------------
+
+def alpha_bar_from_logsnr(l) -> np.ndarray:
+    """alpha_bar = sigmoid(l)."""
+    return expit(np.asarray(l, dtype=np.float64))
+
+
+def a_from_logsnr(l) -> np.ndarray:
+    """Signal scale a = sqrt(sigmoid(l)); a(+inf) = 1, a(-inf) = 0."""
+    return np.sqrt(expit(np.asarray(l, dtype=np.float64)))
+
+
+def s_from_logsnr(l) -> np.ndarray:
+    """Noise scale s = sqrt(sigmoid(-l)); s(+inf) = 0, s(-inf) = 1."""
+    return np.sqrt(expit(-np.asarray(l, dtype=np.float64)))
+
+
+def sigma_from_logsnr(l) -> np.ndarray:
+    """VE noise level sigma = s / a = exp(-l / 2) (0 at the clean end)."""
+    with np.errstate(over="ignore"):
+        return np.exp(-0.5 * np.asarray(l, dtype=np.float64))
+
+
+def logsnr_from_sigma(sigma) -> np.ndarray:
+    """l = -2 log(sigma); sigma = 0 gives +inf."""
+    sigma = np.asarray(sigma, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return -2.0 * np.log(sigma)
+
+
+def logsnr_from_alpha_bar(alpha_bar) -> np.ndarray:
+    """l = log(alpha_bar) - log(1 - alpha_bar) (+inf at 1, -inf at 0)."""
+    ab = np.asarray(alpha_bar, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.log(ab) - np.log1p(-ab)
+
+
+def angle_from_logsnr(l) -> np.ndarray:
+    """phi = atan(s / a) = atan(exp(-l / 2)) in [0, pi/2]."""
+    return np.arctan(sigma_from_logsnr(l))
+
+
+# ---------------------------------------------------------------------------
+# Continuous schedules
+# ---------------------------------------------------------------------------
+
+class Schedule:
+    """A continuous-time VP schedule: subclasses implement :meth:`logsnr`.
+
+    ``t`` is in [0, 1], 1 = noisiest. ``logsnr`` must be non-increasing in t.
+    """
+
+    name: str = "schedule"
+
+    def logsnr(self, t) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _t(self, t) -> np.ndarray:
+        t = as_float_array(t, "t")
+        if ((t < 0) | (t > 1)).any():
+            raise PifsError("t must lie in [0, 1]")
+        return t
+
+    def alpha_bar(self, t) -> np.ndarray:
+        """alpha_bar(t) = sigmoid(l(t))."""
+        return alpha_bar_from_logsnr(self.logsnr(t))
+
+    def a(self, t) -> np.ndarray:
+        """a(t) = sqrt(alpha_bar(t))."""
+        return a_from_logsnr(self.logsnr(t))
+
+    def s(self, t) -> np.ndarray:
+        """s(t) = sqrt(1 - alpha_bar(t))."""
+        return s_from_logsnr(self.logsnr(t))
+
+    def sigma(self, t) -> np.ndarray:
+        """VE sigma(t) = exp(-l(t) / 2)."""
+        return sigma_from_logsnr(self.logsnr(t))
+
+    @property
+    def logsnr_max(self) -> float:
+        """logSNR at t = 0 (the cleanest level)."""
+        return float(self.logsnr(0.0))
+
+    @property
+    def logsnr_min(self) -> float:
+        """logSNR at t = 1 (the noisiest level)."""
+        return float(self.logsnr(1.0))
+
+    def t_of_logsnr(self, l) -> np.ndarray:
+        """Inverse t(l), by vectorised bisection (exact to float64 resolution).
+
+        Values outside [logsnr_min, logsnr_max] clip to t = 1 / t = 0.
+        """
+        l = as_float_array(l, "logsnr", allow_inf=True)
+        lo = np.zeros_like(l)
+        hi = np.ones_like(l)
+        for _ in range(64):  # bisection iterations, vectorised over all l
+            mid = 0.5 * (lo + hi)
+            above = self.logsnr(mid) > l  # still too clean -> move right
+            lo = np.where(above, mid, lo)
+            hi = np.where(above, hi, mid)
+        return 0.5 * (lo + hi)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({params})"
+
+
+def _logsnr_from_log_alpha_bar(log_ab: np.ndarray) -> np.ndarray:
+    """l = log ab - log(1 - ab) computed from log ab (stable near ab = 1)."""
+    with np.errstate(divide="ignore"):
+        return log_ab - np.log(-np.expm1(log_ab))
+
+
+class LinearBetaSchedule(Schedule):
+    """Continuous DDPM linear-beta schedule (Ho et al. 2020).
+
+    beta(u) = T (beta_start + u (beta_end - beta_start)) per unit t, so
+    log alpha_bar(t) = -T (beta_start t + (beta_end - beta_start) t^2 / 2).
+    """
+
+    name = "ddpm-linear"
+
+    def __init__(self, beta_start: float = 1e-4, beta_end: float = 0.02, num_train_timesteps: int = 1000):
+        if not (0 < beta_start <= beta_end < 1):
+            raise PifsError("need 0 < beta_start <= beta_end < 1")
+        self.beta_start = float(beta_start)
+        self.beta_end = float(beta_end)
+        self.num_train_timesteps = check_positive_int(num_train_timesteps, "num_train_timesteps")
+
+    def logsnr(self, t) -> np.ndarray:
+        t = self._t(t)
+        T = self.num_train_timesteps
+        log_ab = -T * (self.beta_start * t + 0.5 * (self.beta_end - self.beta_start) * t**2)
+        return _logsnr_from_log_alpha_bar(log_ab)
+
+
+class ScaledLinearBetaSchedule(Schedule):
+    """Continuous Stable Diffusion 'scaled_linear' schedule.
+
+    sqrt(beta) linear in t from sqrt(beta_start) to sqrt(beta_end);
+    log alpha_bar(t) = -T int_0^t beta(u) du.
+    """
+
+    name = "sd-scaled-linear"
+
+    def __init__(self, beta_start: float = 0.00085, beta_end: float = 0.012, num_train_timesteps: int = 1000):
+        if not (0 < beta_start <= beta_end < 1):
+            raise PifsError("need 0 < beta_start <= beta_end < 1")
+        self.beta_start = float(beta_start)
+        self.beta_end = float(beta_end)
+        self.num_train_timesteps = check_positive_int(num_train_timesteps, "num_train_timesteps")
+
+    def logsnr(self, t) -> np.ndarray:
+        t = self._t(t)
+        b0, b1 = np.sqrt(self.beta_start), np.sqrt(self.beta_end)
+        # int_0^t (b0 + u (b1 - b0))^2 du
+        integral = b0**2 * t + b0 * (b1 - b0) * t**2 + (b1 - b0) ** 2 * t**3 / 3.0
+        return _logsnr_from_log_alpha_bar(-self.num_train_timesteps * integral)
+
+
+class CosineSchedule(Schedule):
+    """iDDPM cosine schedule (Nichol & Dhariwal 2021) with offset ``s``.
+
+    alpha_bar(t) = cos^2(theta) / cos^2(theta_0), theta = (t + s)/(1 + s) pi/2.
+    Stable form: l = 2 log cos(theta) - log(sin(theta - theta_0) sin(theta + theta_0)).
+    The discrete version with beta clipping is :meth:`discretize`.
+    """
+
+    name = "cosine"
+
+    def __init__(self, offset: float = 0.008):
+        if not (0 <= offset < 1):
+            raise PifsError(f"cosine offset must lie in [0, 1), got {offset}")
+        self.offset = float(offset)
+
+    def logsnr(self, t) -> np.ndarray:
+        t = self._t(t)
+        s = self.offset
+        th = (t + s) / (1 + s) * (np.pi / 2)
+        th0 = s / (1 + s) * (np.pi / 2)
+        with np.errstate(divide="ignore"):
+            l = 2 * np.log(np.abs(np.cos(th))) - np.log(np.sin(th - th0)) - np.log(np.sin(th + th0))
+        l = np.where(t >= 1.0, -np.inf, l)
+        return np.where(t <= 0.0, np.inf, l)
+
+    def discretize(self, num_train_timesteps: int = 1000, max_beta: float = 0.999) -> "DiscreteSchedule":
+        """T-step betas 1 - alpha_bar(t_{i+1}) / alpha_bar(t_i), clipped at ``max_beta``."""
+        T = check_positive_int(num_train_timesteps, "num_train_timesteps")
+        grid = np.arange(T + 1) / T
+        ab = self.alpha_bar(grid)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            betas = np.minimum(1.0 - ab[1:] / ab[:-1], max_beta)
+        betas = np.where(np.isfinite(betas), betas, max_beta)
+        return DiscreteSchedule.from_betas(betas, name=f"cosine(s={self.offset:g})-T{T}")
+
+
+class SigmoidSchedule(Schedule):
+    """Sigmoid schedule (Chen 2023; Jabri et al. 2023).
+
+    alpha_bar(t) = (v_end - sigmoid((start + t (end - start)) / tau)) / (v_end - v_start),
+    v_x = sigmoid(x / tau).
+    """
+
+    name = "sigmoid"
+
+    def __init__(self, start: float = -3.0, end: float = 3.0, tau: float = 1.0):
+        if not end > start or tau <= 0:
+            raise PifsError("sigmoid schedule needs end > start and tau > 0")
+        self.start, self.end, self.tau = float(start), float(end), float(tau)
+
+    def logsnr(self, t) -> np.ndarray:
+        t = self._t(t)
+        v0, v1 = expit(self.start / self.tau), expit(self.end / self.tau)
+        x = (self.start + t * (self.end - self.start)) / self.tau
+        num = v1 - expit(x)          # alpha_bar * (v1 - v0)
+        den = expit(x) - v0          # (1 - alpha_bar) * (v1 - v0)
+        with np.errstate(divide="ignore"):
+            return np.log(np.maximum(num, 0.0)) - np.log(np.maximum(den, 0.0))
+
+
+class ShiftedCosineSchedule(Schedule):
+    """simple diffusion's (shifted) cosine logSNR schedule (Hoogeboom et al. 2023).
+
+    l(t) = -2 log tan(b + t (a_ - b)) + shift, with b = atan(exp(-l_max/2)),
+    a_ = atan(exp(-l_min/2)), so l runs from l_max + shift to l_min + shift.
+    ``shift = 2 log(64 / resolution)`` is the paper's resolution shift
+    (:meth:`for_resolution`).
+    """
+
+    name = "shifted-cosine"
+
+    def __init__(self, shift: float = 0.0, logsnr_min: float = -15.0, logsnr_max: float = 15.0):
+        if not logsnr_max > logsnr_min:
+            raise PifsError("need logsnr_max > logsnr_min")
+        self.shift = float(shift)
+        self.logsnr_min_ = float(logsnr_min)
+        self.logsnr_max_ = float(logsnr_max)
+
+    @classmethod
+    def for_resolution(cls, resolution: int, base_resolution: int = 64, **kw) -> "ShiftedCosineSchedule":
+        """Shift 2 log(base / resolution) as in simple diffusion."""
+        if resolution <= 0 or base_resolution <= 0:
+            raise PifsError("resolutions must be positive")
+        return cls(shift=2.0 * np.log(base_resolution / resolution), **kw)
+
+    def logsnr(self, t) -> np.ndarray:
+        t = self._t(t)
+        b = np.arctan(np.exp(-0.5 * self.logsnr_max_))
+        a_ = np.arctan(np.exp(-0.5 * self.logsnr_min_)) - b
+        return -2.0 * np.log(np.tan(a_ * t + b)) + self.shift
+
+
+class EDMSchedule(Schedule):
+    """Karras/EDM VE noise levels mapped to VP.
+
+    sigma(t) = (sigma_min^(1/rho) + t (sigma_max^(1/rho) - sigma_min^(1/rho)))^rho,
+    l(t) = -2 log sigma(t).
+    """
+
+    name = "edm"
+
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0):
+        if not (0 < sigma_min < sigma_max) or rho <= 0:
+            raise PifsError("EDM schedule needs 0 < sigma_min < sigma_max and rho > 0")
+        self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
+
+    def logsnr(self, t) -> np.ndarray:
+        t = self._t(t)
+        lo, hi = self.sigma_min ** (1 / self.rho), self.sigma_max ** (1 / self.rho)
+        return -2.0 * self.rho * np.log(lo + t * (hi - lo))
+
+    def t_of_logsnr(self, l) -> np.ndarray:
+        l = as_float_array(l, "logsnr", allow_inf=True)
+        lo, hi = self.sigma_min ** (1 / self.rho), self.sigma_max ** (1 / self.rho)
+        t = (np.exp(-l / (2 * self.rho)) - lo) / (hi - lo)
+        return np.clip(t, 0.0, 1.0)
+
+
+class RectifiedFlowSchedule(Schedule):
+    """Rectified flow alpha = 1 - t', sigma = t' with SD3's timestep shift.
+
+    t' = shift t / (1 + (shift - 1) t), so l(t) = 2 log((1 - t) / t) - 2 log(shift):
+    the timestep shift is a pure logSNR shift of -2 log(shift).
+    """
+
+    name = "rectified-flow"
+
+    def __init__(self, shift: float = 1.0):
+        if not shift > 0:
+            raise PifsError(f"flow shift must be > 0, got {shift}")
+        self.shift = float(shift)
+
+    def logsnr(self, t) -> np.ndarray:
+        t = self._t(t)
+        with np.errstate(divide="ignore"):
+            return 2.0 * (np.log1p(-t) - np.log(t)) - 2.0 * np.log(self.shift)
+
+    def t_of_logsnr(self, l) -> np.ndarray:
+        l = as_float_array(l, "logsnr", allow_inf=True)
+        # (1 - t)/t = shift * exp(l/2)  ->  t = sigmoid(-(l/2 + log shift))
+        return expit(-(0.5 * l + np.log(self.shift)))
+
+
+# ---------------------------------------------------------------------------
+# Discrete T-step schedules
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class DiscreteSchedule(Schedule):
+    """A T-step training schedule given by ``alphas_cumprod`` (diffusers' name).
+
+    Training timestep n (0..T-1) is the level alpha_bar[n]; as a continuous
+    schedule it sits at t = (n + 1) / T and t = 0 is the clean endpoint
+    (log alpha_bar is interpolated linearly in t between the knots).
+    """
+
+    alphas_cumprod: np.ndarray
+    name: str = "discrete"
+    prediction_type: str = "epsilon"
+    config: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        ab = as_float_array(self.alphas_cumprod, "alphas_cumprod", ndim=1)
+        if ab.size < 1:
+            raise PifsError("alphas_cumprod is empty")
+        if ((ab < 0) | (ab > 1)).any():
+            raise PifsError("alphas_cumprod must lie in [0, 1]")
+        if (np.diff(ab) > 0).any():
+            raise PifsError("alphas_cumprod must be non-increasing in the timestep (noise must grow)")
+        object.__setattr__(self, "alphas_cumprod", ab)
+
+    # -- constructors -------------------------------------------------------
+    @classmethod
+    def from_betas(cls, betas, name: str = "discrete", dtype=np.float64, **kw) -> "DiscreteSchedule":
+        """alphas_cumprod = cumprod(1 - betas), computed in ``dtype``.
+
+        ``dtype=np.float32`` reproduces diffusers' float32 arithmetic bit for bit.
+        """
+        betas = as_float_array(betas, "betas", ndim=1)
+        if betas.size == 0:
+            raise PifsError("betas is empty")
+        if ((betas < 0) | (betas > 1)).any():
+            raise PifsError("betas must lie in [0, 1]")
+        b = betas.astype(dtype)
+        ab = np.cumprod((np.asarray(1.0, dtype=dtype) - b), dtype=dtype).astype(np.float64)
+        return cls(ab, name=name, **kw)
+
+    @classmethod
+    def linear(cls, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+               dtype=np.float64) -> "DiscreteSchedule":
+        """DDPM linear betas: linspace(beta_start, beta_end, T)."""
+        T = check_positive_int(num_train_timesteps, "num_train_timesteps")
+        betas = np.linspace(beta_start, beta_end, T, dtype=dtype)
+        return cls.from_betas(betas, name=f"linear-T{T}", dtype=dtype)
+
+    @classmethod
+    def scaled_linear(cls, num_train_timesteps: int = 1000, beta_start: float = 0.00085,
+                      beta_end: float = 0.012, dtype=np.float64) -> "DiscreteSchedule":
+        """Stable Diffusion betas: linspace(sqrt(beta_start), sqrt(beta_end), T)^2."""
+        T = check_positive_int(num_train_timesteps, "num_train_timesteps")
+        betas = np.linspace(np.sqrt(beta_start), np.sqrt(beta_end), T, dtype=dtype) ** 2
+        return cls.from_betas(betas, name=f"scaled_linear-T{T}", dtype=dtype)
+
+    # -- properties ---------------------------------------------------------
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.alphas_cumprod.size)
+
+    @property
+    def betas(self) -> np.ndarray:
+        ab = self.alphas_cumprod
+        prev = np.concatenate([[1.0], ab[:-1]])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(prev > 0, 1.0 - ab / np.where(prev > 0, prev, 1.0), 1.0)
+
+    @property
+    def logsnr_table(self) -> np.ndarray:
+        """logSNR of each training timestep (length T)."""
+        return logsnr_from_alpha_bar(self.alphas_cumprod)
+
+    @property
+    def sigmas_table(self) -> np.ndarray:
+        """VE sigmas sqrt((1 - ab) / ab) of each training timestep (diffusers' order: t = 0 first)."""
+        return sigma_from_logsnr(self.logsnr_table)
+
+    def logsnr(self, t) -> np.ndarray:
+        t = self._t(t)
+        T = self.num_train_timesteps
+        knots = np.arange(T + 1) / T
+        with np.errstate(divide="ignore"):
+            log_ab = np.concatenate([[0.0], np.log(self.alphas_cumprod)])
+        if np.isinf(log_ab[-1]):
+            # zero terminal SNR: interpolate log(sigma^2) instead near the end
+            log_ab = np.where(np.isinf(log_ab), -745.0, log_ab)
+        return _logsnr_from_log_alpha_bar(np.interp(t, knots, log_ab))
+
+    def logsnr_at_timestep(self, timesteps) -> np.ndarray:
+        """logSNR at (possibly fractional) training timesteps, linear in logSNR between integers.
+
+        Equivalent to diffusers' log-sigma interpolation ``_sigma_to_t``'s inverse.
+        Timestep -1 is the clean endpoint (+inf).
+        """
+        ts = as_float_array(timesteps, "timesteps")
+        T = self.num_train_timesteps
+        if ((ts < -1) | (ts > T - 1)).any():
+            raise PifsError(f"timesteps must lie in [-1, {T - 1}] (T = {T})")
+        table = self.logsnr_table
+        out = np.interp(ts, np.arange(T), np.where(np.isinf(table), -1e300, table))
+        out = np.where(ts < 0, np.inf, out)
+        return np.where(np.isclose(out, -1e300) | (out < -1e299), -np.inf, out)
+
+    def timestep_of_sigma(self, sigmas) -> np.ndarray:
+        """Fractional training timestep of VE sigmas (diffusers' ``_sigma_to_t``: interpolation in log sigma)."""
+        sig = as_float_array(sigmas, "sigmas")
+        log_table = np.log(np.maximum(self.sigmas_table, 1e-300))
+        ls = np.log(np.maximum(sig, 1e-300))
+        return np.interp(ls, log_table, np.arange(self.num_train_timesteps))
+
+
+# ---------------------------------------------------------------------------
+# The zoo
+# ---------------------------------------------------------------------------
+
+_ZOO: dict[str, Callable[[], Schedule]] = {
+    "sd": lambda: DiscreteSchedule.scaled_linear(1000, 0.00085, 0.012, dtype=np.float32),
+    "ddpm": lambda: DiscreteSchedule.linear(1000, 1e-4, 0.02, dtype=np.float32),
+    "cosine-discrete": lambda: CosineSchedule(0.008).discretize(1000),
+    "ddpm-linear": LinearBetaSchedule,
+    "sd-scaled-linear": ScaledLinearBetaSchedule,
+    "cosine": CosineSchedule,
+    "sigmoid": SigmoidSchedule,
+    "shifted-cosine": ShiftedCosineSchedule,
+    "edm": EDMSchedule,
+    "rectified-flow": RectifiedFlowSchedule,
+    "sd3": lambda: RectifiedFlowSchedule(shift=3.0),
+}
+
+SCHEDULE_NAMES: tuple[str, ...] = tuple(_ZOO)
+
+
+def get_schedule(name: str) -> Schedule:
+    """A schedule from the built-in zoo by name (see ``SCHEDULE_NAMES``).
+
+    ``sd`` / ``ddpm`` / ``cosine-discrete`` are the 1000-step discrete
+    training schedules (float32 betas as in diffusers); the others are
+    continuous. ``name:param`` sets the family's main parameter, e.g.
+    ``cosine:0.012`` (offset), ``shifted-cosine:-1.386`` (logSNR shift),
+    ``rectified-flow:3`` (timestep shift).
+    """
+    base, _, param = name.partition(":")
+    if base not in _ZOO:
+        raise PifsError(f"unknown schedule {name!r}; accepted: {', '.join(SCHEDULE_NAMES)}")
+    if not param:
+        sched = _ZOO[base]()
+    else:
+        try:
+            value = float(param)
+        except ValueError:
+            raise PifsError(f"schedule parameter in {name!r} must be a number") from None
+        ctor = {"cosine": CosineSchedule, "shifted-cosine": ShiftedCosineSchedule,
+                "rectified-flow": RectifiedFlowSchedule}.get(base)
+        if ctor is None:
+            raise PifsError(f"schedule {base!r} takes no ':param'; parametrised: cosine, shifted-cosine, rectified-flow")
+        sched = ctor(value)
+    return sched
