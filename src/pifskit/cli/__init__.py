@@ -14,8 +14,7 @@ import sys
 from .._validate import PifsError
 
 #: command modules, in the order ``pifskit --help`` lists them
-COMMAND_MODULES = [
-    "pifskit.cli.report_cmd",
+COMMAND_MODULES: list[str] = [
 ]
 
 

@@ -1,0 +1,161 @@
+"""Options shared by CLI commands: schedule / chain / spectrum selection, JSON output, progress."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import numpy as np
+
+from .._validate import PifsError
+from ..chains import SPACINGS, Chain, make_chain
+from ..schedules import SCHEDULE_NAMES, Schedule, get_schedule
+from ..spectra import Spectrum, parse_spectrum
+
+DEFAULT_SCHEDULE = "sd"
+DEFAULT_STEPS = 10
+DEFAULT_SPACING = "trailing"
+DEFAULT_SPECTRUM = "powerlaw:2"
+DEFAULT_RESOLUTION = 64
+DEFAULT_CHANNELS = 3
+#: mean per-pixel variance of ImageNet in [-1, 1] units: mean of (2 * (0.229, 0.224, 0.225))^2
+DEFAULT_PIXEL_VARIANCE = 0.205
+
+
+def add_schedule_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("schedule")
+    g.add_argument("--schedule", default=DEFAULT_SCHEDULE,
+                   help=f"built-in schedule (default {DEFAULT_SCHEDULE}); one of: {', '.join(SCHEDULE_NAMES)}; "
+                        "'name:param' sets the family parameter (e.g. cosine:0.012)")
+    g.add_argument("--diffusers-config", metavar="PATH", default=None,
+                   help="a diffusers scheduler_config.json (overrides --schedule)")
+
+
+def add_chain_options(p: argparse.ArgumentParser, steps: int = DEFAULT_STEPS) -> None:
+    add_schedule_options(p)
+    g = p.add_argument_group("sampling chain")
+    g.add_argument("--steps", type=int, default=steps, help=f"number of sampling steps (default {steps})")
+    g.add_argument("--spacing", default=None,
+                   help=f"step selection: {', '.join(SPACINGS)} (default: the config's timestep_spacing, else "
+                        f"{DEFAULT_SPACING})")
+    g.add_argument("--timesteps", default=None, metavar="LIST",
+                   help="explicit training timesteps, comma-separated, noisiest first (diffusers' timesteps=)")
+    g.add_argument("--sigmas", default=None, metavar="LIST",
+                   help="explicit VE sigmas, comma-separated, noisiest first; a final 0 lands clean (diffusers' sigmas=)")
+
+
+def add_spectrum_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data spectrum")
+    g.add_argument("--spectrum", default=DEFAULT_SPECTRUM,
+                   help="powerlaw:P (with --resolution/--channels/--pixel-variance), digits, or file:PATH "
+                        f"(default {DEFAULT_SPECTRUM})")
+    g.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, help="image side for powerlaw (default 64)")
+    g.add_argument("--channels", type=int, default=DEFAULT_CHANNELS, help="channels for powerlaw (default 3)")
+    g.add_argument("--pixel-variance", type=float, default=DEFAULT_PIXEL_VARIANCE,
+                   help="mean per-pixel variance for powerlaw, [-1, 1] units (default 0.205, ImageNet)")
+
+
+def add_json_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+
+
+def _parse_list(text: str, name: str) -> list[float]:
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise PifsError(f"--{name} must be a comma-separated list of numbers, got {text!r}") from None
+
+
+def schedule_from_args(args: argparse.Namespace) -> tuple[Schedule, dict]:
+    """The schedule named by --diffusers-config or --schedule, and the config dict (empty for the zoo)."""
+    if getattr(args, "diffusers_config", None):
+        from ..diffusers_config import load_scheduler_config
+
+        sched, cfg = load_scheduler_config(args.diffusers_config)
+        return sched, cfg
+    return get_schedule(args.schedule), {}
+
+
+def chain_from_args(args: argparse.Namespace) -> tuple[Schedule, Chain]:
+    """Schedule and chain from the shared options (explicit lists win over --steps/--spacing)."""
+    sched, cfg = schedule_from_args(args)
+    if args.timesteps and args.sigmas:
+        raise PifsError("give either --timesteps or --sigmas, not both")
+    if args.timesteps:
+        from ..schedules import DiscreteSchedule
+
+        if not isinstance(sched, DiscreteSchedule):
+            raise PifsError("--timesteps needs a discrete schedule (sd, ddpm, cosine-discrete or a diffusers config)")
+        return sched, Chain.from_timesteps(sched, _parse_list(args.timesteps, "timesteps"),
+                                           set_alpha_to_one=cfg.get("set_alpha_to_one", True))
+    if args.sigmas:
+        from ..schedules import DiscreteSchedule
+
+        return sched, Chain.from_sigmas(_parse_list(args.sigmas, "sigmas"),
+                                        sched if isinstance(sched, DiscreteSchedule) else None)
+    if cfg:
+        from ..diffusers_config import chain_from_config
+
+        return sched, chain_from_config(sched, cfg, args.steps, spacing=args.spacing)
+    return sched, make_chain(sched, args.steps, args.spacing or DEFAULT_SPACING)
+
+
+def spectrum_from_args(args: argparse.Namespace) -> Spectrum:
+    return parse_spectrum(args.spectrum, args.resolution, args.channels, args.pixel_variance)
+
+
+def _clean(obj: Any) -> Any:
+    """Make an object JSON-safe: numpy -> Python, non-finite floats -> 'inf' / '-inf' / 'nan' strings."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        x = float(obj)
+        if math.isfinite(x):
+            return x
+        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Public alias of the JSON cleaner (numpy and non-finite floats handled)."""
+    return _clean(obj)
+
+
+def dump_json(obj: Any, stream=None) -> None:
+    """Print ``obj`` as one valid JSON object (non-finite floats as strings)."""
+    stream = stream or sys.stdout
+    json.dump(_clean(obj), stream, indent=1, allow_nan=False)
+    stream.write("\n")
+
+
+def from_json_float(x: Any) -> float:
+    """Inverse of the encoder for one float ('inf' strings back to floats)."""
+    return float(x)
+
+
+@contextmanager
+def progress(description: str, total: int, enabled: bool = True) -> Iterator:
+    """A rich progress bar on stderr; yields ``advance(n=1)``. Disabled -> no output."""
+    if not enabled or not sys.stderr.isatty():
+        yield lambda n=1: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rich.console import Console
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as prog:
+        task = prog.add_task(description, total=total)
+        yield lambda n=1: prog.advance(task, n)
