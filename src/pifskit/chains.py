@@ -121,9 +121,14 @@ class Chain:
         ts = ts.astype(np.int64)
         levels = schedule.logsnr_table[ts]
         final = np.inf if set_alpha_to_one else schedule.logsnr_table[0]
+        meta = {}
         if not set_alpha_to_one and ts[-1] == 0:
-            raise PifsError("with set_alpha_to_one=False the last timestep must be > 0")
-        return cls(np.concatenate([levels, [final]]), timesteps=ts, name=name)
+            # DDIM from timestep 0 to final_alpha_cumprod = alpha_bar[0]: c = 1, d = 0, the identity map.
+            if ts.size == 1:
+                raise PifsError("the only step goes from timestep 0 to alpha_bar[0]: an empty chain")
+            ts, levels = ts[:-1], levels[:-1]
+            meta["dropped_identity_step"] = True
+        return cls(np.concatenate([levels, [final]]), timesteps=ts, name=name, meta=meta)
 
     # -- derived quantities ---------------------------------------------------
     @property

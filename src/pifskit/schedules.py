@@ -385,7 +385,8 @@ class DiscreteSchedule(Schedule):
     def from_betas(cls, betas, name: str = "discrete", dtype=np.float64, **kw) -> "DiscreteSchedule":
         """alphas_cumprod = cumprod(1 - betas), computed in ``dtype``.
 
-        ``dtype=np.float32`` reproduces diffusers' float32 arithmetic bit for bit.
+        ``dtype=np.float32`` reproduces diffusers' float32 arithmetic to float32
+        precision (torch's own float32 ``linspace`` can differ by one ulp).
         """
         betas = as_float_array(betas, "betas", ndim=1)
         if betas.size == 0:
@@ -393,7 +394,8 @@ class DiscreteSchedule(Schedule):
         if ((betas < 0) | (betas > 1)).any():
             raise PifsError("betas must lie in [0, 1]")
         b = betas.astype(dtype)
-        ab = np.cumprod((np.asarray(1.0, dtype=dtype) - b), dtype=dtype).astype(np.float64)
+        # torch's CPU cumprod accumulates float32 in float64 and rounds each output: do the same
+        ab = np.cumprod((np.asarray(1.0, dtype=dtype) - b).astype(np.float64)).astype(dtype).astype(np.float64)
         return cls(ab, name=name, **kw)
 
     @classmethod
