@@ -41,7 +41,7 @@ def test_alphas_cumprod_float_precision(extra):
 
 
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
-@pytest.mark.parametrize("steps", [1, 3, 7, 10, 50, 999, 1000])
+@pytest.mark.parametrize("steps", [1, 3, 7, 10, 50, 121, 999, 1000])
 @pytest.mark.parametrize("offset", [0, 1])
 def test_ddim_timesteps_and_levels(spacing, steps, offset):
     kw = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, timestep_spacing=spacing,
@@ -52,8 +52,8 @@ def test_ddim_timesteps_and_levels(spacing, steps, offset):
     ref.set_timesteps(steps)
     sched, cfg = load_scheduler_config({"_class_name": "DDIMScheduler", **kw})
     chain = chain_from_config(sched, cfg, steps)
-    np.testing.assert_array_equal(chain.timesteps, ref.timesteps.numpy())
-    np.testing.assert_allclose(chain.alpha_bar[:-1], ref.alphas_cumprod[ref.timesteps].double().numpy(), rtol=2e-6)
+    np.testing.assert_array_equal(chain.timesteps, ref.timesteps.numpy()[:steps])
+    np.testing.assert_allclose(chain.alpha_bar[:-1], ref.alphas_cumprod[ref.timesteps[:steps]].double().numpy(), rtol=2e-6)
     assert chain.lands_clean and chain.alpha_bar[-1] == ref.final_alpha_cumprod.item() == 1.0
 
 
@@ -140,3 +140,16 @@ def test_explicit_timesteps_chain_matches_diffusers_custom_timesteps():
     chain = Chain.from_timesteps(sched, ts)
     ref = diffusers.DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
     np.testing.assert_allclose(chain.alpha_bar[:-1], ref.alphas_cumprod[ts].double().numpy(), rtol=2e-6)
+
+
+def test_diffusers_trailing_extra_timestep_is_not_reproduced():
+    # diffusers' trailing rule emits N + 1 timesteps ending with -1 for N = 121 at T = 1000 (floating arange);
+    # pifskit returns the N well-formed ones, which equal diffusers' first N.
+    ref = diffusers.DDIMScheduler(timestep_spacing="trailing")
+    ref.set_timesteps(121)
+    sched, cfg = load_scheduler_config({"_class_name": "DDIMScheduler", "timestep_spacing": "trailing"})
+    chain = chain_from_config(sched, cfg, 121)
+    if len(ref.timesteps) == 122:  # the diffusers version in use has the quirk
+        assert int(ref.timesteps[-1]) == -1
+    np.testing.assert_array_equal(chain.timesteps, ref.timesteps.numpy()[:121])
+    assert chain.timesteps.min() >= 0

@@ -191,7 +191,8 @@ def diffusers_timesteps(num_train_timesteps: int, num_inference_steps: int, spac
 
     linspace: round(linspace(0, T-1, N))[::-1];
     leading:  arange(N) * (T // N), reversed, + steps_offset;
-    trailing: round(arange(T, 0, -T/N)) - 1.
+    trailing: round(T - i T/N) - 1, i = 0..N-1 (diffusers' arange form can emit an
+    extra timestep -1 for some N; pifskit returns the N well-formed ones).
     """
     T = check_positive_int(num_train_timesteps, "num_train_timesteps")
     N = check_positive_int(num_inference_steps, "steps", maximum=T)
@@ -202,8 +203,10 @@ def diffusers_timesteps(num_train_timesteps: int, num_inference_steps: int, spac
         ratio = T // N
         ts = (np.arange(0, N) * ratio).round()[::-1].copy().astype(np.int64) + int(steps_offset)
     else:
-        ratio = T / N
-        ts = np.round(np.arange(T, 0, -ratio)).astype(np.int64) - 1
+        # diffusers writes np.round(np.arange(T, 0, -T/N)) - 1; in floating point that arange yields
+        # N + 1 values ending with timestep -1 for some N (e.g. 61, 103, 121 at T = 1000). pifskit keeps
+        # exactly the N well-formed values, identical to diffusers' first N.
+        ts = np.round(T - np.arange(N) * (T / N)).astype(np.int64) - 1
     return ts
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "release_step",
     "regime_boundary_step",
     "lambda_grid",
+    "local_rate",
 ]
 
 
@@ -111,7 +112,7 @@ def _lam(lam) -> np.ndarray:
 
 def denoiser_gain(logsnr, lam) -> np.ndarray:
     """Gaussian-optimal denoiser gain g(lambda) = a lambda / (a^2 lambda + s^2), broadcast (levels x lambda)."""
-    l = np.asarray(logsnr, dtype=np.float64)[..., None]
+    l = np.atleast_1d(np.asarray(logsnr, dtype=np.float64))[..., None]
     lam = _lam(lam)
     a2, s2 = expit(l), expit(-l)
     with np.errstate(invalid="ignore"):
@@ -159,15 +160,18 @@ def global_threshold(chain: Chain) -> float:
     def fn(u: float) -> float:
         return float(chain_exponent(chain, [np.exp(u)])[0])
 
+    # bracket the root in u = log(lambda), within lambda in [1e-300, 1e300]
     lo, hi = -1.0, 1.0
     while fn(lo) > 0:
         lo *= 2
-        if lo < -1400:
+        if lo < -690:
             return float("nan")
     while fn(hi) < 0:
         hi *= 2
-        if hi > 1400:
+        if hi > 690:
             return float("nan")
+    if not (np.isfinite(fn(lo)) and np.isfinite(fn(hi))):
+        return float("nan")
     return float(np.exp(brentq(fn, lo, hi, xtol=1e-14, rtol=1e-14)))
 
 
@@ -201,3 +205,14 @@ def regime_boundary_step(chain: Chain) -> int:
 def lambda_grid(n: int = 4096, lo: float = 1e-6, hi: float = 1e6) -> np.ndarray:
     """A log-spaced lambda grid for f_t maps and Lambda curves."""
     return np.logspace(np.log10(lo), np.log10(hi), n)
+
+
+def local_rate(logsnr, lam) -> np.ndarray:
+    """Continuum Lyapunov rate per unit logSNR: r(l, lambda) = (1/2)[sigmoid(l + log lambda) - sigmoid(l)].
+
+    It is d/dl of (1/2) log(a^2 lambda + s^2); positive iff lambda > 1.
+    """
+    l = np.asarray(logsnr, dtype=np.float64)[..., None]
+    lam = _lam(lam)
+    with np.errstate(divide="ignore"):
+        return 0.5 * (expit(l + np.log(lam)) - expit(l))
