@@ -117,7 +117,7 @@ def from_data(X, name: str = "data", k: int | None = None) -> Spectrum:
         ev = np.linalg.svd(Xc, compute_uv=False) ** 2 / (n - 1)
     ev = np.clip(ev, 0.0, None)
     full = np.zeros(d)
-    m = min(ev.size, d)
+    m = min(ev.size, d, n - 1)  # centring removes one degree of freedom: rank <= n - 1
     full[:m] = ev[:m]
     if k is not None:
         full = full[: check_positive_int(k, "k")]
