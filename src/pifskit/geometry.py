@@ -128,17 +128,24 @@ def expansion_function(chain: Chain, lam) -> np.ndarray:
     """
     lam = _lam(lam)
     a, s = chain.a, chain.s
-    at, as_, st, ss = (v[:, None] for v in (a[:-1], a[1:], s[:-1], s[1:]))
+    at, as_, st, ss = a[:-1], a[1:], s[:-1], s[1:]
     with np.errstate(invalid="ignore", divide="ignore"):
-        f = (as_ * at * lam + ss * st) / (at**2 * lam + st**2)
-        f_inf = np.broadcast_to(as_ / at, f.shape)
-    return np.where(np.isinf(lam), f_inf, f)
+        num = np.multiply.outer(as_ * at, lam)
+        num += (ss * st)[:, None]
+        den = np.multiply.outer(at * at, lam)
+        den += (st * st)[:, None]
+        np.divide(num, den, out=num)
+        inf = np.isinf(lam)
+        if inf.any():  # lambda = inf: f = a_s / a_t (full release)
+            num[:, inf] = (as_ / at)[:, None]
+    return num
 
 
 def log_expansion_function(chain: Chain, lam) -> np.ndarray:
     """log f_t(lambda), shape (N, len(lambda)); -inf where f = 0 (lambda = 0 on a final clean step)."""
+    f = expansion_function(chain, lam)
     with np.errstate(divide="ignore"):
-        return np.log(expansion_function(chain, lam))
+        return np.log(f, out=f)
 
 
 def chain_exponent(chain: Chain, lam) -> np.ndarray:
