@@ -115,7 +115,8 @@ def from_data(X, name: str = "data", k: int | None = None) -> Spectrum:
         ev = np.linalg.eigvalsh(gram)[::-1] / (n - 1)
     else:
         ev = np.linalg.svd(Xc, compute_uv=False) ** 2 / (n - 1)
-    ev = np.clip(ev, 0.0, None)
+    # eigenvalues below the round-off floor of the decomposition are exact zeros
+    ev = np.where(ev > ev.max() * max(n, d) * np.finfo(np.float64).eps, ev, 0.0)
     full = np.zeros(d)
     m = min(ev.size, d, n - 1)  # centring removes one degree of freedom: rank <= n - 1
     full[:m] = ev[:m]

@@ -15,6 +15,8 @@ from .._validate import PifsError
 
 #: command modules, in the order ``pifskit --help`` lists them
 COMMAND_MODULES: list[str] = [
+    "pifskit.cli.report_cmd", "pifskit.cli.geometry_cmd", "pifskit.cli.lyapunov_cmd",
+    "pifskit.cli.design_cmd",
 ]
 
 
@@ -43,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     except PifsError as exc:
         print(f"pifskit: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `pifskit geometry --json | head`: stop quietly
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:  # pragma: no cover
         print("pifskit: interrupted", file=sys.stderr)
         return 130

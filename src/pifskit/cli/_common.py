@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-import numpy as np
-
+from .._json import dump_json as _dump_json
+from .._json import to_jsonable  # noqa: F401  (re-exported for commands)
 from .._validate import PifsError
 from ..chains import SPACINGS, Chain, make_chain
 from ..schedules import SCHEDULE_NAMES, Schedule, get_schedule
@@ -108,36 +106,9 @@ def spectrum_from_args(args: argparse.Namespace) -> Spectrum:
     return parse_spectrum(args.spectrum, args.resolution, args.channels, args.pixel_variance)
 
 
-def _clean(obj: Any) -> Any:
-    """Make an object JSON-safe: numpy -> Python, non-finite floats -> 'inf' / '-inf' / 'nan' strings."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        x = float(obj)
-        if math.isfinite(x):
-            return x
-        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Public alias of the JSON cleaner (numpy and non-finite floats handled)."""
-    return _clean(obj)
-
-
 def dump_json(obj: Any, stream=None) -> None:
     """Print ``obj`` as one valid JSON object (non-finite floats as strings)."""
-    stream = stream or sys.stdout
-    json.dump(_clean(obj), stream, indent=1, allow_nan=False)
-    stream.write("\n")
+    _dump_json(obj, stream)
 
 
 def from_json_float(x: Any) -> float:
@@ -151,9 +122,14 @@ def progress(description: str, total: int, enabled: bool = True) -> Iterator:
     if not enabled or not sys.stderr.isatty():
         yield lambda n=1: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=Console(stderr=True), transient=True) as prog:

@@ -1,0 +1,43 @@
+"""JSON encoding shared by the report and the CLI: always valid JSON.
+
+numpy scalars/arrays become Python values; non-finite floats become the
+strings ``"inf"``, ``"-inf"``, ``"nan"`` (``float()`` reads them back).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any
+
+import numpy as np
+
+__all__ = ["to_jsonable", "dump_json"]
+
+
+def to_jsonable(obj: Any) -> Any:
+    """numpy -> Python; non-finite floats -> 'inf' / '-inf' / 'nan'."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        x = float(obj)
+        if math.isfinite(x):
+            return x
+        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    return obj
+
+
+def dump_json(obj: Any, stream=None) -> None:
+    """Write ``obj`` as one valid JSON document (plus a newline) to ``stream`` (stdout)."""
+    stream = stream or sys.stdout
+    json.dump(to_jsonable(obj), stream, indent=1, allow_nan=False)
+    stream.write("\n")

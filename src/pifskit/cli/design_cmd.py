@@ -1,0 +1,249 @@
+"""``pifskit design {offset, shift, weighting, steps, practice}``: the design criteria of theory section 6."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from .._validate import PifsError
+from ..spectra import parse_spectrum
+from ._common import (
+    add_json_option,
+    add_schedule_options,
+    add_spectrum_options,
+    dump_json,
+    schedule_from_args,
+)
+
+#: defaults of ``design steps``: an SD-style latent (64 x 64 x 4, unit variance, |k|^-1.5 spectrum)
+STEPS_SPECTRUM = "powerlaw:1.5"
+STEPS_CHANNELS = 4
+STEPS_PIXEL_VARIANCE = 1.0
+
+
+def _spectrum(args: argparse.Namespace):
+    return parse_spectrum(args.spectrum, args.resolution, args.channels, args.pixel_variance)
+
+
+# ---------------------------------------------------------------------------
+# offset
+# ---------------------------------------------------------------------------
+
+def _offset(args: argparse.Namespace) -> int:
+    from ..design.offset import cosine_offset_for_bits
+
+    d = cosine_offset_for_bits(args.bits, args.timesteps, args.rule)
+    out = d.to_dict()
+    out["first_sigma"] = d.first_sigma
+    if args.json:
+        dump_json({"criterion": "offset", **out})
+        return 0
+    print(f"cosine offset for {d.bits}-bit data, T = {d.num_train_timesteps} (rule {d.rule!r}):")
+    print(f"  target first-level noise s_1  {d.target:.6g}")
+    print(f"  derived offset s              {d.offset:.6g}   (first sigma {d.first_sigma:.6g})")
+    print(f"  published s = 0.008 gives s_1 {d.published_first_noise:.6g}; derived / published = "
+          f"{d.offset / d.published_offset:.3f}")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# shift
+# ---------------------------------------------------------------------------
+
+def _shift(args: argparse.Namespace) -> int:
+    from ..design.shift import (
+        powerlaw_shift,
+        shift_from_spectra,
+        simple_diffusion_shift,
+    )
+
+    if args.resolution <= 0 or args.base_resolution <= 0:
+        raise PifsError(f"resolutions must be positive, got {args.resolution} and {args.base_resolution}")
+    if args.spectrum:
+        if not args.base_spectrum:
+            raise PifsError("--spectrum needs --base-spectrum (the same data at the base resolution)")
+        sp = parse_spectrum(args.spectrum, args.resolution, args.channels, args.pixel_variance)
+        sp0 = parse_spectrum(args.base_spectrum, args.base_resolution, args.channels, args.pixel_variance)
+        d = shift_from_spectra(sp, sp0, args.resolution, args.base_resolution, args.top, source="measured spectra")
+    else:
+        d = powerlaw_shift(args.resolution, args.base_resolution, args.exponent, args.channels, args.pixel_variance,
+                           args.top)
+    out = d.to_dict()
+    out["simple_diffusion_shift"] = simple_diffusion_shift(args.resolution, args.base_resolution)
+    out["shifted_cosine"] = repr(d.shifted_cosine())
+    out["rectified_flow"] = repr(d.rectified_flow())
+    if args.json:
+        dump_json({"criterion": "shift", **out})
+        return 0
+    print(f"resolution shift {d.resolution}^2 vs {d.base_resolution}^2 from {d.source}:")
+    print(f"  top variance {d.top:.6g} vs {d.base_top:.6g} (ratio {d.top / d.base_top:.4g}, "
+          f"pixel-count ratio {(d.resolution / d.base_resolution) ** 2:.4g})")
+    print(f"  logSNR shift      {d.logsnr_shift:+.4f}   (idealised -2 log(R/R0) = {d.idealised_logsnr_shift:+.4f})")
+    print(f"  timestep shift    {d.timestep_shift:.4f}   (idealised sqrt(m/n) = {d.idealised_timestep_shift:.4f}; "
+          "SD3 uses 3.0 at 1024^2)")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# weighting
+# ---------------------------------------------------------------------------
+
+def _weighting(args: argparse.Namespace) -> int:
+    from ..design.weighting import design_weighting
+
+    sched, _ = schedule_from_args(args)
+    sp = _spectrum(args)
+    d = design_weighting(sched, sp, args.prediction, args.gamma, args.timesteps_count)
+    if args.json:
+        dump_json({"criterion": "weighting", "spectrum": sp.name, **d.to_dict()})
+        return 0
+    T = d.weights.size
+    print(f"loss weights ({d.prediction}-prediction) for {sp.name}, mean variance {d.pixel_variance:.4g}:")
+    print(f"  gamma = 1/lambda_bar = {d.gamma:.4f}   soft-min fit gamma = {d.gamma_fit:.4f}   "
+          f"(Min-SNR published {d.gamma_published:g})")
+    print(f"  {'timestep':>8} {'logSNR':>9} {'weight':>10} {'min-snr':>10}")
+    for n in sorted(set(np.linspace(0, T - 1, min(T, 11)).round().astype(int).tolist())):
+        print(f"  {n:>8d} {d.logsnr[n]:>9.3f} {d.weights[n]:>10.4g} {d.min_snr[n]:>10.4g}")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# steps
+# ---------------------------------------------------------------------------
+
+def _steps(args: argparse.Namespace) -> int:
+    from ..design.steps import (
+        baseline_chains,
+        optimal_steps,
+        rms_log_sigma,
+        w2_surrogate,
+    )
+
+    sched, cfg = schedule_from_args(args)
+    sp = _spectrum(args)
+    if args.steps < 1:
+        raise PifsError(f"--steps must be >= 1, got {args.steps}")
+    t0 = time.perf_counter()
+    d = optimal_steps(sched, sp, args.steps, fixed_endpoints=args.fixed_endpoints, start=args.start)
+    elapsed = time.perf_counter() - t0
+    baselines = {}
+    if not args.fixed_endpoints:
+        for name, ch in baseline_chains(sched, args.steps).items():
+            entry = {"sigmas": ch.sigmas, "w2": w2_surrogate(ch, sp, start=args.start)}
+            if ch.timesteps is not None and name in ("trailing", "leading"):
+                entry["timesteps"] = np.asarray(ch.timesteps).astype(int)
+            entry["rms_log_sigma_to_derived"] = rms_log_sigma(ch.sigmas, d.sigmas)
+            baselines[name] = entry
+        if cfg:  # what the config's own set_timesteps runs (its spacing, steps_offset, final alpha)
+            from ..diffusers_config import chain_from_config
+
+            ch = chain_from_config(sched, cfg, args.steps)
+            entry = {"sigmas": ch.sigmas, "w2": w2_surrogate(ch, sp, start=args.start)}
+            if ch.timesteps is not None:
+                entry["timesteps"] = np.asarray(ch.timesteps)
+            noisy = ch.sigmas[ch.sigmas > 0]
+            if noisy.size == d.sigmas.size - 1:
+                entry["rms_log_sigma_to_derived"] = rms_log_sigma(noisy, d.sigmas)
+            baselines["config"] = entry
+    out = {"criterion": "steps", "schedule": getattr(sched, "name", type(sched).__name__), "spectrum": sp.name,
+           "steps": args.steps, "start": args.start, **d.to_dict(), "seconds": elapsed, "baselines": baselines}
+    for model in ("sd15", "sdxl"):
+        key = f"ays-{model}"
+        if key in baselines:
+            out[f"rms_log_sigma_to_{key}"] = rms_log_sigma(d.sigmas, baselines[key]["sigmas"])
+    if args.json:
+        dump_json(out)
+        return 0
+    print(f"W2-optimal {args.steps}-step chain for {out['schedule']} with {sp.name} "
+          f"({d.iterations} L-BFGS iterations, {elapsed * 1e3:.0f} ms):")
+    print("  sigmas    " + ", ".join(f"{s:.4g}" for s in d.sigmas))
+    if d.timesteps is not None:
+        print("  timesteps " + ", ".join(str(int(t)) for t in d.timesteps))
+    print(f"  W2 {d.w2:.4f}" + (f"  (integer timesteps: {d.w2_timesteps:.4f})" if d.w2_timesteps is not None else ""))
+    if baselines:
+        print(f"  {'baseline':<16} {'W2':>9} {'RMS log-sigma to derived':>26}")
+        for name, b in baselines.items():
+            rms = b.get("rms_log_sigma_to_derived", float("nan"))
+            print(f"  {name:<16} {b['w2']:>9.4f} {rms:>26.4f}")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# practice
+# ---------------------------------------------------------------------------
+
+def _practice(args: argparse.Namespace) -> int:
+    from ..design.practice import practice_table, practice_table_html
+
+    rows = practice_table()
+    if args.json:
+        dump_json({"design": rows})
+        return 0
+    if args.html:
+        print(practice_table_html(rows))
+        return 0
+    for r in rows:
+        pub, der = r["published"], r["derived"]
+        fmt = (lambda v: "[" + ", ".join(f"{x:.3f}" for x in v) + "]" if isinstance(v, list) else f"{v:.4g}")
+        print(f"{r['practice']}: published {fmt(pub)}, derived {fmt(der)}, {r['comparison']} {r['value']:.3f}")
+        print(f"    {r['inputs']}  [{r['source']}]")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("design", help="design criteria: cosine offset, resolution shift, loss weighting, steps",
+                              description="Derive the four empirical design choices from the PIFS geometry.")
+    sub = p.add_subparsers(dest="design_command", metavar="CRITERION", parser_class=type(p))
+    sub.required = True
+
+    po = sub.add_parser("offset", help="cosine offset whose first noisy level releases the quantisation bin")
+    po.add_argument("--timesteps", type=int, default=1000, help="training timesteps T (default 1000)")
+    po.add_argument("--bits", type=int, default=8, help="bit depth of the data, 1..16 (default 8)")
+    po.add_argument("--rule", default="bin", choices=["bin", "bin-std"],
+                    help="target s_1: the bin width 2/(2^B-1) (Nichol & Dhariwal) or its uniform-noise std")
+    add_json_option(po)
+    po.set_defaults(handler=_offset)
+
+    ps = sub.add_parser("shift", help="resolution shift (logSNR and rectified-flow alpha)")
+    ps.add_argument("--resolution", type=int, required=True, help="target resolution R")
+    ps.add_argument("--base-resolution", type=int, default=64, help="base resolution R0 (default 64)")
+    ps.add_argument("--channels", type=int, default=3, help="channels of the power-law model (default 3)")
+    ps.add_argument("--exponent", type=float, default=2.0, help="power-law exponent p of |k|^-p (default 2)")
+    ps.add_argument("--pixel-variance", type=float, default=0.205, help="power-law mean variance (default 0.205)")
+    ps.add_argument("--spectrum", default=None, help="measured spectrum at R: file:PATH (or powerlaw:P / digits)")
+    ps.add_argument("--base-spectrum", default=None, help="measured spectrum at R0 (needed with --spectrum)")
+    ps.add_argument("--top", type=int, default=1, help="geometric mean of the top k eigenvalues (default 1)")
+    add_json_option(ps)
+    ps.set_defaults(handler=_shift)
+
+    pw = sub.add_parser("weighting", help="error-sensitivity loss weights and the effective Min-SNR gamma")
+    add_schedule_options(pw)
+    add_spectrum_options(pw)
+    pw.add_argument("--prediction", default="eps", choices=["eps", "x0", "v"], help="loss units (default eps)")
+    pw.add_argument("--gamma", type=float, default=5.0, help="Min-SNR gamma of the comparison curve (default 5)")
+    pw.add_argument("--timesteps-count", type=int, default=1000,
+                    help="T for sampling a continuous schedule (default 1000; discrete schedules use their own)")
+    add_json_option(pw)
+    pw.set_defaults(handler=_weighting)
+
+    pst = sub.add_parser("steps", help="W2-optimal sampling steps (defect equidistribution)")
+    add_schedule_options(pst)
+    add_spectrum_options(pst)
+    pst.set_defaults(spectrum=STEPS_SPECTRUM, channels=STEPS_CHANNELS, pixel_variance=STEPS_PIXEL_VARIANCE)
+    pst.add_argument("--steps", type=int, default=10, help="number of sampling steps N (default 10)")
+    pst.add_argument("--fixed-endpoints", action="store_true",
+                     help="AYS convention: N + 1 levels with sigma_min fixed, then 0 (default: N levels, then 0)")
+    pst.add_argument("--start", default="marginal", choices=["marginal", "prior"],
+                     help="W2 surrogate's start: the exact marginal at sigma_max (theory, default) or N(0, I) "
+                          "as samplers start (penalises chains that start below sigma_max, e.g. 'leading')")
+    add_json_option(pst)
+    pst.set_defaults(handler=_steps)
+
+    pp = sub.add_parser("practice", help="the theory-vs-practice table")
+    pp.add_argument("--html", action="store_true", help="print the HTML <table> fragment")
+    add_json_option(pp)
+    pp.set_defaults(handler=_practice)

@@ -1,0 +1,139 @@
+"""``build_report``: compute once, write ``report.json``, the PNG figures and a self-contained ``report.html``.
+
+Extension point: ``extra_sections`` appends sections to the page and to the
+JSON. Each section is a dict
+
+    {"key": str, "title": str, "html": str, "data": dict,
+     "figures": [{"key": str, "title": str, "caption": str, "png": bytes}, ...]  # optional}
+
+``data`` is stored as ``report.json[key]``; ``html`` is a trusted HTML
+fragment placed in ``<section id=key>``; each optional figure is written as
+``<section key>-<figure key>.png`` and embedded after the fragment. Build the
+fragment's numbers with :func:`pifskit.report.html.fmt_number` from the same
+``data`` so the page and the JSON agree.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Sequence
+
+from .._validate import PifsError
+from ..chains import Chain
+from ..schedules import Schedule
+from ..spectra import Spectrum
+from .data import compute_report_data, to_jsonable
+from .figures import FIGURES, render_png
+from .html import figure_html, render_html
+
+__all__ = ["build_report", "REPORT_HTML", "REPORT_JSON", "figure_file"]
+
+REPORT_HTML = "report.html"
+REPORT_JSON = "report.json"
+_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+
+def figure_file(index: int, key: str) -> str:
+    """File name of the index-th built-in figure, e.g. ``a_thresholds.png``."""
+    return f"{'abcdefghijklmnopqrstuvwxyz'[index]}_{key}.png"
+
+
+def _check_sections(sections: Sequence[dict], reserved: set[str]) -> list[dict]:
+    out, seen = [], set()
+    for s in sections:
+        if not isinstance(s, dict):
+            raise PifsError("each extra section must be a dict with key, title, html, data")
+        missing = [k for k in ("key", "title", "html", "data") if k not in s]
+        if missing:
+            raise PifsError(f"extra section lacks {', '.join(missing)} (needs key, title, html, data)")
+        key = s["key"]
+        if not isinstance(key, str) or not _KEY.match(key):
+            raise PifsError(f"extra section key must be an identifier (letters, digits, _ or -), got {key!r}")
+        if key in reserved or key in seen:
+            raise PifsError(f"extra section key {key!r} collides with an existing report key")
+        if not isinstance(s["title"], str) or not isinstance(s["html"], str) or not isinstance(s["data"], dict):
+            raise PifsError(f"extra section {key!r}: title and html must be str, data a dict")
+        seen.add(key)
+        out.append(s)
+    return out
+
+
+def _write(path: Path, content: bytes | str) -> None:
+    try:
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    except OSError as exc:
+        raise PifsError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def build_report(schedule: Schedule, chain: Chain, spectrum: Spectrum, out_dir: str | Path, patch: int = 8, *,
+                 schedule_label: str | None = None, extra_sections: Sequence[dict] = (),
+                 lambda_points: int = 256, map_points: int = 96, dpi: int = 110,
+                 progress=None) -> dict:
+    """Write the report into ``out_dir`` and return the dict written to ``report.json``.
+
+    The returned dict has the layout of :func:`compute_report_data` (JSON-safe:
+    inf as the string 'inf'), plus ``files`` (names relative to ``out_dir``) and
+    one entry per extra section. ``progress``, if given, is called once per
+    figure drawn (for a progress bar).
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise PifsError(f"--out {out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PifsError(f"cannot create output directory {out}: {exc.strerror or exc}") from None
+
+    raw = compute_report_data(schedule, chain, spectrum, patch=patch, schedule_label=schedule_label,
+                              lambda_points=lambda_points, map_points=map_points)
+    sections = _check_sections(list(extra_sections or ()), set(raw) | {"files"})
+
+    figures, files = [], {}
+    for i, spec in enumerate(FIGURES):
+        name = figure_file(i, spec.key)
+        fig = spec.draw(raw)
+        label = "abcdefghijklmnopqrstuvwxyz"[i]
+        if fig is None:
+            stale = out / name
+            if stale.is_file():
+                stale.unlink()
+            note = raw["block_mass"]["note"] if spec.key == "block_mass" else "not available for these inputs"
+            figures.append({"key": spec.key, "label": label, "title": spec.title, "note": note, "png": None})
+            files[spec.key] = None
+        else:
+            png = render_png(fig, dpi=dpi)
+            _write(out / name, png)
+            figures.append({"key": spec.key, "label": label, "title": spec.title, "caption": spec.caption,
+                            "file": name, "png": png})
+            files[spec.key] = name
+        if progress is not None:
+            progress()
+
+    section_html = []
+    for s in sections:
+        frag = s["html"]
+        sec_files = {}
+        for f in s.get("figures", ()) or ():
+            name = f"{s['key']}-{f['key']}.png"
+            _write(out / name, f["png"])
+            sec_files[f["key"]] = name
+            frag += figure_html(f["png"], name, f"{s['key']}", f["title"], f.get("caption", ""))
+        section_html.append({"key": s["key"], "title": s["title"], "html": frag})
+        if sec_files:
+            files[s["key"]] = sec_files
+
+    data = to_jsonable(raw)
+    data["files"] = {"html": REPORT_HTML, "json": REPORT_JSON, "figures": files}
+    for s in sections:
+        data[s["key"]] = to_jsonable(s["data"])
+    # the JSON must round-trip: serialise first, render the page from the parsed copy
+    text = json.dumps(data, indent=1, allow_nan=False)
+    data = json.loads(text)
+    _write(out / REPORT_JSON, text + "\n")
+    _write(out / REPORT_HTML, render_html(data, figures, section_html))
+    return data
