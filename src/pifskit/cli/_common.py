@@ -46,15 +46,19 @@ def add_chain_options(p: argparse.ArgumentParser, steps: int = DEFAULT_STEPS) ->
                    help="explicit VE sigmas, comma-separated, noisiest first; a final 0 lands clean (diffusers' sigmas=)")
 
 
-def add_spectrum_options(p: argparse.ArgumentParser) -> None:
+def add_spectrum_options(p: argparse.ArgumentParser, *, spectrum: str = DEFAULT_SPECTRUM,
+                         resolution: int = DEFAULT_RESOLUTION, channels: int = DEFAULT_CHANNELS,
+                         pixel_variance: float = DEFAULT_PIXEL_VARIANCE) -> None:
+    """--spectrum/--resolution/--channels/--pixel-variance with the given defaults (shown in --help)."""
     g = p.add_argument_group("data spectrum")
-    g.add_argument("--spectrum", default=DEFAULT_SPECTRUM,
+    g.add_argument("--spectrum", default=spectrum,
                    help="powerlaw:P (with --resolution/--channels/--pixel-variance), digits, or file:PATH "
-                        f"(default {DEFAULT_SPECTRUM})")
-    g.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, help="image side for powerlaw (default 64)")
-    g.add_argument("--channels", type=int, default=DEFAULT_CHANNELS, help="channels for powerlaw (default 3)")
-    g.add_argument("--pixel-variance", type=float, default=DEFAULT_PIXEL_VARIANCE,
-                   help="mean per-pixel variance for powerlaw, [-1, 1] units (default 0.205, ImageNet)")
+                        f"(default {spectrum})")
+    g.add_argument("--resolution", type=int, default=resolution,
+                   help=f"image side for powerlaw (default {resolution})")
+    g.add_argument("--channels", type=int, default=channels, help=f"channels for powerlaw (default {channels})")
+    g.add_argument("--pixel-variance", type=float, default=pixel_variance,
+                   help=f"mean per-pixel variance for powerlaw, [-1, 1] units (default {pixel_variance:g})")
 
 
 def add_json_option(p: argparse.ArgumentParser) -> None:

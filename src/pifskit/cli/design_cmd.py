@@ -232,8 +232,7 @@ def register(subparsers) -> None:
 
     pst = sub.add_parser("steps", help="W2-optimal sampling steps (defect equidistribution)")
     add_schedule_options(pst)
-    add_spectrum_options(pst)
-    pst.set_defaults(spectrum=STEPS_SPECTRUM, channels=STEPS_CHANNELS, pixel_variance=STEPS_PIXEL_VARIANCE)
+    add_spectrum_options(pst, spectrum=STEPS_SPECTRUM, channels=STEPS_CHANNELS, pixel_variance=STEPS_PIXEL_VARIANCE)
     pst.add_argument("--steps", type=int, default=10, help="number of sampling steps N (default 10)")
     pst.add_argument("--fixed-endpoints", action="store_true",
                      help="AYS convention: N + 1 levels with sigma_min fixed, then 0 (default: N levels, then 0)")
