@@ -104,7 +104,7 @@ def expansion_threshold(chain: Chain) -> np.ndarray:
 
 
 def _lam(lam) -> np.ndarray:
-    lam = as_float_array(lam, "lambda", allow_inf=True)
+    lam = np.atleast_1d(as_float_array(lam, "lambda", allow_inf=True))
     if (lam < 0).any():
         raise PifsError("eigenvalues (lambda) must be >= 0")
     return lam

@@ -1,0 +1,279 @@
+"""Wrap any ``model(x, t, **cond)`` into the denoiser D_t(x) and the DDIM step map of a pifskit chain.
+
+All geometry is in VP coordinates x = a x0 + s e (a^2 + s^2 = 1, theory section 1).
+The model sees its own input scaling and time variable:
+
+* input space "vp" (DDPM / DDIM / SD models):   x_in = x
+* input space "ve" (EDM / VE, alpha = 1):        x_in = x / a              (x_ve = x0 + sigma e)
+* input space "flow" (rectified flow):          x_in = x / (a + s)        (x_f = (1 - t_f) x0 + t_f e)
+
+  Derivation (flow): alpha = 1 - t_f, sigma = t_f map to VP by a = alpha / r, s = sigma / r with
+  r = sqrt(alpha^2 + sigma^2), hence t_f = s / (a + s), 1 - t_f = a / (a + s) and
+  x_f = r x_vp with r = sqrt((1 - t_f)^2 + t_f^2) = 1 / (a + s).
+
+Prediction types, converted to the x0 estimate D(x):
+
+* ``epsilon``:       D = (x - s eps) / a          (undefined at pure noise a = 0)
+* ``sample`` / x0:   D = model output
+* ``v_prediction``:  D = a x - s v                (v = a e - s x0, VP space)
+* ``flow``:          D = x_f - t_f u              (u = e - x0, flow space)
+
+Timestep conventions (what the model receives as ``t``):
+
+* ``discrete``:   the integer training timestep (``chain.timesteps``; required)
+* ``continuous``: t in [0, 1] of a pifskit :class:`~pifskit.schedules.Schedule` (``schedule.t_of_logsnr``)
+* ``sigma``:      VE sigma = s / a = exp(-l / 2)
+* ``logsnr``:     l itself
+* ``flow``:       t_f = s / (a + s) (SD3 style, times ``timestep_scale``, e.g. 1000)
+
+The DDIM step from level i to i + 1 is F_i(x) = c_i x + d_i D_i(x) with (c, d) from
+:func:`pifskit.geometry.step_coefficients`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._validate import PifsError, check_choice
+from ..chains import Chain
+from ..geometry import contraction_threshold, step_coefficients
+from ..schedules import Schedule
+
+__all__ = [
+    "INPUT_SPACES",
+    "PREDICTION_TYPES",
+    "TIMESTEP_CONVENTIONS",
+    "ChainDenoiser",
+    "GaussianDenoiser",
+    "ModelDenoiser",
+    "model_output_tensor",
+]
+
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction", "flow")
+_PREDICTION_ALIASES = {"eps": "epsilon", "x0": "sample", "v": "v_prediction", "velocity": "flow",
+                       "flow_prediction": "flow"}
+TIMESTEP_CONVENTIONS = ("discrete", "continuous", "sigma", "logsnr", "flow")
+INPUT_SPACES = ("vp", "ve", "flow")
+
+
+def normalize_prediction(pred: str) -> str:
+    """Accept diffusers' names and the short aliases eps / x0 / v / velocity."""
+    pred = _PREDICTION_ALIASES.get(pred, pred)
+    return check_choice(pred, "prediction type", PREDICTION_TYPES)
+
+
+def model_output_tensor(out: Any) -> torch.Tensor:
+    """The tensor inside a model output: ``.sample`` (diffusers), first element of a tuple, or the tensor."""
+    if hasattr(out, "sample") and isinstance(out.sample, torch.Tensor):
+        return out.sample
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    if isinstance(out, dict) and isinstance(out.get("sample"), torch.Tensor):
+        return out["sample"]
+    if isinstance(out, torch.Tensor):
+        return out
+    raise PifsError(f"model returned {type(out).__name__}; expected a tensor, a tuple, or an object with .sample")
+
+
+def _vp_coords(logsnr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """a = sqrt(sigmoid(l)), s = sqrt(sigmoid(-l)) (exact at +-inf)."""
+    return torch.sigmoid(logsnr).sqrt(), torch.sigmoid(-logsnr).sqrt()
+
+
+class ModelDenoiser(nn.Module):
+    """D(x, logsnr, timestep): the x0 estimate of a wrapped model, in VP coordinates.
+
+    ``logsnr`` is a float or a (B,) tensor (per-sample levels); ``timestep`` (same
+    shape) is needed for the ``discrete`` convention. ``sample_shape`` (e.g. (C, H, W)),
+    when given, is checked against the input and the model output.
+    """
+
+    def __init__(self, model: Callable, prediction: str = "epsilon", timestep_convention: str = "discrete", *,
+                 schedule: Schedule | None = None, input_space: str | None = None, timestep_scale: float = 1.0,
+                 sample_shape: tuple[int, ...] | None = None, cond: dict | None = None,
+                 timestep_fn: Callable[[np.ndarray], np.ndarray] | None = None):
+        super().__init__()
+        self.model = model
+        self.prediction = normalize_prediction(prediction)
+        self.timestep_convention = check_choice(timestep_convention, "timestep convention", TIMESTEP_CONVENTIONS)
+        if input_space is None:
+            input_space = "flow" if self.prediction == "flow" else "vp"
+        self.input_space = check_choice(input_space, "input space", INPUT_SPACES)
+        if self.prediction == "v_prediction" and self.input_space != "vp":
+            raise PifsError("v_prediction is defined in VP space; use input_space='vp'")
+        if self.prediction == "flow" and self.input_space != "flow":
+            raise PifsError("flow prediction is defined in flow space; use input_space='flow'")
+        if self.timestep_convention == "continuous" and schedule is None and timestep_fn is None:
+            raise PifsError("timestep convention 'continuous' needs the model's schedule (t = schedule.t_of_logsnr(l))")
+        self.schedule = schedule
+        self.timestep_scale = float(timestep_scale)
+        self.sample_shape = None if sample_shape is None else tuple(int(v) for v in sample_shape)
+        self.cond = dict(cond or {})
+        self.timestep_fn = timestep_fn
+
+    # -- time variable -------------------------------------------------------
+    def model_time(self, logsnr: np.ndarray, timestep: np.ndarray | None = None) -> np.ndarray:
+        """The model's ``t`` for the given levels (numpy, float64)."""
+        l = np.asarray(logsnr, dtype=np.float64)
+        if self.timestep_fn is not None:
+            t = np.asarray(self.timestep_fn(l), dtype=np.float64)
+        elif self.timestep_convention == "discrete":
+            if timestep is None:
+                raise PifsError("timestep convention 'discrete' needs a chain with training timesteps "
+                                "(Chain.from_timesteps / a discrete schedule); this chain has none")
+            t = np.asarray(timestep, dtype=np.float64)
+        elif self.timestep_convention == "continuous":
+            t = np.asarray(self.schedule.t_of_logsnr(l), dtype=np.float64)
+        elif self.timestep_convention == "sigma":
+            with np.errstate(over="ignore"):
+                t = np.exp(-0.5 * l)
+        elif self.timestep_convention == "logsnr":
+            t = l.copy()
+        else:  # flow time t_f = s / (a + s) = 1 / (1 + exp(l / 2))
+            with np.errstate(over="ignore"):
+                t = 1.0 / (1.0 + np.exp(0.5 * l))
+        return t * self.timestep_scale
+
+    # -- the denoiser ----------------------------------------------------------
+    def forward(self, x: torch.Tensor, logsnr, timestep=None) -> torch.Tensor:
+        if self.sample_shape is not None and tuple(x.shape[1:]) != self.sample_shape:
+            raise PifsError(f"input has sample shape {tuple(x.shape[1:])}, the model expects {self.sample_shape}")
+        B = x.shape[0]
+        l_np = np.array(np.broadcast_to(np.asarray(logsnr, dtype=np.float64), (B,)))
+        ts_np = None if timestep is None else np.array(np.broadcast_to(np.asarray(timestep, dtype=np.float64), (B,)))
+        t_model = torch.as_tensor(self.model_time(l_np, ts_np), dtype=x.dtype, device=x.device)
+        l = torch.as_tensor(l_np, dtype=torch.float64)
+        a64, s64 = _vp_coords(l)
+        if self.input_space == "vp":
+            scale64 = torch.ones_like(a64)
+        elif self.input_space == "ve":
+            if (a64 == 0).any():
+                raise PifsError("a VE/EDM model cannot be evaluated at pure noise (a = 0, sigma = inf)")
+            scale64 = 1.0 / a64
+        else:
+            scale64 = 1.0 / (a64 + s64)
+        shape = (B,) + (1,) * (x.dim() - 1)
+        a, s, scale = (v.to(dtype=x.dtype, device=x.device).reshape(shape) for v in (a64, s64, scale64))
+        x_in = x * scale
+        out = model_output_tensor(self.model(x_in, t_model, **self.cond))
+        if out.shape != x.shape:
+            raise PifsError(f"model output has shape {tuple(out.shape)}, expected the input shape {tuple(x.shape)}")
+        if self.prediction == "sample":
+            return out
+        if self.prediction == "epsilon":
+            if (a64 == 0).any():
+                raise PifsError("an epsilon-prediction model has no x0 estimate at pure noise (a = 0); "
+                                "use a chain that does not start from pure noise")
+            return (x - s * out) / a
+        if self.prediction == "v_prediction":
+            return a * x - s * out
+        t_f = s / (a + s)
+        return x_in - t_f * out  # flow: x0 = x_f - t_f (e - x0)
+
+
+class ChainDenoiser(nn.Module):
+    """A denoiser bound to a chain: ``denoise(x, i)`` = D_i(x), ``step(x, i)`` = F_i(x) = c_i x + d_i D_i(x).
+
+    ``i`` is an int or a (B,) integer tensor of step indices (per-sample steps).
+    """
+
+    def __init__(self, denoiser: ModelDenoiser | Callable, chain: Chain):
+        super().__init__()
+        if not isinstance(chain, Chain):
+            raise PifsError("chain must be a pifskit Chain")
+        self.denoiser = denoiser
+        self.chain = chain
+        conv = getattr(denoiser, "timestep_convention", None)
+        if conv == "discrete" and chain.timesteps is None and getattr(denoiser, "timestep_fn", None) is None:
+            raise PifsError("the model uses discrete training timesteps but the chain has none; build the chain "
+                            "from a discrete schedule (e.g. --schedule sd/ddpm) or Chain.from_timesteps")
+        c, d = step_coefficients(chain)
+        self.c = c
+        self.d = d
+        self.lstar = contraction_threshold(chain)
+        self.n_steps = chain.n_steps
+
+    def _levels(self, i):
+        idx = np.asarray(i.detach().cpu().numpy() if isinstance(i, torch.Tensor) else i)
+        if (idx < 0).any() or (idx >= self.n_steps).any():
+            raise PifsError(f"step index must lie in [0, {self.n_steps - 1}]")
+        l = self.chain.logsnr[idx]
+        ts = None if self.chain.timesteps is None else np.asarray(self.chain.timesteps, dtype=np.float64)[idx]
+        return idx, l, ts
+
+    def denoise(self, x: torch.Tensor, i) -> torch.Tensor:
+        _, l, ts = self._levels(i)
+        return self.denoiser(x, l, ts)
+
+    def coefficients(self, i, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = np.asarray(i.detach().cpu().numpy() if isinstance(i, torch.Tensor) else i)
+        shape = (-1,) + (1,) * (like.dim() - 1) if idx.ndim else ()
+        c = torch.as_tensor(self.c[idx], dtype=like.dtype, device=like.device).reshape(shape)
+        d = torch.as_tensor(self.d[idx], dtype=like.dtype, device=like.device).reshape(shape)
+        return c, d
+
+    def step(self, x: torch.Tensor, i) -> torch.Tensor:
+        c, d = self.coefficients(i, x)
+        return c * x + d * self.denoise(x, i)
+
+    def forward(self, x: torch.Tensor, i) -> torch.Tensor:
+        return self.step(x, i)
+
+    @torch.no_grad()
+    def sample(self, x_init: torch.Tensor, return_trajectory: bool = False):
+        """Run the whole chain from ``x_init`` (level 0); optionally return all N + 1 states."""
+        xs = [x_init]
+        x = x_init
+        for i in range(self.n_steps):
+            x = self.step(x, i)
+            xs.append(x)
+        return torch.stack(xs) if return_trajectory else x
+
+
+class GaussianDenoiser(nn.Module):
+    """The exact optimal denoiser of N(0, U diag(lam) U^T) data, as an x0-predicting model of (x, logsnr).
+
+    D(x) = U diag(a lam / (a^2 lam + s^2)) U^T x with a = sqrt(sigmoid(l)), s = sqrt(sigmoid(-l)).
+    ``basis`` (d x d orthogonal, columns = eigenvectors; None = identity) and ``shape``
+    (the sample shape, default (d,)). Use with ``ModelDenoiser(g, 'sample', 'logsnr')``.
+    """
+
+    def __init__(self, eigenvalues, basis=None, shape: tuple[int, ...] | None = None,
+                 dtype: torch.dtype = torch.float64):
+        super().__init__()
+        lam = torch.as_tensor(np.array(eigenvalues, dtype=np.float64), dtype=dtype)
+        if lam.dim() != 1 or (lam < 0).any():
+            raise PifsError("eigenvalues must be a 1-d array of values >= 0")
+        d = lam.numel()
+        self.shape = (d,) if shape is None else tuple(int(v) for v in shape)
+        if int(np.prod(self.shape)) != d:
+            raise PifsError(f"shape {self.shape} does not hold {d} values")
+        self.register_buffer("lam", lam)
+        if basis is not None:
+            U = torch.as_tensor(np.array(basis, dtype=np.float64), dtype=dtype)
+            if U.shape != (d, d):
+                raise PifsError(f"basis must be {d} x {d}")
+            self.register_buffer("basis", U)
+        else:
+            self.basis = None
+
+    def forward(self, x: torch.Tensor, logsnr: torch.Tensor) -> torch.Tensor:
+        B = x.shape[0]
+        flat = x.reshape(B, -1)
+        l = torch.as_tensor(logsnr, dtype=torch.float64, device=x.device).reshape(-1)
+        l = l.expand(B) if l.numel() == 1 else l
+        a2 = torch.sigmoid(l)[:, None]
+        s2 = torch.sigmoid(-l)[:, None]
+        lam = self.lam.to(torch.float64)[None]
+        gain = (a2.sqrt() * lam / (a2 * lam + s2)).to(x.dtype)
+        if self.basis is None:
+            out = flat * gain
+        else:
+            U = self.basis.to(x.dtype)
+            out = ((flat @ U) * gain) @ U.T
+        return out.reshape(x.shape)

@@ -1,0 +1,320 @@
+"""Measure a trained (or random) denoiser against the PIFS geometry: block norms, M_off, Lyapunov spectrum.
+
+:func:`analyze_model` runs the DDIM chain from noise along M trajectories and, at every step,
+measures the block Jacobian of D_t at the visited states (exact full Jacobian for small d,
+probe estimates otherwise), puts L_B(D_t) beside L*_t and the Gaussian-optimal L_B, M_off(t)
+beside the surrogate's :func:`pifskit.blockmass.offdiag_block_mass`, and the numerical top-k
+Lyapunov spectrum / Kaplan-Yorke dimension beside the analytic ones. :func:`write_report`
+writes ``report.json``, ``report.png`` and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import importlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._validate import PifsError, check_positive_int
+from ..blockmass import offdiag_block_mass
+from ..chains import Chain
+from ..geometry import contraction_threshold, regime_boundary_step, step_coefficients
+from ..lyapunov import kaplan_yorke, lyapunov_exponents
+from ..schedules import get_schedule
+from ..spectra import Spectrum
+from .adapter import ChainDenoiser, ModelDenoiser
+from .blocks import (
+    Partition,
+    block_norms,
+    estimate_block_frob2_matrix,
+    gaussian_block_row_sums,
+)
+from .lyapunov import lyapunov_spectrum
+
+__all__ = [
+    "analyze_model",
+    "load_checkpoint_model",
+    "load_entry_point",
+    "load_model",
+    "make_denoiser",
+    "model_info",
+    "write_report",
+]
+
+#: above this dimension the block norms are estimated with probes instead of the full Jacobian
+EXACT_MAX_DIM = 1024
+
+
+def load_entry_point(spec: str) -> tuple[Any, dict]:
+    """``module:factory`` -> (model, info); the factory returns (model, info) or a model (info = {})."""
+    mod_name, sep, attr = spec.partition(":")
+    if not sep or not mod_name or not attr:
+        raise PifsError(f"model entry point must be 'module:factory', got {spec!r}")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise PifsError(f"cannot import {mod_name!r} for model entry point {spec!r}: {exc}") from None
+    factory = getattr(mod, attr, None)
+    if factory is None or not callable(factory):
+        raise PifsError(f"{mod_name!r} has no callable {attr!r}")
+    out = factory()
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict):
+        return out[0], dict(out[1])
+    return out, {}
+
+
+def load_checkpoint_model(path: str | os.PathLike) -> tuple[Any, dict]:
+    """(model, info) from a training checkpoint: delegates to :func:`pifskit.torch.checkpoint.load_checkpoint_model`.
+
+    The hook the training issue implements: a ``torch.save`` dict with 'model_config' and
+    'model_state' (plus the EMA weights and metadata).
+    """
+    try:
+        from .checkpoint import load_checkpoint_model as _load
+    except ImportError:  # pragma: no cover - the training layer is absent
+        raise PifsError("loading checkpoints needs pifskit.torch.checkpoint (the training layer)") from None
+    return _load(path)
+
+
+def load_model(spec: str) -> tuple[Any, dict]:
+    """A model from an existing checkpoint path (file or run directory) or a ``module:factory`` entry point."""
+    if os.path.exists(spec):
+        return load_checkpoint_model(spec)
+    if ":" in spec:
+        return load_entry_point(spec)
+    raise PifsError(f"--model {spec!r} is neither an existing checkpoint path nor a 'module:factory' entry point")
+
+
+def model_info(info: dict, *, prediction: str | None = None, convention: str | None = None,
+               sample_shape: tuple[int, ...] | None = None) -> dict:
+    """Normalise an info dict (keys prediction_type, sample_shape / image_shape, timestep_convention, ...)."""
+    out = dict(info)
+    out["prediction_type"] = prediction or info.get("prediction_type") or info.get("prediction") or "epsilon"
+    out["timestep_convention"] = convention or info.get("timestep_convention") or "discrete"
+    shape = sample_shape or info.get("sample_shape") or info.get("image_shape")
+    if shape is None:
+        raise PifsError("the model's sample shape is unknown: the factory's info needs 'sample_shape' (C, H, W)")
+    out["sample_shape"] = tuple(int(v) for v in shape)
+    return out
+
+
+def make_denoiser(model, info: dict, chain: Chain, schedule=None, dtype: torch.dtype = torch.float32) -> ChainDenoiser:
+    """Wrap the model for the chain (raises PifsError when the chain does not fit the model's convention)."""
+    if hasattr(model, "to"):
+        model = model.to(dtype)
+    if hasattr(model, "eval"):
+        model.eval()
+    sched = schedule
+    if info["timestep_convention"] == "continuous" and sched is None:
+        sched = get_schedule(info.get("schedule", "cosine"))
+    den = ModelDenoiser(model, info["prediction_type"], info["timestep_convention"], schedule=sched,
+                        sample_shape=info["sample_shape"], timestep_scale=float(info.get("timestep_scale", 1.0)))
+    return ChainDenoiser(den, chain)
+
+
+def _check_model_output(cd: ChainDenoiser, shape: tuple[int, ...], dtype) -> None:
+    x = torch.randn((1,) + shape, dtype=dtype)
+    with torch.no_grad():
+        out = cd.denoise(x, 0)
+    if tuple(out.shape) != (1,) + shape:
+        raise PifsError(f"model output has shape {tuple(out.shape)}, expected {(1,) + shape}")
+
+
+def analyze_model(model, info: dict, chain: Chain, spectrum: Spectrum | None = None, *, patch: int = 2,
+                  points: int = 2, k: int = 8, trajectories: int = 2, refine: int = 1, probes: int = 8,
+                  exact: bool | None = None, float64: bool = False, seed: int = 0, schedule=None,
+                  progress: Callable[[int], None] | None = None) -> dict:
+    """Block and Lyapunov analysis of a model over a chain; returns a JSON-ready dict (numpy values).
+
+    ``points``: chain states per step at which block norms are measured (the first trajectories);
+    ``exact``: full Jacobian (None: when d <= 1024) or probe estimates with ``probes`` probes per block.
+    """
+    info = model_info(info)
+    shape = info["sample_shape"]
+    d = int(np.prod(shape))
+    k = check_positive_int(k, "k")
+    if k > d:
+        raise PifsError(f"k = {k} exceeds the dimension d = {d}; k must lie in [1, {d}]")
+    M = check_positive_int(trajectories, "trajectories")
+    points = min(check_positive_int(points, "points"), M)
+    partition = Partition.patches(shape, patch) if len(shape) == 3 else Partition.tokens(shape)
+    dtype = torch.float64 if float64 else torch.float32
+    cd = make_denoiser(model, info, chain, schedule, dtype)
+    _check_model_output(cd, shape, dtype)
+    exact = d <= EXACT_MAX_DIM if exact is None else bool(exact)
+    gen = torch.Generator().manual_seed(seed)
+    x_init = torch.randn((M,) + shape, generator=gen, dtype=dtype)
+    N = chain.n_steps
+    with torch.no_grad():
+        xs = [x_init]
+        for i in range(N):
+            xs.append(cd.step(xs[-1], i))
+    if not all(torch.isfinite(x).all() for x in xs):
+        raise PifsError("the chain produced non-finite states with this model (check prediction type / schedule)")
+
+    LB, LB_F, Moff, LB_spread = np.zeros(N), np.zeros(N), np.zeros(N), np.zeros(N)
+    for i in range(N):
+        lbs, lbfs, ms = [], [], []
+        for m in range(points):
+            fn = lambda v, i=i: cd.denoise(v, i)
+            if exact:
+                bn = block_norms(fn, xs[i][m], partition)
+                lbs.append(bn.block_max)
+                lbfs.append(bn.block_max_frob)
+                ms.append(bn.offdiag_mass)
+            else:
+                F2 = estimate_block_frob2_matrix(fn, xs[i][m:m + 1], partition, n_probes=probes, generator=gen)[0]
+                F2 = F2.double().cpu().numpy()
+                lbfs.append(float(np.sqrt(F2).sum(axis=1).max()))
+                lbs.append(float("nan"))
+                ms.append(float(1.0 - np.trace(F2) / F2.sum()))
+        LB[i], LB_F[i], Moff[i] = np.mean(lbs), np.mean(lbfs), np.mean(ms)
+        LB_spread[i] = np.std(lbs if exact else lbfs)
+        if progress is not None:
+            progress(1)
+
+    lstar = contraction_threshold(chain)
+    c, dcoef = step_coefficients(chain)
+    levels = chain.logsnr[:-1]
+    surrogate: dict[str, Any] = {}
+    if spectrum is not None and spectrum.power_grid is not None and len(shape) == 3 \
+            and spectrum.power_grid.shape == tuple(shape[1:]):
+        surrogate["offdiag_mass"] = offdiag_block_mass(levels, spectrum.power_grid, patch)
+        surrogate["gaussian_block_max"] = gaussian_block_row_sums(levels, spectrum.power_grid, patch, "spectral")
+        surrogate["gaussian_block_max_frob"] = gaussian_block_row_sums(levels, spectrum.power_grid, patch, "fro",
+                                                                       channels=shape[0])
+
+    lyap = lyapunov_spectrum(cd.step, N, x_init, k, refine=refine, generator=gen, progress=None)
+    num = lyap.to_dict()
+    result: dict[str, Any] = {
+        "model": {k_: v for k_, v in info.items() if isinstance(v, (str, int, float, bool, list, tuple))},
+        "chain": chain.to_dict(),
+        "d": d, "patch": int(patch), "n_blocks": partition.n_blocks, "dtype": "float64" if float64 else "float32",
+        "block_norms_method": "exact" if exact else f"probe estimate ({probes} probes per block, Frobenius)",
+        "steps": {
+            "logsnr": levels, "c": c, "d": dcoef,
+            "contraction_threshold": lstar,
+            "block_max": LB, "block_max_spread": LB_spread, "block_max_frob": LB_F,
+            "contractive": (LB < lstar) if exact else (LB_F < lstar),
+            "offdiag_mass": Moff,
+            **{f"surrogate_{k_}": v for k_, v in surrogate.items()},
+        },
+        "regime_boundary_step": regime_boundary_step(chain),
+        "numerical": num,
+    }
+    if spectrum is not None:
+        if spectrum.d != d:
+            result["analytic_note"] = f"spectrum has d = {spectrum.d}, the model d = {d}: analytic values not comparable"
+        ana = np.sort(lyapunov_exponents(chain, spectrum))[::-1]
+        result["analytic"] = {"spectrum": spectrum.name, "d": spectrum.d, "exponents_top": ana[:k],
+                              "kaplan_yorke": kaplan_yorke(ana), "kaplan_yorke_top_k": kaplan_yorke(ana[:k])}
+    return result
+
+
+# ---------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------
+
+def _plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    st = result["steps"]
+    n = np.arange(len(st["logsnr"]))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    ax = axes[0]
+    if np.isfinite(st["block_max"]).any():
+        ax.errorbar(n, st["block_max"], yerr=st["block_max_spread"], fmt="o-", label="measured $L_B(D_t)$ (spectral)")
+    ax.plot(n, st["block_max_frob"], "s--", label="measured Frobenius row sum")
+    ax.plot(n, st["contraction_threshold"], "k-", lw=2, label="$L^*_t$")
+    if "surrogate_gaussian_block_max" in st:
+        ax.plot(n, st["surrogate_gaussian_block_max"], "g:", label="Gaussian-optimal $L_B$")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_title("block-max norm vs contraction threshold")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    ax.plot(n, st["offdiag_mass"], "o-", label="measured $M_{off}$")
+    if "surrogate_offdiag_mass" in st:
+        ax.plot(n, st["surrogate_offdiag_mass"], "g--", label="surrogate $M_{off}$")
+    ax.axvline(result["regime_boundary_step"] - 0.5, color="grey", ls=":", label="logSNR = 0")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("step")
+    ax.set_title("off-diagonal block mass")
+    ax.legend(fontsize=8)
+    ax = axes[2]
+    num = result["numerical"]
+    kk = np.arange(1, num["k"] + 1)
+    ax.errorbar(kk, num["exponents"], yerr=num["spread"], fmt="o-", label=f"numerical (KY {num['kaplan_yorke']:.3g})")
+    if "analytic" in result:
+        ana = result["analytic"]
+        ax.plot(kk, ana["exponents_top"], "g--", label=f"analytic surrogate (KY {ana['kaplan_yorke']:.3g})")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel("index i")
+    ax.set_title("Lyapunov exponents (per chain)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(x) -> str:
+    try:
+        return f"{float(x):.4g}"
+    except (TypeError, ValueError):
+        return html.escape(str(x))
+
+
+def write_report(result: dict, out_dir: str | os.PathLike) -> dict[str, str]:
+    """Write report.json, report.png and report.html (PNG embedded) to ``out_dir``; returns the paths."""
+    from ..cli._common import to_jsonable
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "report.json", "png": out / "report.png", "html": out / "report.html"}
+    clean = to_jsonable(result)
+    paths["json"].write_text(json.dumps(clean, indent=1, allow_nan=False) + "\n")
+    _plot(result, paths["png"])
+    st = result["steps"]
+    cols = [("logSNR", "logsnr"), ("L*_t", "contraction_threshold"), ("L_B(D_t)", "block_max"),
+            ("Frobenius row sum", "block_max_frob"), ("Gaussian-optimal L_B", "surrogate_gaussian_block_max"),
+            ("contractive", "contractive"), ("M_off", "offdiag_mass"), ("surrogate M_off", "surrogate_offdiag_mass")]
+    cols = [(h, k) for h, k in cols if k in st]
+    rows = "".join("<tr><td>{}</td>{}</tr>".format(i, "".join(f"<td>{_fmt(st[k][i])}</td>" for _, k in cols))
+                   for i in range(len(st["logsnr"])))
+    num = result["numerical"]
+    ana = result.get("analytic")
+    lyap_rows = "".join(
+        f"<tr><td>{i + 1}</td><td>{_fmt(num['exponents'][i])}</td><td>{_fmt(num['spread'][i])}</td>"
+        f"<td>{_fmt(ana['exponents_top'][i]) if ana else ''}</td></tr>" for i in range(num["k"]))
+    img = base64.b64encode(paths["png"].read_bytes()).decode()
+    model = html.escape(json.dumps(to_jsonable(result["model"])))
+    ky_ana = f"{_fmt(ana['kaplan_yorke'])} (top-{num['k']}: {_fmt(ana['kaplan_yorke_top_k'])})" if ana else "n/a"
+    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>pifskit analyze-model</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
+padding:2px 6px;text-align:right}}</style></head><body>
+<h1>PIFS analysis of a denoiser</h1>
+<p>model: <code>{model}</code><br>chain: {html.escape(str(result['chain']['name']))}, {result['chain']['n_steps']} steps;
+d = {result['d']}, {result['n_blocks']} blocks of patch {result['patch']}; block norms: {html.escape(result['block_norms_method'])};
+{result['dtype']}.</p>
+<img src="data:image/png;base64,{img}" style="max-width:100%">
+<h2>Per step: measured L_B(D_t) beside L*_t, M_off beside the surrogate</h2>
+<table><tr><th>step</th>{''.join(f'<th>{h}</th>' for h, _ in cols)}</tr>{rows}</table>
+<h2>Lyapunov spectrum (top {num['k']}, {num['trajectories']} trajectories)</h2>
+<p>numerical Kaplan-Yorke: {_fmt(num['kaplan_yorke'])} &plusmn; {_fmt(num['kaplan_yorke_spread'])}
+{'(lower bound: all top-k partial sums are non-negative)' if num['kaplan_yorke_is_lower_bound'] else ''};
+analytic surrogate: {ky_ana}</p>
+<table><tr><th>i</th><th>numerical</th><th>spread</th><th>analytic</th></tr>{lyap_rows}</table>
+</body></html>
+"""
+    paths["html"].write_text(doc)
+    return {k: str(v) for k, v in paths.items()}

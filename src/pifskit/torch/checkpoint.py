@@ -1,0 +1,142 @@
+"""Training checkpoints: atomic writes, validated loads, and ``load_checkpoint_model`` for analysis.
+
+A checkpoint is one ``torch.save`` dict (loaded with ``weights_only=True``; no pickled code):
+
+    format, version, model_config, model_state, ema_state, optimizer_state, scaler_state,
+    rng {torch, cuda, numpy, python}, step, data (DataSpec dict), hparams, image_shape,
+    schedule, prediction, timestep_convention ('discrete'), num_train_timesteps, world_size
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._validate import PifsError
+
+__all__ = ["CHECKPOINT_NAME", "FORMAT", "checkpoint_path", "save_checkpoint", "load_checkpoint",
+           "load_checkpoint_model", "rng_state", "set_rng_state", "atomic_write_bytes"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+FORMAT = "pifskit-checkpoint"
+VERSION = 1
+_REQUIRED = ("model_config", "model_state", "ema_state", "step", "hparams", "data", "image_shape", "schedule",
+             "prediction")
+
+
+def checkpoint_path(path: str | os.PathLike) -> Path:
+    """A run directory (-> DIR/checkpoint.pt) or a checkpoint file."""
+    p = Path(path)
+    return p / CHECKPOINT_NAME if p.is_dir() else p
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call ``write(fileobj)`` on a temp file in ``path``'s directory, fsync, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def rng_state() -> dict:
+    """torch / CUDA / numpy (legacy global) / python RNG states, in weights_only-loadable types."""
+    np_state = np.random.get_state(legacy=False)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"bit_generator": np_state["bit_generator"],
+                  "key": torch.from_numpy(np.asarray(np_state["state"]["key"], dtype=np.int64)),
+                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                  "gauss": float(np_state["gauss"])},
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state({"bit_generator": n["bit_generator"],
+                         "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
+    """Write ``payload`` (plus format/version) atomically to ``path`` (a file or run directory)."""
+    p = Path(path)
+    p = p / CHECKPOINT_NAME if (p.is_dir() or p.suffix == "") else p
+    payload = {"format": FORMAT, "version": VERSION, **payload}
+    atomic_write_bytes(p, lambda f: torch.save(payload, f))
+    return p
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """Load and validate a pifskit checkpoint; a missing, truncated or foreign file raises PifsError."""
+    p = checkpoint_path(path)
+    if not p.is_file():
+        raise PifsError(f"checkpoint not found: {p}")
+    try:
+        ck = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise PifsError(f"{p}: unreadable or corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise PifsError(f"{p}: not a pifskit training checkpoint")
+    if ck.get("version") != VERSION:
+        raise PifsError(f"{p}: checkpoint version {ck.get('version')} not supported (this pifskit reads {VERSION})")
+    missing = [k for k in _REQUIRED if k not in ck]
+    if missing:
+        raise PifsError(f"{p}: checkpoint lacks {', '.join(missing)}")
+    return ck
+
+
+def load_checkpoint_model(path: str | os.PathLike, ema: bool = True, device: Any = "cpu"):
+    """(model in eval mode, info) from a run directory or checkpoint file.
+
+    ``ema`` picks the EMA weights (the ones to sample from). ``info``: prediction_type
+    ('epsilon' / 'sample' / 'v_prediction'), image_shape (C, H, W), schedule (a
+    :func:`pifskit.schedules.get_schedule` name), timestep_convention 'discrete'
+    (the model takes integer training timesteps 0..T-1, fractional allowed),
+    num_train_timesteps, step, arch, model_config, data, hparams.
+    """
+    from .models import build_model
+
+    ck = load_checkpoint(path)
+    model = build_model(dict(ck["model_config"]))
+    state = ck["ema_state"] if ema else ck["model_state"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise PifsError(f"checkpoint weights do not fit its model config: {str(exc)[:300]}") from None
+    model.to(device).eval()
+    info = {
+        "prediction_type": ck["prediction"],
+        "image_shape": tuple(int(v) for v in ck["image_shape"]),
+        "schedule": ck["schedule"],
+        "timestep_convention": "discrete",
+        "num_train_timesteps": int(ck.get("num_train_timesteps", 1000)),
+        "step": int(ck["step"]),
+        "arch": ck["model_config"]["arch"],
+        "model_config": dict(ck["model_config"]),
+        "data": dict(ck["data"]),
+        "hparams": dict(ck["hparams"]),
+        "ema": bool(ema),
+        "path": str(checkpoint_path(path)),
+    }
+    return model, info

@@ -1,0 +1,152 @@
+"""The PIFS regulariser (theory section 2): penalise block-row sums of dD_t/dx above a per-step budget.
+
+For a step i of a chain (level t -> s, F_i = c_i x + d_i D_i), output block r and an estimate
+rho_r of sum_j ||dD_r/dx_j||_F (probe estimator, :func:`pifskit.torch.blocks.estimate_block_row_sums`):
+
+    R = mean_{samples, r} relu(c_i + d_i rho_r - (c_i + d_i B_i))^2 = mean d_i^2 relu(rho_r - B_i)^2
+
+(``scale='step'``: the excess of F_i's block-row bound over c_i + d_i B_i, which is 1 for
+B_i = L*_i), or mean relu(rho_r / B_i - 1)^2 (``scale='relative'``). The budget B_i is
+
+* ``'lstar'``:    L*_i (1 + margin),      L* = (1 - c) / d from :func:`pifskit.geometry.contraction_threshold`
+* ``'gaussian'``: max(L*_i, L_B^F(G_i)) (1 + margin), with L_B^F(G_i) the Frobenius block-row sum of the
+  Gaussian-optimal denoiser of the (stationary) data spectrum at level i, computed model-free from
+  the FFT kernel (:func:`pifskit.torch.blocks.gaussian_block_row_sums`): a perfect denoiser must expand
+  the directions above lambda*_t, so penalising below that floor fights the data.
+* an array of N budgets.
+
+Estimator (``n_blocks`` = m probed input blocks per sample, ``n_probes`` = n Gaussian probes each;
+cost m n JVPs per regularised sample, differentiable through ``torch.func.jvp``):
+
+* each ||J_rj||_F^2 estimate is unbiased with variance 2 ||J_rj^T J_rj||_F^2 / n;
+* the square root is biased low by at most a factor sqrt(2/pi) (rank-1 block, n = 1) and by
+  ~ 1 - 1/(4 n r) for an isotropic rank-r block;
+* the subset scaling P/m is unbiased over the random subset, with variance
+  P^2 (1 - m/P) s^2 / m (s^2 the spread of the P terms of the row);
+* the hinge is convex, so the noisy estimate overstates the mean excess (Jensen), and
+  rho_F >= the spectral row sum, so the penalty is conservative with respect to L_B.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._validate import PifsError, check_choice, check_positive_int
+from ..chains import Chain
+from ..geometry import contraction_threshold, step_coefficients
+from ..spectra import Spectrum
+from .blocks import Partition, estimate_block_row_sums, gaussian_block_row_sums
+
+__all__ = ["PIFSRegularizer", "pifs_regularizer", "step_budgets"]
+
+
+def step_budgets(chain: Chain, budget: str | np.ndarray = "lstar", *, margin: float = 0.0,
+                 spectrum: Spectrum | None = None, partition: Partition | None = None) -> np.ndarray:
+    """Per-step budget B_i in denoiser units (see module docstring), length N."""
+    lstar = contraction_threshold(chain)
+    if not isinstance(budget, str):
+        b = np.asarray(budget, dtype=np.float64)
+        if b.shape != lstar.shape or not np.isfinite(b).all() or (b <= 0).any():
+            raise PifsError(f"explicit budget must be {lstar.size} positive finite values (one per step)")
+        return b * (1.0 + margin)
+    check_choice(budget, "budget", ("lstar", "gaussian"))
+    if not margin > -1:
+        raise PifsError(f"margin must be > -1, got {margin}")
+    if budget == "lstar":
+        return lstar * (1.0 + margin)
+    if spectrum is None or spectrum.power_grid is None:
+        raise PifsError("the 'gaussian' budget needs a stationary spectrum with a power grid (e.g. powerlaw:2)")
+    if partition is None or partition.kind != "patches":
+        raise PifsError("the 'gaussian' budget needs a patch partition of a C x H x W image")
+    C, H, W = partition.sample_shape
+    if spectrum.power_grid.shape != (H, W):
+        raise PifsError(f"spectrum power grid is {spectrum.power_grid.shape}, the model's images are {H}x{W}")
+    floor = gaussian_block_row_sums(chain.logsnr[:-1], spectrum.power_grid, partition.patch, norm="fro",
+                                    channels=C)
+    return np.maximum(lstar, floor) * (1.0 + margin)
+
+
+def pifs_regularizer(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x_t: torch.Tensor,
+                     steps: torch.Tensor, partition: Partition, budgets: np.ndarray, d_coef: np.ndarray, *,
+                     n_blocks: int = 1, n_probes: int = 1, scale: str = "step",
+                     generator: torch.Generator | None = None, chunk_size: int | None = None) -> torch.Tensor:
+    """Functional form: R for noisy inputs ``x_t`` (B, *shape) at chain steps ``steps`` (B,).
+
+    ``denoise(x, steps)`` returns D at those steps (batched); ``budgets`` and ``d_coef`` are the
+    per-step B_i and d_i arrays. Differentiable with respect to the model's parameters.
+    """
+    check_choice(scale, "scale", ("step", "relative"))
+    steps = torch.as_tensor(steps, dtype=torch.long)
+    if steps.shape != (x_t.shape[0],):
+        raise PifsError(f"steps must have shape ({x_t.shape[0]},), got {tuple(steps.shape)}")
+    m = min(int(n_blocks), partition.n_blocks)
+    idx = steps.cpu().numpy()
+    B0 = idx.size
+    # fn acts per sample on any multiple of the batch (folded probes): tile the step indices
+    rho, _ = estimate_block_row_sums(lambda v: denoise(v, np.tile(idx, v.shape[0] // B0)), x_t, partition, n_blocks=m,
+                                     n_probes=n_probes, generator=generator, chunk_size=chunk_size,
+                                     create_graph=True)
+    B = torch.as_tensor(budgets[idx], dtype=rho.dtype, device=rho.device)[:, None]
+    if scale == "step":
+        dc = torch.as_tensor(d_coef[idx], dtype=rho.dtype, device=rho.device)[:, None]
+        excess = dc * (rho - B)
+    else:
+        excess = rho / B - 1.0
+    return torch.relu(excess).pow(2).mean()
+
+
+class PIFSRegularizer(nn.Module):
+    """Module form: ``reg(chain_denoiser, x0)`` noises a clean batch at random chain steps and returns R.
+
+    ``sample_fraction`` of the batch (at least one sample) is regularised; cost per call is
+    ``n_blocks * n_probes`` JVPs (plus their backward) per regularised sample, each about 4-5
+    plain forward+backward sample costs on CPU. The defaults (1 block, 1 probe, 1/8 of the batch)
+    keep a training step at about 1.5x the plain step (benchmarks/bench_regularizer.py).
+    With m = 1 block per sample the penalty is, in expectation over the probed block, an upper
+    bound of the hinge of the true row sum (Jensen: E relu(P y_j - B)^2 >= relu(sum_j y_j - B)^2);
+    raise ``n_blocks`` for a tighter (lower-variance) penalty at proportional cost. ``weight`` multiplies R.
+    """
+
+    def __init__(self, chain: Chain, partition: Partition, budget: str | np.ndarray = "lstar", *,
+                 spectrum: Spectrum | None = None, margin: float = 0.0, n_blocks: int = 1, n_probes: int = 1,
+                 sample_fraction: float = 0.125, scale: str = "step", weight: float = 1.0,
+                 chunk_size: int | None = None):
+        super().__init__()
+        self.chain = chain
+        self.partition = partition
+        self.budgets = step_budgets(chain, budget, margin=margin, spectrum=spectrum, partition=partition)
+        self.c, self.d = step_coefficients(chain)
+        self.n_blocks = check_positive_int(n_blocks, "n_blocks")
+        self.n_probes = check_positive_int(n_probes, "n_probes")
+        if not 0 < sample_fraction <= 1:
+            raise PifsError(f"sample_fraction must lie in (0, 1], got {sample_fraction}")
+        self.sample_fraction = float(sample_fraction)
+        self.scale = check_choice(scale, "scale", ("step", "relative"))
+        self.weight = float(weight)
+        self.chunk_size = chunk_size
+
+    def forward(self, chain_denoiser, x0: torch.Tensor, steps: torch.Tensor | None = None,
+                noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        n = max(1, round(self.sample_fraction * x0.shape[0]))
+        x0 = x0[:n]
+        if steps is None:
+            steps = torch.randint(0, self.chain.n_steps, (n,), generator=generator)
+        else:
+            steps = torch.as_tensor(steps, dtype=torch.long)[:n]
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        else:
+            noise = noise[:n]
+        idx = steps.cpu().numpy()
+        shape = (-1,) + (1,) * (x0.dim() - 1)
+        a = torch.as_tensor(self.chain.a[idx], dtype=x0.dtype, device=x0.device).reshape(shape)
+        s = torch.as_tensor(self.chain.s[idx], dtype=x0.dtype, device=x0.device).reshape(shape)
+        x_t = a * x0 + s * noise
+        R = pifs_regularizer(chain_denoiser.denoise, x_t, steps, self.partition, self.budgets, self.d,
+                             n_blocks=self.n_blocks, n_probes=self.n_probes, scale=self.scale,
+                             generator=generator, chunk_size=self.chunk_size)
+        return self.weight * R

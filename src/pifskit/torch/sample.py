@@ -1,0 +1,101 @@
+"""Deterministic DDIM sampling of a trained pifskit model over any pifskit chain.
+
+Step i (level t_i -> t_{i+1}): x <- c_i x + d_i D_i(x), with (c_i, d_i) from
+:func:`pifskit.geometry.step_coefficients` and D_i the model's x0 estimate at level i
+(epsilon: (x - s eps)/a; x0; v: a x - s v). The model receives the chain's training
+timesteps, or for chains given by sigmas / logSNR the fractional timestep of the level
+(``DiscreteSchedule.timestep_of_sigma``, log-sigma interpolation as diffusers).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._validate import PifsError, check_positive_int
+from ..chains import Chain
+from ..geometry import step_coefficients
+from ..schedules import DiscreteSchedule
+from .models import prediction_to_x0
+
+__all__ = ["chain_model_timesteps", "ddim_sample", "save_grid", "to_uint8"]
+
+
+def chain_model_timesteps(chain: Chain, schedule: DiscreteSchedule) -> np.ndarray:
+    """The (possibly fractional) training timestep the model sees at each of the chain's N noisy levels."""
+    if chain.timesteps is not None:
+        return np.asarray(chain.timesteps, dtype=np.float64)
+    return schedule.timestep_of_sigma(chain.sigmas[:-1])
+
+
+@torch.no_grad()
+def ddim_sample(model: torch.nn.Module, prediction: str, schedule: DiscreteSchedule, chain: Chain, n: int,
+                image_shape: tuple[int, int, int], *, seed: int = 0, batch_size: int = 256, device="cpu",
+                clip: bool = False, x_init: torch.Tensor | None = None) -> np.ndarray:
+    """``n`` samples (n, C, H, W) float32, from x_init ~ N(0, I) drawn with ``seed``.
+
+    ``clip`` clamps the x0 estimate to [-1, 1] at every step (diffusers' clip_sample).
+    """
+    n = check_positive_int(n, "n")
+    if prediction == "epsilon" and chain.starts_from_noise:
+        raise PifsError("an epsilon-prediction model has no x0 estimate at pure noise (a = 0); use a chain "
+                        "that starts below pure noise (e.g. trailing spacing of the training schedule)")
+    c, d = step_coefficients(chain)
+    ts = chain_model_timesteps(chain, schedule)
+    a, s = chain.a[:-1], chain.s[:-1]
+    if x_init is None:
+        g = torch.Generator().manual_seed(int(seed))
+        x_init = torch.randn((n,) + tuple(image_shape), generator=g)
+    elif tuple(x_init.shape) != (n,) + tuple(image_shape):
+        raise PifsError(f"x_init must have shape {(n,) + tuple(image_shape)}, got {tuple(x_init.shape)}")
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    outs = []
+    for lo in range(0, n, batch_size):
+        x = x_init[lo:lo + batch_size].to(device=device, dtype=torch.float32)
+        B = x.shape[0]
+        for i in range(chain.n_steps):
+            t = torch.full((B,), float(ts[i]), device=device)
+            ai = torch.full((B,), float(a[i]), device=device)
+            si = torch.full((B,), float(s[i]), device=device)
+            x0 = prediction_to_x0(prediction, model(x, t), x, ai, si)
+            if clip:
+                x0 = x0.clamp(-1.0, 1.0)
+            x = float(c[i]) * x + float(d[i]) * x0
+        if not torch.isfinite(x).all():
+            raise PifsError("sampling produced non-finite values (diverged model or chain)")
+        outs.append(x.cpu())
+    return torch.cat(outs).numpy().astype(np.float32)
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """[-1, 1] -> uint8 via round((x + 1) * 127.5), clipped."""
+    return np.clip(np.round((np.asarray(images, dtype=np.float64) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def save_grid(images: np.ndarray, path: str | Path, nrow: int | None = None, pad: int = 1) -> Path:
+    """Save (N, C, H, W) images in [-1, 1] as one PNG grid (``nrow`` per row; default ceil(sqrt(N)))."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    x = to_uint8(images)
+    N, C, H, W = x.shape
+    nrow = nrow or int(math.ceil(math.sqrt(N)))
+    rows = int(math.ceil(N / nrow))
+    grid = np.zeros((rows * (H + pad) + pad, nrow * (W + pad) + pad, C), np.uint8)
+    for k in range(N):
+        r, q = divmod(k, nrow)
+        grid[pad + r * (H + pad):pad + r * (H + pad) + H, pad + q * (W + pad):pad + q * (W + pad) + W] = \
+            x[k].transpose(1, 2, 0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if C == 1:
+        plt.imsave(path, grid[..., 0], cmap="gray", vmin=0, vmax=255)
+    else:
+        plt.imsave(path, grid)
+    return path

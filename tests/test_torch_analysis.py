@@ -1,0 +1,100 @@
+"""``pifskit analyze-model`` end to end on a tiny random DiT, report contents, and bad input (exit 2)."""
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from pifskit import get_schedule, make_chain
+from pifskit.blockmass import offdiag_block_mass
+from pifskit.cli import main
+from pifskit.geometry import contraction_threshold
+from pifskit.lyapunov import kaplan_yorke
+from pifskit.spectra import powerlaw
+from pifskit.torch.analysis import analyze_model
+from pifskit.torch.testing import tiny_dit
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_analyze_model_cli_end_to_end(tmp_path, capsys):
+    out = tmp_path / "rep"
+    rc = main(["analyze-model", "--model", "pifskit.torch.testing:tiny_dit", "--steps", "4", "--k", "4",
+               "--trajectories", "2", "--out", str(out), "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    for name in ("report.json", "report.png", "report.html"):
+        assert (out / name).stat().st_size > 500
+    assert json.loads((out / "report.json").read_text())["d"] == 64
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "L*_t" in html
+    chain = make_chain(get_schedule("ddpm"), 4, "trailing")
+    st = res["steps"]
+    np.testing.assert_allclose(st["contraction_threshold"], contraction_threshold(chain))
+    grid = powerlaw(8, 1, 2.0, 0.205).power_grid
+    np.testing.assert_allclose(st["surrogate_offdiag_mass"], offdiag_block_mass(chain.logsnr[:-1], grid, 2))
+    assert st["contractive"] == [lb < ls for lb, ls in zip(st["block_max"], st["contraction_threshold"])]
+    assert all(f >= s - 1e-9 for f, s in zip(st["block_max_frob"], st["block_max"]))  # ||.||_F >= ||.||_2
+    num = res["numerical"]
+    assert num["k"] == 4 and len(num["spread"]) == 4
+    assert num["kaplan_yorke"] == pytest.approx(kaplan_yorke(num["exponents"]))
+    assert len(res["analytic"]["exponents_top"]) == 4
+
+
+def test_analyze_model_exact_and_estimated_block_norms_agree():
+    model, info = tiny_dit(seed=4)
+    chain = make_chain(get_schedule("ddpm"), 3, "trailing")
+    common = {"patch": 2, "points": 1, "k": 2, "trajectories": 1, "refine": 0, "float64": True, "seed": 1}
+    ex = analyze_model(model, info, chain, None, exact=True, **common)
+    est = analyze_model(model, info, chain, None, exact=False, probes=256, **common)
+    np.testing.assert_allclose(est["steps"]["block_max_frob"], ex["steps"]["block_max_frob"], rtol=0.1)
+    np.testing.assert_allclose(est["steps"]["offdiag_mass"], ex["steps"]["offdiag_mass"], atol=0.05)
+
+
+def test_analyze_model_checkpoint(tmp_path, capsys):
+    ckpt = pytest.importorskip("pifskit.torch.checkpoint")
+    models = pytest.importorskip("pifskit.torch.models")
+    cfg = models.default_config("dit", (1, 8, 8), "epsilon")
+    model = models.build_model(cfg)
+    state = model.state_dict()
+    path = ckpt.save_checkpoint(tmp_path / "run", {
+        "model_config": cfg, "model_state": state, "ema_state": state, "step": 0, "hparams": {}, "data": {},
+        "image_shape": [1, 8, 8], "schedule": "ddpm", "prediction": "epsilon"})
+    rc = main(["analyze-model", "--model", str(path), "--steps", "3", "--k", "2", "--trajectories", "1",
+               "--points", "1", "--out", str(tmp_path / "rep"), "--json"])
+    assert rc == 0, capsys.readouterr().err
+    res = json.loads(capsys.readouterr().out)
+    assert res["d"] == 64 and len(res["steps"]["block_max"]) == 3
+
+
+def _write_bad_module(tmp_path):
+    (tmp_path / "badmodels_pifs.py").write_text(textwrap.dedent("""
+        import torch
+
+        def wrong_shape():
+            return (lambda x, t: x[:, :, :4]), {"prediction_type": "sample", "sample_shape": [1, 8, 8],
+                                               "timestep_convention": "discrete", "schedule": "ddpm"}
+    """))
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--model", "pifskit.torch.testing:tiny_dit", "--patch", "3"], "does not tile"),
+    (["--model", "pifskit.torch.testing:tiny_dit", "--k", "65"], "exceeds the dimension"),
+    (["--model", "pifskit.torch.testing:tiny_dit", "--schedule", "cosine"], "discrete training timesteps"),
+    (["--model", "badmodels_pifs:wrong_shape"], "output has shape"),
+    (["--model", "not-an-entry-point"], "neither an existing checkpoint"),
+])
+def test_analyze_model_bad_input(tmp_path, monkeypatch, capsys, extra, message):
+    _write_bad_module(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rc = main(["analyze-model", "--steps", "3", "--out", str(tmp_path / "rep")] + extra)
+    assert rc == 2
+    assert message in capsys.readouterr().err
