@@ -84,5 +84,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{i:>4} {st['logsnr'][i]:>9.3f} {st['contraction_threshold'][i]:>9.4f} "
                   f"{st['block_max'][i]:>10.4g} {st['offdiag_mass'][i]:>7.3f}")
         num = result["numerical"]
-        print(f"numerical KY (top {num['k']}) = {num['kaplan_yorke']:.4g}; report: {paths['html']}")
+        rel = ">=" if num.get("kaplan_yorke_is_lower_bound") else "="
+        print(f"numerical KY (top {num['k']}) {rel} {num['kaplan_yorke']:.4g}"
+              f"{' (lower bound: raise --k)' if rel == '>=' else ''}; report: {paths['html']}")
     return 0
