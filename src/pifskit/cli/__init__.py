@@ -18,6 +18,7 @@ COMMAND_MODULES: list[str] = [
     "pifskit.cli.report_cmd", "pifskit.cli.geometry_cmd", "pifskit.cli.lyapunov_cmd",
     "pifskit.cli.analyze_cmd",
     "pifskit.cli.train_cmd", "pifskit.cli.sample_cmd",
+    "pifskit.cli.bench_cmd",
     "pifskit.cli.design_cmd",
 ]
 

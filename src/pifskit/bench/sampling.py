@@ -1,0 +1,410 @@
+"""The sampling benchmark: every sampler x schedule x step count, scored against an exact data model.
+
+Data models (``--data``):
+
+* ``gaussian:powerlaw:P`` -- zero-mean Gaussian with the stationary power-law image spectrum
+  (resolution / channels / pixel variance options); scored in closed form (W2, KL), no sampling.
+* ``gaussian:digits`` -- Gaussian fitted to scikit-learn's digits (closed form).
+* ``gmm:digits`` -- one Gaussian per digit class (10 components, d = 64) fitted to the 8x8 digits
+  in [-1, 1]; ``gmm:mnist:PATH`` -- the same for MNIST IDX files in PATH, PCA-reduced to ``dim``.
+  ``fit='em'`` fits ``components`` by EM instead. Scored by Monte Carlo against fresh true samples:
+  sliced W2, unbiased MMD^2 and mode coverage (TV of posterior mass vs weights), bootstrap CIs.
+
+Noise range. Every schedule spans the same training schedule (default ``sd``: SD 1.x scaled-linear,
+T = 1000, VE sigma 0.0292 .. 14.61) and starts from x_T ~ N(0, I), as a sampler of that model would.
+For data in [-1, 1] this range brackets the data's own: sigma_max = 14.6 >> sqrt(lambda_max)
+(digits: sqrt(lambda_max) = 1.67 for the pooled covariance), and sigma_min = 0.029 is at the data's
+noise floor (digits' dequantisation std 0.125 / sqrt(12) = 0.036; the jitter added to the class
+covariances is that variance). Schedules: diffusers' trailing / leading / linspace timestep spacing,
+uniform logSNR, Karras rho = 7 and the published Align Your Steps lists (``ays-sd15`` ...) between
+those endpoints, and ``pifskit`` = :func:`pifskit.design.steps.optimal_steps` for the data's pooled
+PCA spectrum (skipped with a warning if that module is unavailable).
+
+Determinism: one seed fixes x_T (shared by all configurations: common random numbers, so
+differences between schedules are paired), the reference samples, the projections and the
+bootstrap.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .._validate import PifsError, check_choice, check_positive_int
+from ..chains import SPACINGS, Chain, make_chain, sigma_range
+from ..datamodels import GaussianMixtureModel, GaussianModel
+from ..datamodels.fit import (DIGITS_JITTER, MNIST_JITTER, digits_data, fit_gaussian, fit_mixture_em,
+                              fit_mixture_per_class, mnist_data, pca_reduce)
+from ..metrics import (_exact, gaussian_kl, gaussian_output_moments, gaussian_w2, mmd2_unbiased, mode_coverage,
+                       sliced_w2, sliced_w2_difference)
+from ..samplers import parse_sampler, sampler_nfe
+from ..schedules import Schedule, get_schedule
+from ..spectra import Spectrum, powerlaw
+
+__all__ = ["BenchData", "BENCH_SCHEDULES", "DEFAULT_SCHEDULES", "DEFAULT_SAMPLERS", "DEFAULT_STEPS",
+           "parse_bench_data", "bench_chain", "run_sampling_benchmark", "write_report", "markdown_tables"]
+
+#: schedules the benchmark knows: the core spacings and pifskit's W2-optimal design
+BENCH_SCHEDULES: tuple[str, ...] = tuple(SPACINGS) + ("pifskit",)
+DEFAULT_SCHEDULES = ("trailing", "leading", "logsnr", "karras", "ays-sd15", "pifskit")
+DEFAULT_SAMPLERS = ("ddim", "euler", "heun", "dpmpp2m")
+DEFAULT_STEPS = (5, 10, 20, 50)
+
+
+@dataclass
+class BenchData:
+    """A data model to benchmark on, with the pooled spectrum the 'pifskit' schedule is designed for."""
+
+    model: GaussianModel | GaussianMixtureModel
+    name: str
+    spectrum: Spectrum
+    info: dict = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return "gaussian" if isinstance(self.model, GaussianModel) else "gmm"
+
+
+def _pooled_spectrum(model: GaussianMixtureModel, name: str) -> Spectrum:
+    _, C = model.moments()
+    return Spectrum(np.clip(np.linalg.eigvalsh(C), 0.0, None), name=name)
+
+
+def parse_bench_data(spec: str, *, dim: int | None = None, fit: str = "class", components: int = 10,
+                     jitter: float | None = None, seed: int = 0, resolution: int = 64, channels: int = 3,
+                     pixel_variance: float = 0.205) -> BenchData:
+    """``gaussian:powerlaw:P`` | ``gaussian:digits`` | ``gmm:digits`` | ``gmm:mnist:PATH`` -> :class:`BenchData`.
+
+    ``jitter=None`` uses the data's dequantisation variance (digits 1.3e-3, MNIST 5.1e-6).
+    """
+    kind, _, rest = spec.partition(":")
+    check_choice(kind, "data model", ("gaussian", "gmm"))
+    src, _, arg = rest.partition(":")
+    check_choice(fit, "mixture fit", ("class", "em"))
+    if kind == "gaussian":
+        check_choice(src, "gaussian data", ("powerlaw", "digits"))
+        if src == "powerlaw":
+            try:
+                p = float(arg) if arg else 2.0
+            except ValueError:
+                raise PifsError(f"power-law exponent in {spec!r} must be a number") from None
+            spec_ = powerlaw(resolution, channels, p, pixel_variance)
+            model = GaussianModel.diagonal(spec_.eigenvalues, name=spec_.name)
+            return BenchData(model, f"gaussian {spec_.name}", spec_, {"d": model.d, "pixel_variance": pixel_variance})
+        X, _ = digits_data()
+        jit = DIGITS_JITTER if jitter is None else jitter
+        if dim is not None:
+            X, _ = pca_reduce(X, dim)
+        model = fit_gaussian(X, jitter=jit, name="gaussian fit to digits")
+        return BenchData(model, model.name, Spectrum(model.eigen_coordinates()[0], name="digits"),
+                         {"d": model.d, "jitter": jit, "n": int(X.shape[0])})
+    check_choice(src, "mixture data", ("digits", "mnist"))
+    if src == "digits":
+        X, y = digits_data()
+        jit = DIGITS_JITTER if jitter is None else jitter
+        label = "digits 8x8"
+    else:
+        if not arg:
+            raise PifsError("gmm:mnist needs the directory of the MNIST IDX files: gmm:mnist:PATH")
+        X, y = mnist_data(arg)
+        jit = MNIST_JITTER if jitter is None else jitter
+        label = "MNIST"
+        dim = 64 if dim is None else dim
+    info = {"n": int(X.shape[0]), "jitter": float(jit), "fit": fit}
+    if dim is not None and dim != X.shape[1]:
+        X, pca = pca_reduce(X, dim)
+        info["pca_dim"] = int(dim)
+        info["pca_variance_kept"] = float(pca.variances.sum())
+        label += f" (PCA {dim})"
+    if fit == "class":
+        model = fit_mixture_per_class(X, y, jitter=jit, name=f"gmm per class, {label}")
+    else:
+        model = fit_mixture_em(X, components, jitter=jit, seed=seed, name=f"gmm EM {components}, {label}")
+    info.update({"d": model.d, "K": model.K})
+    return BenchData(model, model.name, _pooled_spectrum(model, label), info)
+
+
+def bench_chain(name: str, steps: int, schedule: Schedule, spectrum: Spectrum | None = None) -> Chain:
+    """The chain of ``steps`` steps that schedule ``name`` runs on the training ``schedule``.
+
+    'pifskit': the W2-optimal levels of :func:`pifskit.design.steps.optimal_steps` for ``spectrum``
+    (N noisy levels from sigma_max, then clean); ImportError if the design module is missing.
+    """
+    check_choice(name, "schedule", BENCH_SCHEDULES)
+    N = check_positive_int(steps, "steps")
+    if name != "pifskit":
+        return make_chain(schedule, N, name)
+    from ..design.steps import optimal_steps  # lazy: the design module is optional here
+
+    if spectrum is None:
+        raise PifsError("the 'pifskit' schedule needs the data spectrum")
+    return optimal_steps(schedule, spectrum, N).chain
+
+
+def _batched(sampler: Callable, denoiser, chain: Chain, x_T: np.ndarray, rng, opts: dict, batch: int,
+             advance: Callable) -> np.ndarray:
+    out = np.empty_like(x_T)
+    for i in range(0, x_T.shape[0], batch):
+        sl = slice(i, min(i + batch, x_T.shape[0]))
+        out[sl] = sampler(denoiser, chain, x_T[sl], rng, **opts)
+        advance(sl.stop - sl.start)
+    return out
+
+
+def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEFAULT_STEPS,
+                           schedules=DEFAULT_SCHEDULES, n_samples: int = 10000, seed: int = 0,
+                           base_schedule: str = "sd", batch_size: int = 4096, n_boot: int = 100,
+                           n_projections: int = 128, mmd_samples: int = 1000, paired: bool = True,
+                           progress: Callable[[int], None] | None = None) -> dict:
+    """Run the grid and return the report: ``results`` (one row per sampler/schedule/steps/metric),
+    ``floor`` (the metrics of a second true sample set: the finite-sample noise floor), ``paired``
+    (mixtures: SW2 of each schedule minus SW2 of the reference schedule -- 'pifskit' if run, else the
+    first -- on the same x_T, with a paired bootstrap CI; negative = better than the reference), ``chains``,
+    ``skipped`` schedules, timing (samples per second) and the settings."""
+    n = check_positive_int(n_samples, "samples")
+    batch = check_positive_int(batch_size, "batch size")
+    if not samplers or not steps or not schedules:
+        raise PifsError("need at least one sampler, one step count and one schedule")
+    parsed = [parse_sampler(s) for s in samplers]
+    steps = [check_positive_int(int(s), "steps") for s in steps]
+    for s in schedules:
+        check_choice(s, "schedule", BENCH_SCHEDULES)
+    sched = get_schedule(base_schedule)
+    smin, smax = sigma_range(sched)
+    chains: dict[tuple[str, int], Chain] = {}
+    skipped: list[dict] = []
+    for sc in schedules:
+        for N in steps:
+            try:
+                chains[(sc, N)] = bench_chain(sc, N, sched, data.spectrum)
+            except ImportError as exc:
+                msg = f"schedule 'pifskit' skipped: pifskit.design.steps is unavailable ({exc})"
+                warnings.warn(msg, stacklevel=2)
+                skipped.append({"schedule": sc, "reason": msg})
+                break
+    advance = progress or (lambda k=1: None)
+    model = data.model
+    results: list[dict] = []
+    floor: list[dict] = []
+    paired_rows: list[dict] = []
+    t_sample, n_generated = 0.0, 0
+
+    def add(label, sc, N, nfe, metric, mv):
+        results.append({"sampler": label, "schedule": sc, "steps": N, "nfe": nfe, "metric": metric,
+                        "value": mv.value, "ci_low": mv.ci_low, "ci_high": mv.ci_high})
+
+    if data.kind == "gaussian":
+        for (sc, N), chain in chains.items():
+            for label, fn, opts in parsed:
+                out = gaussian_output_moments(model, fn, chain, start="prior", **opts)
+                nfe = sampler_nfe(label, chain)
+                add(label, sc, N, nfe, "w2", _exact(gaussian_w2(out)))
+                add(label, sc, N, nfe, "kl", _exact(gaussian_kl(out)))
+                advance(1)
+    else:
+        d = model.d
+        x_T = np.random.default_rng([seed, 0]).standard_normal((n, d))  # the N(0, I) prior, shared by all
+        ref = model.sample(n, np.random.default_rng([seed, 1]))
+        ref2 = model.sample(n, np.random.default_rng([seed, 2]))
+
+        def score(X):
+            sw = sliced_w2(X, ref, n_projections, n_boot, np.random.default_rng([seed, 3]))
+            mmd = mmd2_unbiased(X, ref, max_n=mmd_samples, n_boot=n_boot, rng=np.random.default_rng([seed, 4]))
+            tv, mass = mode_coverage(model, X, n_boot, np.random.default_rng([seed, 5]))
+            return {"sw2": sw, "mmd2": mmd, "mode_tv": tv}, mass
+
+        fl, _ = score(ref2)
+        floor = [{"metric": k, **v.to_dict()} for k, v in fl.items()]
+        scheds_run = list(dict.fromkeys(sc for sc, _ in chains))
+        reference = "pifskit" if "pifskit" in scheds_run else (scheds_run[0] if scheds_run else None)
+        for j, (label, fn, opts) in enumerate(parsed):
+            for N in steps:
+                kept: dict[str, np.ndarray] = {}
+                for sc in scheds_run:
+                    chain = chains.get((sc, N))
+                    if chain is None:
+                        continue
+                    rng = np.random.default_rng([seed, 6, j])
+                    t0 = time.perf_counter()
+                    X = _batched(fn, model.denoise, chain, x_T, rng, opts, batch, lambda k: None)
+                    t_sample += time.perf_counter() - t0
+                    n_generated += n
+                    if not np.isfinite(X).all():
+                        raise PifsError(f"sampler {label} on schedule {sc} ({N} steps) produced non-finite samples")
+                    ms, _ = score(X)
+                    nfe = sampler_nfe(label, chain)
+                    for k, mv in ms.items():
+                        add(label, sc, N, nfe, k, mv)
+                    kept[sc] = X
+                    advance(1)
+                if paired and reference in kept:
+                    for sc, X in kept.items():
+                        if sc == reference:
+                            continue
+                        mv = sliced_w2_difference(X, kept[reference], ref, n_projections, n_boot,
+                                                  np.random.default_rng([seed, 3]))
+                        paired_rows.append({"sampler": label, "schedule": sc, "reference": reference, "steps": N,
+                                            "metric": "sw2_minus_reference", "value": mv.value,
+                                            "ci_low": mv.ci_low, "ci_high": mv.ci_high})
+    return {
+        "data": {"spec": data.name, "kind": data.kind, **data.info},
+        "settings": {"samplers": [p[0] for p in parsed], "steps": steps, "schedules": list(schedules),
+                     "samples": n, "seed": seed, "base_schedule": base_schedule, "n_boot": n_boot,
+                     "n_projections": n_projections, "mmd_samples": mmd_samples,
+                     "start": "x_T ~ N(0, I) at the first level",
+                     "kl_direction": "KL(sampler || data)"},
+        "noise_range": {"sigma_min": smin, "sigma_max": smax,
+                        "sqrt_lambda_max": float(np.sqrt(data.spectrum.eigenvalues[0])),
+                        "sqrt_lambda_min": float(np.sqrt(data.spectrum.eigenvalues[-1]))},
+        "results": results,
+        "floor": floor,
+        "paired": paired_rows,
+        "skipped": skipped,
+        "chains": [{"schedule": sc, "steps": N, "sigmas": ch.sigmas.tolist()} for (sc, N), ch in chains.items()],
+        "timing": {"sampling_seconds": t_sample, "samples_generated": n_generated,
+                   "samples_per_second": (n_generated / t_sample) if t_sample > 0 else None},
+    }
+
+
+# ---------------------------------------------------------------------------
+# report: markdown tables and plots
+# ---------------------------------------------------------------------------
+
+def _fmt(v: float) -> str:
+    if not np.isfinite(v):
+        return str(v)
+    return f"{v:.4g}"
+
+
+def markdown_tables(report: dict) -> str:
+    """One table per metric: rows sampler x schedule, columns step counts; best value per column in bold."""
+    res = report["results"]
+    lines = [f"# Sampling benchmark: {report['data']['spec']}", ""]
+    nr = report["noise_range"]
+    lines += [f"Noise range sigma {nr['sigma_min']:.4g} .. {nr['sigma_max']:.4g} ({report['settings']['base_schedule']}); "
+              f"data sqrt(lambda) {nr['sqrt_lambda_min']:.3g} .. {nr['sqrt_lambda_max']:.3g}; "
+              f"{report['settings']['samples']} samples, seed {report['settings']['seed']}.", ""]
+    for sk in report.get("skipped", []):
+        lines += [f"*{sk['reason']}*", ""]
+    metrics = list(dict.fromkeys(r["metric"] for r in res))
+    steps = sorted({r["steps"] for r in res})
+    floor = {f["metric"]: f for f in report.get("floor", [])}
+    for m in metrics:
+        rows = [r for r in res if r["metric"] == m]
+        s_order = {v: i for i, v in enumerate(dict.fromkeys(r["sampler"] for r in rows))}
+        keys = sorted(dict.fromkeys((r["sampler"], r["schedule"]) for r in rows), key=lambda k: s_order[k[0]])
+        table = {(r["sampler"], r["schedule"], r["steps"]): r for r in rows}
+        best = {}
+        for N in steps:
+            for smp in dict.fromkeys(k[0] for k in keys):
+                vals = [table[(smp, sc, N)]["value"] for (s2, sc) in keys if s2 == smp and (smp, sc, N) in table]
+                if vals:
+                    best[(smp, N)] = min(vals)
+        lines += [f"## {m}" + (" (95% bootstrap CI)" if rows and rows[0]["ci_low"] != rows[0]["ci_high"] else ""), ""]
+        if m in floor:
+            f = floor[m]
+            lines += [f"Noise floor (a second true sample set): {_fmt(f['value'])} [{_fmt(f['ci_low'])}, "
+                      f"{_fmt(f['ci_high'])}]", ""]
+        lines += ["| sampler | schedule | " + " | ".join(f"{N} steps" for N in steps) + " |",
+                  "|---|---|" + "---|" * len(steps)]
+        for smp, sc in keys:
+            cells = []
+            for N in steps:
+                r = table.get((smp, sc, N))
+                if r is None:
+                    cells.append("")
+                    continue
+                txt = _fmt(r["value"])
+                if r["ci_low"] != r["ci_high"]:
+                    txt += f" [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
+                if r["value"] == best.get((smp, N)):
+                    txt = f"**{txt}**"
+                cells.append(txt)
+            lines.append(f"| {smp} | {sc} | " + " | ".join(cells) + " |")
+        lines.append("")
+    pr = report.get("paired") or []
+    if pr:
+        ref = pr[0]["reference"]
+        lines += [f"## Paired SW2 difference to '{ref}' (same x_T; 95% paired bootstrap CI; negative = better than "
+                  f"{ref})", "",
+                  "| sampler | schedule | " + " | ".join(f"{N} steps" for N in steps) + " |",
+                  "|---|---|" + "---|" * len(steps)]
+        tab = {(r["sampler"], r["schedule"], r["steps"]): r for r in pr}
+        for smp, sc in dict.fromkeys((r["sampler"], r["schedule"]) for r in pr):
+            cells = []
+            for N in steps:
+                r = tab.get((smp, sc, N))
+                cells.append("" if r is None else f"{r['value']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]")
+            lines.append(f"| {smp} | {sc} | " + " | ".join(cells) + " |")
+        lines.append("")
+    t = report.get("timing", {})
+    if t.get("samples_per_second"):
+        lines += [f"Sampling throughput: {t['samples_per_second']:.0f} samples/s "
+                  f"({t['samples_generated']} samples in {t['sampling_seconds']:.1f} s).", ""]
+    return "\n".join(lines)
+
+
+def plot_report(report: dict, out_dir: Path) -> list[Path]:
+    """error_vs_nfe_<metric>.png: one panel per sampler, one line per schedule, CI error bars, floor dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = report["results"]
+    floor = {f["metric"]: f for f in report.get("floor", [])}
+    paths = []
+    samplers = list(dict.fromkeys(r["sampler"] for r in res))
+    for m in dict.fromkeys(r["metric"] for r in res):
+        fig, axes = plt.subplots(1, len(samplers), figsize=(4.2 * len(samplers), 3.6), squeeze=False, sharey=True)
+        for ax, smp in zip(axes[0], samplers):
+            for sc in dict.fromkeys(r["schedule"] for r in res):
+                rows = sorted((r for r in res if r["metric"] == m and r["sampler"] == smp and r["schedule"] == sc),
+                              key=lambda r: r["nfe"])
+                if not rows:
+                    continue
+                x = np.array([r["nfe"] for r in rows], dtype=float)
+                y = np.array([r["value"] for r in rows], dtype=float)
+                lo = np.array([r["ci_low"] for r in rows], dtype=float)
+                hi = np.array([r["ci_high"] for r in rows], dtype=float)
+                ax.errorbar(x, y, yerr=[np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)], marker="o", ms=3,
+                            capsize=2, label=sc)
+            if m in floor:
+                ax.axhline(floor[m]["value"], color="k", ls="--", lw=0.8, label="true vs true")
+            ax.set_xscale("log")
+            ax.set_yscale("symlog" if m == "mmd2" else "log", **({"linthresh": 1e-4} if m == "mmd2" else {}))
+            ax.set_title(smp)
+            ax.set_xlabel("NFE")
+            ax.grid(alpha=0.3, which="both")
+        axes[0][0].set_ylabel(m)
+        axes[0][-1].legend(fontsize=7)
+        fig.suptitle(report["data"]["spec"], fontsize=9)
+        fig.tight_layout()
+        p = out_dir / f"error_vs_nfe_{m}.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def write_report(report: dict, out_dir, plots: bool = True) -> list[Path]:
+    """Write report.json, results.md and the plots into ``out_dir`` (created); return the paths."""
+    from ..cli._common import dump_json
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PifsError(f"cannot create output directory {out}: {exc}") from None
+    paths = [out / "report.json", out / "results.md"]
+    with open(paths[0], "w") as fh:
+        dump_json(report, fh)
+    paths[1].write_text(markdown_tables(report))
+    if plots:
+        paths += plot_report(report, out)
+    return paths

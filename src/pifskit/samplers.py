@@ -1,0 +1,270 @@
+"""Samplers over an explicit :class:`~pifskit.chains.Chain` (k-diffusion style small functions).
+
+Every sampler has the signature ``sampler(denoiser, chain, x_T, rng=None, **opts) -> x_0`` with
+``denoiser(x, logsnr) -> x0-estimate`` for VP inputs x = a x0 + s e of shape (B, d)
+(``logsnr`` a float, -inf = pure noise). ``x_T`` is the VP state at the chain's first
+level (``initial_noise`` draws N(0, I), the usual prior; exact when logsnr[0] = -inf).
+The result is the VP state at the last level (x0 when the chain lands clean).
+
+Updates, step i from level t = logsnr[i] to s = logsnr[i + 1], sigma = s/a (VE):
+
+* DDIM, eta = 0: x_s = c x_t + d D,  c = s_s / s_t,  d = a_s - a_t s_s / s_t
+  (``geometry.step_coefficients``, cancellation-free). eta > 0: noise std
+  sig = eta (s_s / s_t) sqrt(1 - a_t^2 / a_s^2), x_s = a_s D + sqrt(s_s^2 - sig^2) eps_hat + sig z.
+* Euler (EDM, in VE x/a): x' = x + (sigma_s - sigma_t) (x - D) / sigma_t. Identical to DDIM
+  (eta = 0) in exact arithmetic; an independent implementation.
+* Heun (EDM Algorithm 1, no churn): Euler predictor, trapezoidal corrector; the last step to
+  sigma = 0 is Euler (as in EDM), and so is a first step from sigma = inf (pure noise).
+* DPM-Solver++(2M) (k-diffusion ``sample_dpmpp_2m``): h = (l_s - l_t) / 2,
+  x_s = (s_s/s_t) x_t + a_s (1 - e^-h) D', D' = (1 + 1/2r) D_i - (1/2r) D_{i-1},
+  r = h_{i-1} / h_i; first-order on the first step, on a step from pure noise and on the
+  final step to sigma = 0.
+
+A first step from pure noise (sigma_t = inf) is taken in its exact limit
+x_s = s_s x_T + a_s D(x_T) by every sampler.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import numpy as np
+from scipy.special import log_expit
+
+from ._validate import PifsError, as_float_array, check_choice
+from .chains import Chain
+from .geometry import step_coefficients
+
+__all__ = [
+    "Denoiser",
+    "sample_ddim",
+    "sample_euler",
+    "sample_heun",
+    "sample_dpmpp_2m",
+    "SAMPLERS",
+    "get_sampler",
+    "parse_sampler",
+    "sampler_nfe",
+    "initial_noise",
+    "ddim_noise_std",
+]
+
+Denoiser = Callable[[np.ndarray, float], np.ndarray]
+
+
+class NoiseSource(Protocol):  # what samplers need from ``rng``
+    def standard_normal(self, size) -> np.ndarray: ...
+
+
+def _check(chain: Chain, x_T) -> np.ndarray:
+    if not isinstance(chain, Chain):
+        raise PifsError(f"chain must be a pifskit.chains.Chain, got {type(chain).__name__}")
+    x = as_float_array(x_T, "x_T")
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise PifsError(f"x_T must be a non-empty (B, d) batch, got shape {x.shape}")
+    return x.copy()
+
+
+def _noise(rng) -> NoiseSource:
+    if rng is None or isinstance(rng, (int, np.integer)):
+        return np.random.default_rng(rng)
+    if not hasattr(rng, "standard_normal"):
+        raise PifsError("rng must be a numpy Generator, an int seed or None")
+    return rng
+
+
+def initial_noise(chain: Chain, n: int, d: int, rng=None) -> np.ndarray:
+    """x_T ~ N(0, I) (VP) of shape (n, d): the standard prior at the chain's first level."""
+    if n < 1 or d < 1:
+        raise PifsError(f"need n >= 1 samples of dimension d >= 1, got n={n}, d={d}")
+    return _noise(rng).standard_normal((n, d))
+
+
+def _levels(chain: Chain) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return chain.logsnr, chain.a, chain.s, chain.sigmas
+
+
+def _first_order(x, D, a_s, s_s, s_t, exp_neg_h):
+    """Exact-in-the-limits first-order step: x_s = (s_s/s_t) x_t + a_s (1 - e^-h) D, e^-h = sigma_s / sigma_t."""
+    return (s_s / s_t) * x + (a_s * (1.0 - exp_neg_h)) * D
+
+
+def _sigma_ratio(l: np.ndarray, i: int) -> float:
+    """sigma_{i+1} / sigma_i = exp(-(l_{i+1} - l_i) / 2) (0 from pure noise or to the clean endpoint)."""
+    with np.errstate(invalid="ignore"):
+        h = 0.5 * (l[i + 1] - l[i])
+    return 0.0 if np.isinf(l[i]) or np.isinf(l[i + 1]) else float(np.exp(-h))
+
+
+# ---------------------------------------------------------------------------
+# DDIM
+# ---------------------------------------------------------------------------
+
+def ddim_noise_std(chain: Chain, eta: float) -> np.ndarray:
+    """Per-step DDIM noise std sig_i = eta (s_s / s_t) sqrt(1 - alpha_bar_t / alpha_bar_s) (N values)."""
+    l = chain.logsnr
+    s = chain.s
+    with np.errstate(invalid="ignore"):
+        ratio = log_expit(l[:-1]) - log_expit(l[1:])  # log(alpha_bar_t / alpha_bar_s) <= 0
+    q = -np.expm1(ratio)
+    return eta * (s[1:] / s[:-1]) * np.sqrt(np.clip(q, 0.0, 1.0))
+
+
+def sample_ddim(denoiser: Denoiser, chain: Chain, x_T, rng=None, *, eta: float = 0.0,
+                callback: Callable | None = None) -> np.ndarray:
+    """DDIM (Song et al. 2021): eta = 0 deterministic, eta = 1 ancestral (DDPM-like)."""
+    x = _check(chain, x_T)
+    if not (np.isfinite(eta) and 0.0 <= eta <= 1.0):
+        raise PifsError(f"DDIM eta must lie in [0, 1], got {eta}")
+    l, a, s, _ = _levels(chain)
+    if eta == 0.0:
+        c, d = step_coefficients(chain)
+        sig = np.zeros(chain.n_steps)
+    else:
+        sig = ddim_noise_std(chain, eta)
+        c = np.sqrt(np.clip(s[1:] ** 2 - sig**2, 0.0, None)) / s[:-1]
+        d = a[1:] - a[:-1] * c
+        noise = _noise(rng)
+    for i in range(chain.n_steps):
+        D = denoiser(x, float(l[i]))
+        x = c[i] * x + d[i] * D
+        if sig[i] > 0:
+            x = x + sig[i] * noise.standard_normal(x.shape)
+        if callback is not None:
+            callback({"i": i, "x": x, "denoised": D, "logsnr": float(l[i])})
+    return x
+
+
+# ---------------------------------------------------------------------------
+# Euler / Heun in VE sigma (EDM)
+# ---------------------------------------------------------------------------
+
+def _ve_step_from_noise(denoiser, x, l, a, s, i):
+    """Step from sigma = inf: the limit x_s(VP) = s_s x_T + a_s D(x_T); returned in VE units x_s / a_s."""
+    D = denoiser(x, float(l[i]))
+    return (s[i + 1] * x + a[i + 1] * D) / a[i + 1], D
+
+
+def sample_euler(denoiser: Denoiser, chain: Chain, x_T, rng=None, *, callback: Callable | None = None) -> np.ndarray:
+    """Euler's method on the probability-flow ODE dx/dsigma = (x - D(x; sigma)) / sigma, x in VE units."""
+    x = _check(chain, x_T)
+    l, a, s, sig = _levels(chain)
+    start = 0
+    if chain.starts_from_noise:
+        x, D = _ve_step_from_noise(denoiser, x, l, a, s, 0)
+        start = 1
+        if callback is not None:
+            callback({"i": 0, "x": a[1] * x, "denoised": D, "logsnr": float(l[0])})
+    else:
+        x = x / a[0]
+    for i in range(start, chain.n_steps):
+        D = denoiser(a[i] * x, float(l[i]))
+        deriv = (x - D) / sig[i]
+        x = x + (sig[i + 1] - sig[i]) * deriv
+        if callback is not None:
+            callback({"i": i, "x": a[i + 1] * x, "denoised": D, "logsnr": float(l[i])})
+    return a[-1] * x
+
+
+def sample_heun(denoiser: Denoiser, chain: Chain, x_T, rng=None, *, callback: Callable | None = None) -> np.ndarray:
+    """Heun's 2nd-order method (EDM Algorithm 1, deterministic); Euler on the final step to sigma = 0."""
+    x = _check(chain, x_T)
+    l, a, s, sig = _levels(chain)
+    start = 0
+    if chain.starts_from_noise:
+        x, D = _ve_step_from_noise(denoiser, x, l, a, s, 0)
+        start = 1
+        if callback is not None:
+            callback({"i": 0, "x": a[1] * x, "denoised": D, "logsnr": float(l[0])})
+    else:
+        x = x / a[0]
+    for i in range(start, chain.n_steps):
+        D = denoiser(a[i] * x, float(l[i]))
+        d1 = (x - D) / sig[i]
+        dt = sig[i + 1] - sig[i]
+        x_pred = x + dt * d1
+        if sig[i + 1] == 0:
+            x = x_pred
+        else:
+            D2 = denoiser(a[i + 1] * x_pred, float(l[i + 1]))
+            d2 = (x_pred - D2) / sig[i + 1]
+            x = x + dt * 0.5 * (d1 + d2)
+        if callback is not None:
+            callback({"i": i, "x": a[i + 1] * x, "denoised": D, "logsnr": float(l[i])})
+    return a[-1] * x
+
+
+# ---------------------------------------------------------------------------
+# DPM-Solver++(2M)
+# ---------------------------------------------------------------------------
+
+def sample_dpmpp_2m(denoiser: Denoiser, chain: Chain, x_T, rng=None, *,
+                    callback: Callable | None = None) -> np.ndarray:
+    """DPM-Solver++(2M) (Lu et al. 2022), multistep data prediction, as k-diffusion's ``sample_dpmpp_2m``."""
+    x = _check(chain, x_T)
+    l, a, s, _ = _levels(chain)
+    old_D = None
+    h_last = np.inf
+    for i in range(chain.n_steps):
+        D = denoiser(x, float(l[i]))
+        with np.errstate(invalid="ignore"):
+            h = 0.5 * (l[i + 1] - l[i])
+        ratio = _sigma_ratio(l, i)
+        if old_D is None or not np.isfinite(h) or not np.isfinite(h_last):
+            D_use = D
+        else:
+            r = h_last / h
+            D_use = (1.0 + 1.0 / (2.0 * r)) * D - (1.0 / (2.0 * r)) * old_D
+        x = _first_order(x, D_use, a[i + 1], s[i + 1], s[i], ratio)
+        old_D, h_last = D, h
+        if callback is not None:
+            callback({"i": i, "x": x, "denoised": D, "logsnr": float(l[i])})
+    return x
+
+
+# ---------------------------------------------------------------------------
+# registry
+# ---------------------------------------------------------------------------
+
+SAMPLERS: dict[str, Callable] = {
+    "ddim": sample_ddim,
+    "euler": sample_euler,
+    "heun": sample_heun,
+    "dpmpp2m": sample_dpmpp_2m,
+}
+
+
+def get_sampler(name: str) -> Callable:
+    """The sampler function registered under ``name`` (see ``SAMPLERS``)."""
+    check_choice(name, "sampler", SAMPLERS)
+    return SAMPLERS[name]
+
+
+def parse_sampler(spec: str) -> tuple[str, Callable, dict]:
+    """CLI syntax ``name`` or ``ddim:ETA`` -> (label, function, options)."""
+    name, _, arg = spec.strip().partition(":")
+    fn = get_sampler(name)
+    if not arg:
+        return name, fn, {}
+    if name != "ddim":
+        raise PifsError(f"sampler {name!r} takes no ':' option (only ddim:ETA does)")
+    try:
+        eta = float(arg)
+    except ValueError:
+        raise PifsError(f"DDIM eta in {spec!r} must be a number") from None
+    if not (0.0 <= eta <= 1.0):
+        raise PifsError(f"DDIM eta must lie in [0, 1], got {eta}")
+    return (f"ddim:{eta:g}" if eta > 0 else "ddim"), fn, {"eta": eta}
+
+
+def sampler_nfe(name: str, chain: Chain) -> int:
+    """Denoiser evaluations the sampler spends on ``chain`` (Heun: 2 per step except Euler steps)."""
+    base = name.partition(":")[0]
+    check_choice(base, "sampler", SAMPLERS)
+    N = chain.n_steps
+    if base != "heun":
+        return N
+    euler = np.zeros(N, dtype=bool)
+    euler[0] |= chain.starts_from_noise
+    euler[-1] |= chain.lands_clean
+    return int(2 * N - euler.sum())

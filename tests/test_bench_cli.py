@@ -1,0 +1,117 @@
+"""``pifskit bench sampling``: JSON output, report files, determinism, skipped schedules, exit code 2 on bad input."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from pifskit.cli import main
+
+
+def _run(capsys, argv):
+    rc = main(argv)
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def test_gaussian_closed_form_json(capsys):
+    rc, out, err = _run(capsys, ["bench", "sampling", "--data", "gaussian:powerlaw:2", "--resolution", "8",
+                                 "--channels", "1", "--samplers", "ddim,heun", "--steps", "5,20",
+                                 "--schedules", "trailing,karras", "--json"])
+    assert rc == 0, err
+    rep = json.loads(out)
+    rows = rep["results"]
+    assert len(rows) == 2 * 2 * 2 * 2  # samplers x steps x schedules x metrics
+    assert set(rows[0]) >= {"sampler", "schedule", "steps", "metric", "value", "ci_low", "ci_high"}
+    w2 = {(r["sampler"], r["schedule"], r["steps"]): r["value"] for r in rows if r["metric"] == "w2"}
+    for smp in ("ddim", "heun"):
+        for sc in ("trailing", "karras"):
+            assert w2[(smp, sc, 20)] < w2[(smp, sc, 5)]
+    # closed form: the CI is the value itself
+    assert all(r["ci_low"] == r["value"] == r["ci_high"] for r in rows)
+    assert rep["noise_range"]["sigma_max"] == pytest.approx(14.6146, abs=1e-3)
+    assert {r["nfe"] for r in rows if r["sampler"] == "heun" and r["steps"] == 5} == {9}
+
+
+def test_gmm_digits_report_files_and_determinism(tmp_path, capsys):
+    argv = ["bench", "sampling", "--data", "gmm:digits", "--samplers", "ddim,dpmpp2m", "--steps", "5",
+            "--schedules", "trailing,logsnr", "--samples", "300", "--n-boot", "5", "--mmd-samples", "200",
+            "--seed", "3", "--json"]
+    rc, out, err = _run(capsys, argv + ["--out", str(tmp_path / "a")])
+    assert rc == 0, err
+    rep = json.loads(out)
+    for name in ("report.json", "results.md", "error_vs_nfe_sw2.png", "error_vs_nfe_mmd2.png",
+                 "error_vs_nfe_mode_tv.png"):
+        assert (tmp_path / "a" / name).is_file()
+    assert {r["metric"] for r in rep["results"]} == {"sw2", "mmd2", "mode_tv"}
+    assert {(p["schedule"], p["reference"]) for p in rep["paired"]} == {("logsnr", "trailing")}
+    assert all(r["ci_low"] <= r["value"] <= r["ci_high"] for r in rep["results"])
+    assert rep["timing"]["samples_per_second"] > 0
+    assert "| ddim | trailing |" in (tmp_path / "a" / "results.md").read_text()
+    rc, out2, _ = _run(capsys, argv)
+    assert rc == 0
+    v1 = [r["value"] for r in rep["results"]]
+    v2 = [r["value"] for r in json.loads(out2)["results"]]
+    np.testing.assert_array_equal(v1, v2)
+
+
+def test_table_output_and_samples_per_second(capsys):
+    rc, out, err = _run(capsys, ["bench", "sampling", "--data", "gmm:digits", "--samplers", "euler", "--steps", "3",
+                                 "--schedules", "karras", "--samples", "200", "--n-boot", "3", "--mmd-samples", "100"])
+    assert rc == 0
+    assert "## sw2" in out and "| euler | karras |" in out
+    assert "samples/s" in err
+
+
+def test_pifskit_schedule_skipped_with_warning_when_design_missing(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pifskit.design.steps", None)  # import raises ImportError
+    rc, out, err = _run(capsys, ["bench", "sampling", "--data", "gaussian:powerlaw:2", "--resolution", "4",
+                                 "--channels", "1", "--samplers", "ddim", "--steps", "5",
+                                 "--schedules", "trailing,pifskit", "--json"])
+    assert rc == 0
+    rep = json.loads(out)
+    assert {r["schedule"] for r in rep["results"]} == {"trailing"}
+    assert rep["skipped"] and rep["skipped"][0]["schedule"] == "pifskit"
+    assert "warning" in err and "pifskit" in err
+
+
+def test_pifskit_schedule_runs_when_design_available(capsys):
+    pytest.importorskip("pifskit.design.steps")
+    rc, out, err = _run(capsys, ["bench", "sampling", "--data", "gaussian:powerlaw:2", "--resolution", "8",
+                                 "--channels", "1", "--samplers", "ddim", "--steps", "10",
+                                 "--schedules", "trailing,pifskit", "--json"])
+    assert rc == 0, err
+    rep = json.loads(out)
+    w2 = {r["schedule"]: r["value"] for r in rep["results"] if r["metric"] == "w2"}
+    assert set(w2) == {"trailing", "pifskit"}
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--samplers", "lms"], "unknown sampler"),
+    (["--schedules", "cosine-ish"], "unknown schedule"),
+    (["--data", "gmm:cifar"], "mixture data"),
+    (["--data", "wishart:digits"], "unknown data model"),
+    (["--data", "gmm:mnist"], "needs the directory"),
+    (["--data", "gmm:mnist:/nonexistent/dir"], "not found"),
+    (["--steps", "5,x"], "integers"),
+    (["--steps", "0"], ">= 1"),
+    (["--samples", "1"], "samples"),
+    (["--data", "gaussian:powerlaw:abc"], "exponent"),
+    (["--data", "gmm:digits", "--dim", "100"], "PCA dimension"),
+    (["--data", "gmm:digits", "--jitter", "0"], "singular"),
+    (["--data", "gmm:digits", "--jitter", "-1"], "jitter"),
+])
+def test_bad_input_exit_2(capsys, args, msg):
+    base = ["bench", "sampling", "--data", "gaussian:powerlaw:2", "--resolution", "4", "--channels", "1",
+            "--steps", "3", "--schedules", "trailing", "--samplers", "ddim", "--samples", "50", "--json"]
+    argv = base.copy()
+    for i in range(0, len(args), 2):
+        if args[i] in argv:
+            j = argv.index(args[i])
+            argv[j + 1] = args[i + 1]
+        else:
+            argv += args[i:i + 2]
+    rc, out, err = _run(capsys, argv)
+    assert rc == 2
+    assert msg in err and err.count("\n") == 1
