@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import softmax
+from threadpoolctl import threadpool_limits
 
 from .._validate import PifsError, as_float_array, check_choice, check_positive_int
 from ..chains import (
@@ -245,7 +246,18 @@ class StepDesign:
 
 def _optimise(sigma_max: float, sigma_min: float, n: int, fixed: bool, lam: np.ndarray, w: np.ndarray,
               maxiter: int, start: str = "marginal") -> tuple[np.ndarray, int, bool]:
-    """The N - 1 free VE levels (descending) minimising W2^2; (levels, iterations, converged)."""
+    """The N - 1 free VE levels (descending) minimising W2^2; (levels, iterations, converged).
+
+    The problem's matrices are small (levels x spectrum bins): a multi-threaded BLAS only adds
+    synchronisation, and on a loaded machine it made the optimiser ~20x slower, so BLAS runs
+    single-threaded here.
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _optimise_impl(sigma_max, sigma_min, n, fixed, lam, w, maxiter, start)
+
+
+def _optimise_impl(sigma_max: float, sigma_min: float, n: int, fixed: bool, lam: np.ndarray, w: np.ndarray,
+                   maxiter: int, start: str) -> tuple[np.ndarray, int, bool]:
     u0 = float(np.log(sigma_max))
     D = float(np.log(sigma_max / sigma_min))
     tail = np.array([np.log(sigma_min)]) if fixed else np.zeros(0)
