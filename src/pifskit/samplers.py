@@ -145,18 +145,21 @@ def _ve_step_from_noise(denoiser, x, l, a, s, i):
     return (s[i + 1] * x + a[i + 1] * D) / a[i + 1], D
 
 
+def _ve_start(denoiser, chain: Chain, x, l, a, s, callback) -> tuple[np.ndarray, int]:
+    """Enter VE units: from pure noise take the exact first step (returns start index 1), else x / a_0."""
+    if not chain.starts_from_noise:
+        return x / a[0], 0
+    x, D = _ve_step_from_noise(denoiser, x, l, a, s, 0)
+    if callback is not None:
+        callback({"i": 0, "x": a[1] * x, "denoised": D, "logsnr": float(l[0])})
+    return x, 1
+
+
 def sample_euler(denoiser: Denoiser, chain: Chain, x_T, rng=None, *, callback: Callable | None = None) -> np.ndarray:
     """Euler's method on the probability-flow ODE dx/dsigma = (x - D(x; sigma)) / sigma, x in VE units."""
     x = _check(chain, x_T)
     l, a, s, sig = _levels(chain)
-    start = 0
-    if chain.starts_from_noise:
-        x, D = _ve_step_from_noise(denoiser, x, l, a, s, 0)
-        start = 1
-        if callback is not None:
-            callback({"i": 0, "x": a[1] * x, "denoised": D, "logsnr": float(l[0])})
-    else:
-        x = x / a[0]
+    x, start = _ve_start(denoiser, chain, x, l, a, s, callback)
     for i in range(start, chain.n_steps):
         D = denoiser(a[i] * x, float(l[i]))
         deriv = (x - D) / sig[i]
@@ -170,14 +173,7 @@ def sample_heun(denoiser: Denoiser, chain: Chain, x_T, rng=None, *, callback: Ca
     """Heun's 2nd-order method (EDM Algorithm 1, deterministic); Euler on the final step to sigma = 0."""
     x = _check(chain, x_T)
     l, a, s, sig = _levels(chain)
-    start = 0
-    if chain.starts_from_noise:
-        x, D = _ve_step_from_noise(denoiser, x, l, a, s, 0)
-        start = 1
-        if callback is not None:
-            callback({"i": 0, "x": a[1] * x, "denoised": D, "logsnr": float(l[0])})
-    else:
-        x = x / a[0]
+    x, start = _ve_start(denoiser, chain, x, l, a, s, callback)
     for i in range(start, chain.n_steps):
         D = denoiser(a[i] * x, float(l[i]))
         d1 = (x - D) / sig[i]
