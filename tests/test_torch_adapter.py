@@ -10,12 +10,7 @@ from pifskit.geometry import expansion_function, step_coefficients
 from pifskit.torch.adapter import ChainDenoiser, GaussianDenoiser, ModelDenoiser
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 class Oracle(torch.nn.Module):

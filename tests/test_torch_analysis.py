@@ -5,7 +5,6 @@ import textwrap
 
 import numpy as np
 import pytest
-import torch
 
 from pifskit import get_schedule, make_chain
 from pifskit.blockmass import offdiag_block_mass
@@ -17,12 +16,7 @@ from pifskit.torch.analysis import analyze_model
 from pifskit.torch.testing import tiny_dit
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 def test_analyze_model_cli_end_to_end(tmp_path, capsys):

@@ -20,12 +20,7 @@ from pifskit.torch.lyapunov import (
 from pifskit.torch.testing import tiny_dit
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 def _gaussian_chain(lam, chain, seed=0, shape=None):

@@ -13,12 +13,7 @@ from pifskit.torch.regularizer import PIFSRegularizer, pifs_regularizer, step_bu
 from pifskit.torch.testing import TinyMLPDenoiser
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 def test_budgets():

@@ -39,6 +39,12 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run)
 
 
+def result_header(method: str, chain: Chain, spectrum_name: str, d: int) -> dict:
+    """The keys every Lyapunov result starts with (analytic and numerical alike)."""
+    return {"method": method, "chain": chain.name, "n_steps": chain.n_steps, "lands_clean": chain.lands_clean,
+            "alpha_bar": chain.alpha_bar, "logsnr": chain.logsnr, "spectrum": spectrum_name, "d": d}
+
+
 def analytic_result(chain: Chain, spectrum: Spectrum) -> dict:
     """Surrogate exponents and KY dimension as a JSON-ready dict (numpy values).
 
@@ -48,14 +54,7 @@ def analytic_result(chain: Chain, spectrum: Spectrum) -> dict:
     """
     ex = np.sort(lyapunov_exponents(chain, spectrum))[::-1]
     return {
-        "method": "analytic",
-        "chain": chain.name,
-        "n_steps": chain.n_steps,
-        "lands_clean": chain.lands_clean,
-        "alpha_bar": chain.alpha_bar,
-        "logsnr": chain.logsnr,
-        "spectrum": spectrum.name,
-        "d": spectrum.d,
+        **result_header("analytic", chain, spectrum.name, spectrum.d),
         "eigenvalues": spectrum.eigenvalues,
         "exponents": ex,
         "kaplan_yorke": kaplan_yorke(ex),

@@ -69,16 +69,11 @@ def numerical_result(args: argparse.Namespace, schedule, chain: Chain, spectrum:
     x = torch.randn((M,) + tuple(shape), generator=gen, dtype=dtype)
     res = lyapunov_spectrum(cd.step, chain.n_steps, x, k, refine=0 if k == d else int(args.refine), generator=gen)
     ex = res.exponents
+    from .lyapunov_cmd import result_header
+
     out = {
-        "method": "numerical",
+        **result_header("numerical", chain, spectrum.name, d),
         "model": label,
-        "chain": chain.name,
-        "n_steps": chain.n_steps,
-        "lands_clean": chain.lands_clean,
-        "alpha_bar": chain.alpha_bar,
-        "logsnr": chain.logsnr,
-        "spectrum": spectrum.name,
-        "d": d,
         "k": k,
         "trajectories": M,
         "dtype": "float64" if args.float64 else "float32",
