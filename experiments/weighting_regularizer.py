@@ -29,11 +29,11 @@ VARIANTS = {
     "uniform": [],
     "min-snr": ["--weighting", "min-snr", "--gamma", "5"],
     "geometric": ["--weighting", "geometric"],
-    "uniform+reg": ["--reg-weight", "0.1"],
+    "uniform+reg": ["--reg-weight", "0.1", "--reg-blocks", "4", "--reg-fraction", "0.25"],
     # v-prediction pair: the x0 estimate a x - s v stays bounded at the chain's first level (a ~ 5e-5), where
     # the eps-model's (x - s eps) / a amplifies errors ~2e4-fold and dominates the regulariser
     "v": ["--prediction", "v"],
-    "v+reg": ["--prediction", "v", "--reg-weight", "0.1"],
+    "v+reg": ["--prediction", "v", "--reg-weight", "0.1", "--reg-blocks", "4", "--reg-fraction", "0.25"],
 }
 COMMON = ["--batch-size", "64", "--lr", "1e-3", "--warmup", "200", "--ema-decay", "0.995"]
 

@@ -11,7 +11,7 @@ from ._common import add_json_option, dump_json
 
 _HP_DEFAULTS = dict(model="dit", prediction="epsilon", schedule="cosine-discrete", batch_size=64, lr=5e-4,
                     weight_decay=0.0, warmup=100, grad_clip=1.0, ema_decay=0.999, seed=0, weighting="uniform",
-                    gamma=5.0, reg_weight=0.0, reg_steps=10, reg_margin=0.0, reg_blocks=4, reg_fraction=0.25,
+                    gamma=5.0, reg_weight=0.0, reg_steps=10, reg_margin=0.0, reg_blocks=1, reg_fraction=0.125,
                     reg_patch=4, precision="auto")
 _MODEL_FLAGS = {"dit": ("width", "depth", "heads", "patch_size", "pos_emb"),
                 "unet": ("base_channels", "num_res_blocks", "channel_mult", "attention")}
@@ -64,9 +64,9 @@ def register(subparsers) -> None:
     g.add_argument("--reg-steps", type=int, default=None,
                    help="regulariser: steps of the trailing DDIM chain whose L*_t budgets it uses (default 10)")
     g.add_argument("--reg-margin", type=float, default=None, help="regulariser: budget L*_t (1 + margin) (default 0)")
-    g.add_argument("--reg-blocks", type=int, default=None, help="regulariser: probed input blocks (default 4)")
+    g.add_argument("--reg-blocks", type=int, default=None, help="regulariser: probed input blocks (default 1)")
     g.add_argument("--reg-fraction", type=float, default=None,
-                   help="regulariser: fraction of the batch regularised (default 0.25)")
+                   help="regulariser: fraction of the batch regularised (default 0.125)")
     g.add_argument("--reg-patch", type=int, default=None, help="regulariser: patch size for the U-Net (default 4; "
                    "the DiT uses its own patches)")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,

@@ -77,8 +77,8 @@ class TrainConfig:
     reg_weight: float = 0.0
     reg_steps: int = 10
     reg_margin: float = 0.0
-    reg_blocks: int = 4
-    reg_fraction: float = 0.25
+    reg_blocks: int = 1  # the regulariser's own default probe budget (<= 1.5x step cost)
+    reg_fraction: float = 0.125
     reg_patch: int = 4
     precision: str = "auto"
     model_overrides: dict = field(default_factory=dict)
