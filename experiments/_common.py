@@ -56,3 +56,17 @@ def sample_model(model, info: dict, n: int, steps: int, seed: int = 0, clip: boo
 
 def load(path, ema: bool = True):
     return load_checkpoint_model(path, ema=ema)
+
+
+def load_chain_denoiser(path, steps: int, dtype=None):
+    """A checkpoint's EMA model on a ``steps``-step trailing chain of its own training schedule.
+
+    Returns (model, info, chain, chain_denoiser); info is normalised by ``model_info``.
+    """
+    from pifskit.torch.analysis import make_denoiser, model_info
+
+    model, info = load(path)
+    info = model_info(info)
+    chain = make_chain(get_schedule(info["schedule"]), steps, "trailing")
+    kw = {} if dtype is None else {"dtype": dtype}
+    return model, info, chain, make_denoiser(model, info, chain, **kw)

@@ -39,20 +39,15 @@ def main() -> int:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
 
-    from _common import load, load_split
+    from _common import load_chain_denoiser, load_split
 
-    from pifskit import get_schedule, make_chain
     from pifskit.blockmass import offdiag_block_mass
     from pifskit.geometry import contraction_threshold
     from pifskit.spectra import from_images_fourier
-    from pifskit.torch.analysis import make_denoiser, model_info
     from pifskit.torch.blocks import Partition, block_norms, gaussian_block_row_sums
 
-    model, info = load(a.checkpoint)
-    info = model_info(info)
+    model, info, chain, cd = load_chain_denoiser(a.checkpoint, a.steps)
     shape = info["sample_shape"]
-    chain = make_chain(get_schedule(info["schedule"]), a.steps, "trailing")
-    cd = make_denoiser(model, info, chain)
     part = Partition.patches(shape, a.patch)
     train, _ = load_split()
     spec = from_images_fourier(train.images)

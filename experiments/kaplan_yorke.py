@@ -38,20 +38,15 @@ def main() -> int:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
 
-    from _common import load, load_split
+    from _common import load_chain_denoiser, load_split
 
-    from pifskit import get_schedule, make_chain
     from pifskit.lyapunov import kaplan_yorke, lyapunov_exponents
     from pifskit.spectra import from_data
-    from pifskit.torch.analysis import make_denoiser, model_info
     from pifskit.torch.lyapunov import lyapunov_spectrum
 
-    model, info = load(a.checkpoint)
-    info = model_info(info)
-    shape = info["sample_shape"]
-    chain = make_chain(get_schedule(info["schedule"]), a.steps, "trailing")
     dtype = torch.float64 if a.float64 else torch.float32
-    cd = make_denoiser(model, info, chain, dtype=dtype)
+    model, info, chain, cd = load_chain_denoiser(a.checkpoint, a.steps, dtype=dtype)
+    shape = info["sample_shape"]
     train, _ = load_split()
     spec = from_data(train.images.reshape(len(train), -1).astype(np.float64), name="mnist-pca")
     ana = lyapunov_exponents(chain, spec)
