@@ -87,7 +87,6 @@ def test_interrupted_run_resumes_exactly_and_log_is_consistent(tmp_path):
 
 
 def test_resume_with_regulariser_is_exact(tmp_path):
-    pytest.importorskip("pifskit.torch.regularizer")
     cfg = _cfg(reg_weight=0.5, reg_steps=5)
     tr.train(DATA, tmp_path / "a", 4, cfg, progress=False)
     tr.train(DATA, tmp_path / "b", 2, cfg, progress=False)
@@ -99,7 +98,8 @@ def test_resume_with_regulariser_is_exact(tmp_path):
 
 def test_cli_train_resume_sample(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--data", "digits", "--steps", "3", "--out", str(out), *TINY, "--json"]) == 0
+    assert main(["train", "--data", "digits", "--steps", "3", "--out", str(out), *TINY, "--prediction", "eps",
+                 "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["step"] == 3 and (out / "checkpoint.pt").is_file() and (out / "log.jsonl").is_file()
     assert main(["train", "--resume", str(out), "--steps", "5", "--threads", "1"]) == 0
@@ -126,6 +126,7 @@ def _bytes(p):
 def test_cli_bad_input_exit_2_and_nothing_overwritten(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--data", "digits", "--steps", "2", "--out", str(out), *TINY]) == 0
+    capsys.readouterr()  # its progress lines (stderr is not a TTY here)
     ck = out / "checkpoint.pt"
     before = _bytes(ck)
     bad = [
@@ -165,12 +166,11 @@ def test_nan_loss_stops_without_touching_checkpoint(tmp_path, monkeypatch):
 
 
 def test_min_snr_weights_closed_form():
-    ab = get_schedule("cosine-discrete").alphas_cumprod
+    sched = get_schedule("cosine-discrete")
+    ab = sched.alphas_cumprod
     snr = ab / (1 - ab)
     g = 5.0
-    wx = tr.min_snr_weights(ab, "sample", g)
-    we = tr.min_snr_weights(ab, "epsilon", g)
-    wv = tr.min_snr_weights(ab, "v_prediction", g)
+    wx, we, wv = (tr.MinSNR(g)(sched, p, None) for p in ("sample", "epsilon", "v_prediction"))
     np.testing.assert_allclose(wx, np.minimum(snr, g))
     np.testing.assert_allclose(we, np.where(snr > g, g / snr, 1.0))
     # the three are the same weight expressed in different units: ||x0 err||^2 = ||eps err||^2 / SNR
@@ -209,16 +209,7 @@ def test_ddim_sampler_matches_gaussian_geometry():
     np.testing.assert_allclose(ratio, np.exp(chain_exponent(chain, np.array([lam]))).item(), rtol=2e-5)
 
 
-def test_min_snr_agrees_with_design_module():
-    dw = pytest.importorskip("pifskit.design.weighting")
-    sched = get_schedule("cosine-discrete")
-    for ours, theirs in (("epsilon", "eps"), ("sample", "x0"), ("v_prediction", "v")):
-        np.testing.assert_allclose(tr.min_snr_weights(sched.alphas_cumprod, ours, 5.0),
-                                   dw.min_snr_weights(sched.logsnr_table, 5.0, theirs), rtol=1e-9, atol=1e-300)
-
-
 def test_geometric_weighting_trains_and_resumes(tmp_path):
-    pytest.importorskip("pifskit.design.weighting")
     from pifskit.datasets import load_digits
 
     sched = get_schedule("cosine-discrete")

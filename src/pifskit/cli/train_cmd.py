@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from .._validate import PifsError
+from ..torch.config import DEFAULT_CKPT_MINUTES, TRAIN_PREDICTIONS, TrainConfig, cli_fields
 from ._common import add_json_option, dump_json
 
-_HP_DEFAULTS = dict(model="dit", prediction="epsilon", schedule="cosine-discrete", batch_size=64, lr=5e-4,
-                    weight_decay=0.0, warmup=100, grad_clip=1.0, ema_decay=0.999, seed=0, weighting="uniform",
-                    gamma=5.0, reg_weight=0.0, reg_steps=10, reg_margin=0.0, reg_blocks=1, reg_fraction=0.125,
-                    reg_patch=4, precision="auto")
+
 _MODEL_FLAGS = {"dit": ("width", "depth", "heads", "patch_size", "pos_emb"),
                 "unet": ("base_channels", "num_res_blocks", "channel_mult", "attention")}
 
@@ -46,31 +45,7 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, required=True, help="total optimiser steps (with --resume: the new total)")
     p.add_argument("--out", metavar="DIR", help="run directory (must not hold a checkpoint)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR to a total of --steps")
-    g = p.add_argument_group("hyper-parameters (recorded; a resume must not change them)")
-    g.add_argument("--model", choices=("dit", "unet"), default=None, help="architecture (default dit)")
-    g.add_argument("--prediction", default=None, help="eps | x0 | v (default eps)")
-    g.add_argument("--schedule", default=None, help="discrete training schedule: cosine-discrete (default), ddpm, sd")
-    g.add_argument("--batch-size", type=int, default=None, help="global batch (default 64)")
-    g.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 5e-4)")
-    g.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default 0)")
-    g.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (default 100)")
-    g.add_argument("--grad-clip", type=float, default=None, help="gradient-norm clip, 0 = off (default 1)")
-    g.add_argument("--ema-decay", type=float, default=None, help="EMA decay (default 0.999)")
-    g.add_argument("--seed", type=int, default=None, help="seed of init, data order, noise (default 0)")
-    g.add_argument("--weighting", choices=("uniform", "min-snr", "geometric"), default=None,
-                   help="loss weighting over timesteps (default uniform)")
-    g.add_argument("--gamma", type=float, default=None, help="Min-SNR gamma (default 5)")
-    g.add_argument("--reg-weight", type=float, default=None, help="weight of the PIFS regulariser (default 0)")
-    g.add_argument("--reg-steps", type=int, default=None,
-                   help="regulariser: steps of the trailing DDIM chain whose L*_t budgets it uses (default 10)")
-    g.add_argument("--reg-margin", type=float, default=None, help="regulariser: budget L*_t (1 + margin) (default 0)")
-    g.add_argument("--reg-blocks", type=int, default=None, help="regulariser: probed input blocks (default 1)")
-    g.add_argument("--reg-fraction", type=float, default=None,
-                   help="regulariser: fraction of the batch regularised (default 0.125)")
-    g.add_argument("--reg-patch", type=int, default=None, help="regulariser: patch size for the U-Net (default 4; "
-                   "the DiT uses its own patches)")
-    g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
-                   help="autocast on GPU (auto: bf16 if supported); CPU runs fp32")
+    _add_config_options(p.add_argument_group("hyper-parameters (recorded; a resume must not change them)"))
     m = p.add_argument_group("model size (defaults: DiT patch 4, width 96, depth 4, heads 4; U-Net 24 x (1,2,2))")
     m.add_argument("--width", type=int, default=None)
     m.add_argument("--depth", type=int, default=None)
@@ -83,7 +58,11 @@ def register(subparsers) -> None:
     m.add_argument("--attention", action="store_const", const=True, default=None,
                    help="U-Net: self-attention at the lowest resolution")
     o = p.add_argument_group("run")
-    o.add_argument("--ckpt-every", type=int, default=0, help="checkpoint every N steps (0: only at the end)")
+    o.add_argument("--ckpt-every", type=int, default=0,
+                   help="also checkpoint every N steps (default 0: off)")
+    o.add_argument("--ckpt-minutes", type=float, default=DEFAULT_CKPT_MINUTES,
+                   help=f"checkpoint every M minutes of wall time (default {DEFAULT_CKPT_MINUTES:g}; 0: off); a "
+                        "checkpoint is always written at the end and on Ctrl-C / SIGTERM (exit 130 / 143)")
     o.add_argument("--log-every", type=int, default=10, help="log a JSON line every N steps (default 10)")
     o.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     o.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -104,6 +83,18 @@ def register(subparsers) -> None:
     c.add_argument("--threads", type=int, default=None)
     add_json_option(c)
     c.set_defaults(handler=run_train_classifier)
+
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def _add_config_options(g) -> None:
+    """One flag per TrainConfig field: type, default (shown in the help; the parsed value stays None when not
+    given, which a resume needs) and help all come from the dataclass, so the defaults live in one place."""
+    for f in cli_fields():
+        kw = {"choices": f.metadata["choices"]} if "choices" in f.metadata else {}
+        g.add_argument("--" + f.name.replace("_", "-"), type=_TYPES[str(f.type)], default=None,
+                       help=f"{f.metadata['help']} (default {f.default})", **kw)
 
 
 def _model_overrides(args, arch: str | None) -> dict:
@@ -127,16 +118,19 @@ def _model_overrides(args, arch: str | None) -> dict:
 def run_train(args) -> int:
     import torch
 
-    from ..torch.models import normalize_prediction
-    from ..torch.train import TrainConfig, train
+    from ..parameterization import normalize_prediction
+    from ..torch.train import TrainingInterrupted, check_out_dir, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if bool(args.out) == bool(args.resume):
         raise PifsError("give exactly one of --out DIR (new run) or --resume DIR (continue a run)")
-    given = {k: getattr(args, k) for k in _HP_DEFAULTS if getattr(args, k) is not None}
+    given = {f.name: getattr(args, f.name) for f in cli_fields() if getattr(args, f.name) is not None}
     if "prediction" in given:
-        given["prediction"] = normalize_prediction(given["prediction"])
+        given["prediction"] = normalize_prediction(given["prediction"], TRAIN_PREDICTIONS)
+    out = check_out_dir(args.out) if args.out else None  # before any work
+    run_opts = dict(ckpt_every=args.ckpt_every, ckpt_minutes=args.ckpt_minutes, log_every=args.log_every,
+                    progress=not args.json, device=args.device)
     if args.resume:
         data = None
         if args.data:  # unspecified split options default to the run's own
@@ -149,16 +143,24 @@ def run_train(args) -> int:
                                    verify=stored.verify and not args.no_verify)
         overrides = dict(given)
         overrides["model_overrides"] = _model_overrides(args, None)
-        summary = train(data, args.resume, args.steps, resume=True, resume_overrides=overrides,
-                        ckpt_every=args.ckpt_every, log_every=args.log_every, progress=not args.json,
-                        device=args.device)
+        job = lambda: train(data, args.resume, args.steps, resume=True, resume_overrides=overrides,  # noqa: E731
+                            **run_opts)
     else:
         data = _data_spec(args)
-        hp = {**_HP_DEFAULTS, **given}
-        hp["model_overrides"] = _model_overrides(args, hp["model"])
-        summary = train(data, args.out, args.steps, TrainConfig(**hp), ckpt_every=args.ckpt_every,
-                        log_every=args.log_every, progress=not args.json, device=args.device)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        hp = dict(given)
+        hp["model_overrides"] = _model_overrides(args, hp.get("model", TrainConfig.model))
+        cfg = TrainConfig(**hp)
+        job = lambda: train(data, out, args.steps, cfg, **run_opts)  # noqa: E731
+    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
+    try:
+        summary = job()
+    except TrainingInterrupted as exc:
+        if rank0:
+            run_dir = args.resume or args.out
+            hint = f"; continue with: pifskit train --resume {run_dir} --steps {args.steps}" if exc.step else ""
+            print(f"pifskit: {exc}{hint}", file=sys.stderr)
+        return exc.exit_code
+    if not rank0:
         return 0
     if args.json:
         dump_json(summary)

@@ -3,25 +3,23 @@
 A checkpoint is one ``torch.save`` dict (loaded with ``weights_only=True``; no pickled code):
 
     format, version, model_config, model_state, ema_state, optimizer_state, scaler_state,
-    rng {torch, cuda, numpy, python}, step, data (DataSpec dict), hparams, image_shape,
+    step, data (DataSpec dict), hparams, image_shape,
     schedule, prediction, timestep_convention ('discrete'), num_train_timesteps, world_size
 """
 
 from __future__ import annotations
 
 import os
-import random
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .._validate import PifsError
 
 __all__ = ["CHECKPOINT_NAME", "FORMAT", "checkpoint_path", "save_checkpoint", "load_checkpoint",
-           "load_checkpoint_model", "rng_state", "set_rng_state", "atomic_write_bytes"]
+           "load_checkpoint_model", "load_weights", "atomic_write_bytes"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = "pifskit-checkpoint"
@@ -52,32 +50,6 @@ def atomic_write_bytes(path: Path, write) -> None:
         raise
 
 
-def rng_state() -> dict:
-    """torch / CUDA / numpy (legacy global) / python RNG states, in weights_only-loadable types."""
-    np_state = np.random.get_state(legacy=False)
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"bit_generator": np_state["bit_generator"],
-                  "key": torch.from_numpy(np.asarray(np_state["state"]["key"], dtype=np.int64)),
-                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
-                  "gauss": float(np_state["gauss"])},
-        "python": random.getstate(),
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    n = state["numpy"]
-    np.random.set_state({"bit_generator": n["bit_generator"],
-                         "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
-                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-
-
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     """Write ``payload`` (plus format/version) atomically to ``path`` (a file or run directory)."""
     p = Path(path)
@@ -85,6 +57,40 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     payload = {"format": FORMAT, "version": VERSION, **payload}
     atomic_write_bytes(p, lambda f: torch.save(payload, f))
     return p
+
+
+def _first_sentence(exc: BaseException, limit: int = 160) -> str:
+    """The exception's type and the first sentence of its first line, whole (or the type alone if too long)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    for end in (". ", ": "):
+        cut = text.find(end)
+        if 0 < cut < limit <= len(text):
+            text = text[:cut]
+    text = text.rstrip(".:; ")
+    name = type(exc).__name__
+    return f"{name}: {text}" if text and len(text) <= limit else name
+
+
+def _names(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def load_weights(model: torch.nn.Module, state: dict, what: str = "checkpoint weights") -> None:
+    """``model.load_state_dict(state)``; a mismatch raises PifsError naming the keys in one line."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+             if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)]
+    parts = ([f"missing {_names(missing)}"] if missing else []) + ([f"unexpected {_names(extra)}"] if extra else []) \
+        + ([f"shape {_names(shape, 2)}"] if shape else [])
+    if parts:
+        raise PifsError(f"{what} do not fit the model config stored with them ({'; '.join(parts)})")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise PifsError(f"{what} do not fit the model config stored with them ({_first_sentence(exc)})") from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
@@ -95,7 +101,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     try:
         ck = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise PifsError(f"{p}: unreadable or corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise PifsError(f"{p}: unreadable or corrupt checkpoint ({_first_sentence(exc)}); it may be truncated "
+                        "(a copy or write that did not finish) or not a torch.save file") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise PifsError(f"{p}: not a pifskit training checkpoint")
     if ck.get("version") != VERSION:
@@ -120,10 +127,7 @@ def load_checkpoint_model(path: str | os.PathLike, ema: bool = True, device: Any
     ck = load_checkpoint(path)
     model = build_model(dict(ck["model_config"]))
     state = ck["ema_state"] if ema else ck["model_state"]
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise PifsError(f"checkpoint weights do not fit its model config: {str(exc)[:300]}") from None
+    load_weights(model, state, f"{checkpoint_path(path)}: {'EMA' if ema else 'model'} weights")
     model.to(device).eval()
     info = {
         "prediction_type": ck["prediction"],

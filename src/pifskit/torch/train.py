@@ -1,29 +1,41 @@
 """Plain PyTorch training loop for the small denoisers; runs unchanged under ``torchrun``.
 
+The loop is three parts: :func:`restore_or_init` (a new run, or a run's state from its
+checkpoint), :class:`TrainStep` (one optimiser step as a function of the step number) and
+:class:`RunPolicy` (when to log, when to checkpoint, when to stop); :func:`train` wires them.
+
 Distributed: when ``WORLD_SIZE > 1`` is in the environment the loop calls
 ``torch.distributed.init_process_group`` (NCCL on GPU, gloo on CPU), wraps the model
 in ``DistributedDataParallel`` and shards every global batch with a
 ``DistributedSampler``; rank 0 alone logs and writes checkpoints.
 
 Exact resume: everything random is a function of (seed, step, rank), never of an
-iterator's state -- the batch is slice ``step % steps_per_epoch`` of the
+iterator's or RNG's state -- the batch is slice ``step % steps_per_epoch`` of the
 DistributedSampler's permutation for epoch ``step // steps_per_epoch``, and the
 noise / timesteps (and the global torch RNG, which the PIFS regulariser may use)
 are seeded from ``SeedSequence([seed, step, rank])``. The learning rate is a
 function of the step. So a run stopped after k steps and resumed reproduces the
-uninterrupted run bit for bit on CPU (same thread count).
+uninterrupted run bit for bit on CPU (same thread count); no RNG state is stored.
+
+Interruption: SIGINT / SIGTERM finish the current step, write an (atomic) checkpoint and
+raise :class:`TrainingInterrupted` (the CLI exits 130 / 143). Checkpoints are also written
+every ``ckpt_minutes`` of wall time (default 5) and every ``ckpt_every`` steps, so a killed
+run loses at most those minutes.
 
 Loss (per sample, in the prediction's own units): ``w(t) * mean((model(x_t, t) - target)^2)``,
-x_t = a_t x0 + s_t eps, with ``w`` one of
+x_t = a_t x0 + s_t eps, with ``w`` one of the :data:`LOSS_WEIGHTINGS`:
 
 * uniform: w = 1;
 * min-snr (Hang et al. 2023): x0 units min(SNR, gamma); epsilon min(SNR, gamma)/SNR;
-  v min(SNR, gamma)/(SNR + 1);
+  v min(SNR, gamma)/(SNR + 1) -- ``pifskit.design.weighting.min_snr_weights``;
 * geometric (theory section 6 II): the per-timestep weights of ``pifskit.design.weighting``
   for the training data's spectrum.
 
 plus ``reg_weight * R`` with R the PIFS regulariser of ``pifskit.torch.regularizer`` (on a
 ``reg_steps``-step DDIM chain of the training schedule, budget L*_t (1 + reg_margin)).
+
+EMA: theta_ema <- lerp(theta_ema, theta, 1 - ema_decay) after every step (``torch.Tensor.lerp_``,
+as EDM); buffers are copied.
 """
 
 from __future__ import annotations
@@ -31,11 +43,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -43,72 +57,94 @@ from torch import nn
 
 from .._validate import PifsError, check_choice, check_positive_int
 from ..datasets import DataSpec, ImageDataset
+from ..design.weighting import loss_weights as design_loss_weights
+from ..design.weighting import min_snr_weights
+from ..parameterization import short_prediction
 from ..schedules import DiscreteSchedule, get_schedule
-from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, rng_state, save_checkpoint
-from .models import (build_model, count_parameters, default_config, normalize_prediction,
-                     training_target)
+from .config import (DEFAULT_CKPT_MINUTES, PRECISIONS, RESUMABLE_CHANGES, TRAIN_PREDICTIONS, WEIGHTINGS,
+                     TrainConfig)
+from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, load_weights, save_checkpoint
+from .models import build_model, count_parameters, default_config, training_target
 
-__all__ = ["TrainConfig", "train", "WEIGHTINGS", "PRECISIONS", "loss_weights", "min_snr_weights",
-           "geometric_weights", "batch_indices", "step_seed", "build_regularizer", "LOG_NAME"]
+__all__ = ["TrainConfig", "train", "restore_or_init", "TrainStep", "RunPolicy", "TrainingInterrupted",
+           "LOSS_WEIGHTINGS", "WEIGHTINGS", "PRECISIONS", "Uniform", "MinSNR", "Geometric", "make_weighting",
+           "timestep_weights", "geometric_weights", "ema_update", "batch_indices", "step_seed",
+           "build_regularizer", "check_out_dir", "LOG_NAME", "DEFAULT_CKPT_MINUTES"]
 
-WEIGHTINGS = ("uniform", "min-snr", "geometric")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LOG_NAME = "log.jsonl"
-#: hyper-parameters that may change on resume (they do not alter the optimisation path's definition)
-RESUMABLE_CHANGES = ("precision",)
 
 
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of a run (everything except the data, the step budget and I/O cadence)."""
+# ---------------------------------------------------------------------------
+# loss weightings: one small object each, chosen by name from LOSS_WEIGHTINGS
+# ---------------------------------------------------------------------------
 
-    model: str = "dit"
-    prediction: str = "epsilon"
-    schedule: str = "cosine-discrete"
-    batch_size: int = 64
-    lr: float = 5e-4
-    weight_decay: float = 0.0
-    warmup: int = 100
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    seed: int = 0
-    weighting: str = "uniform"
+class LossWeighting(Protocol):
+    """Per-training-timestep loss weights w[n] (n = 0..T-1) in the prediction's own units."""
+
+    def __call__(self, schedule: DiscreteSchedule, prediction: str, data: ImageDataset) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """w = 1."""
+
+    def __call__(self, schedule: DiscreteSchedule, prediction: str, data: ImageDataset) -> np.ndarray:
+        return np.ones(schedule.num_train_timesteps)
+
+
+@dataclass(frozen=True)
+class MinSNR:
+    """Min-SNR-gamma: min(SNR, gamma) in x0 units, /SNR for epsilon, /(SNR + 1) for v
+    (``pifskit.design.weighting.min_snr_weights`` at the schedule's logSNR table; finite at SNR = 0)."""
+
     gamma: float = 5.0
-    reg_weight: float = 0.0
-    reg_steps: int = 10
-    reg_margin: float = 0.0
-    reg_blocks: int = 1  # the regulariser's own default probe budget (<= 1.5x step cost)
-    reg_fraction: float = 0.125
-    reg_patch: int = 4
-    precision: str = "auto"
-    model_overrides: dict = field(default_factory=dict)
 
-    def __post_init__(self):
-        check_choice(self.model, "model", ("dit", "unet"))
-        self.prediction = normalize_prediction(self.prediction)
-        check_positive_int(self.batch_size, "batch_size")
-        check_choice(self.weighting, "weighting", WEIGHTINGS)
-        check_choice(self.precision, "precision", PRECISIONS)
-        for k in ("lr", "gamma"):
-            v = getattr(self, k)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise PifsError(f"{k} must be a positive number, got {v!r}")
-        for k in ("weight_decay", "reg_weight", "grad_clip"):
-            v = getattr(self, k)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise PifsError(f"{k} must be a non-negative number, got {v!r}")
-        if not (0.0 <= self.ema_decay < 1.0):
-            raise PifsError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
-        if self.warmup < 0:
-            raise PifsError(f"warmup must be >= 0, got {self.warmup}")
+    def __call__(self, schedule: DiscreteSchedule, prediction: str, data: ImageDataset) -> np.ndarray:
+        return min_snr_weights(schedule.logsnr_table, self.gamma, short_prediction(prediction, TRAIN_PREDICTIONS))
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+@dataclass(frozen=True)
+class Geometric:
+    """The geometric weighting of theory 6 II for the training images' PCA spectrum."""
+
+    def __call__(self, schedule: DiscreteSchedule, prediction: str, data: ImageDataset) -> np.ndarray:
+        return geometric_weights(schedule, prediction, data)
+
+
+#: weighting name -> factory taking the TrainConfig
+LOSS_WEIGHTINGS: dict[str, Callable[["TrainConfig"], LossWeighting]] = {
+    "uniform": lambda cfg: Uniform(),
+    "min-snr": lambda cfg: MinSNR(cfg.gamma),
+    "geometric": lambda cfg: Geometric(),
+}
+if tuple(LOSS_WEIGHTINGS) != WEIGHTINGS:  # pragma: no cover - the config's names and the registry agree
+    raise ImportError("pifskit.torch.config.WEIGHTINGS and LOSS_WEIGHTINGS differ")
+
+
+def geometric_weights(schedule: DiscreteSchedule, prediction: str, data: ImageDataset) -> np.ndarray:
+    """Per-timestep weights of the geometric weighting (theory 6 II), ``pifskit.design.weighting.loss_weights``
+    at the schedule's logSNR table for the PCA spectrum of the training images (normalised so the
+    epsilon weight -> 1 at pure noise)."""
+    from ..spectra import from_data
+
+    spectrum = from_data(data.images.reshape(len(data), -1).astype(np.float64), name=data.name)
+    w = np.asarray(design_loss_weights(schedule.logsnr_table, spectrum,
+                                       prediction=short_prediction(prediction, TRAIN_PREDICTIONS)), dtype=np.float64)
+    if w.shape != (schedule.num_train_timesteps,) or not np.isfinite(w).all() or (w < 0).any():
+        raise PifsError(f"geometric weights must be finite, >= 0, shape ({schedule.num_train_timesteps},)")
+    return w
+
+
+def make_weighting(cfg: "TrainConfig") -> LossWeighting:
+    return LOSS_WEIGHTINGS[check_choice(cfg.weighting, "weighting", WEIGHTINGS)](cfg)
+
+
+def timestep_weights(cfg: "TrainConfig", schedule: DiscreteSchedule, data: ImageDataset) -> np.ndarray:
+    """The run's weighting evaluated at every training timestep (finite, >= 0)."""
+    w = np.asarray(make_weighting(cfg)(schedule, cfg.prediction, data), dtype=np.float64)
+    if not np.isfinite(w).all():
+        raise PifsError(f"{cfg.weighting} loss weights are not finite on schedule {cfg.schedule!r}")
+    return w
 
 
 # ---------------------------------------------------------------------------
@@ -155,50 +191,13 @@ def lr_at(step: int, lr: float, warmup: int) -> float:
     return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
 
 
-# ---------------------------------------------------------------------------
-# loss weights
-# ---------------------------------------------------------------------------
-
-def min_snr_weights(alphas_cumprod: np.ndarray, prediction: str, gamma: float) -> np.ndarray:
-    """Min-SNR-gamma per timestep in the prediction's units (x0: min(SNR, g); eps: /SNR; v: /(SNR+1))."""
-    ab = np.asarray(alphas_cumprod, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        snr = ab / (1.0 - ab)
-    w_x0 = np.minimum(snr, gamma)
-    if prediction == "sample":
-        return w_x0
-    if prediction == "epsilon":
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(np.isinf(snr), 0.0, w_x0 / snr)
-    with np.errstate(invalid="ignore"):
-        return np.where(np.isinf(snr), 0.0, w_x0 / (snr + 1.0))
-
-
-def geometric_weights(schedule: DiscreteSchedule, prediction: str, data: ImageDataset) -> np.ndarray:
-    """Per-timestep weights of the geometric weighting (theory 6 II), ``pifskit.design.weighting.loss_weights``
-    at the schedule's logSNR table for the PCA spectrum of the training images (normalised so the
-    epsilon weight -> 1 at pure noise)."""
-    try:
-        from ..design.weighting import loss_weights as design_loss_weights
-    except ImportError:
-        raise PifsError("--weighting geometric needs pifskit.design.weighting, which this build lacks; "
-                        "use uniform or min-snr") from None
-    from ..spectra import from_data
-
-    spectrum = from_data(data.images.reshape(len(data), -1).astype(np.float64), name=data.name)
-    short = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}[prediction]
-    w = np.asarray(design_loss_weights(schedule.logsnr_table, spectrum, prediction=short), dtype=np.float64)
-    if w.shape != (schedule.num_train_timesteps,) or not np.isfinite(w).all() or (w < 0).any():
-        raise PifsError(f"geometric weights must be finite, >= 0, shape ({schedule.num_train_timesteps},)")
-    return w
-
-
-def loss_weights(config: TrainConfig, schedule: DiscreteSchedule, data: ImageDataset) -> np.ndarray:
-    if config.weighting == "uniform":
-        return np.ones(schedule.num_train_timesteps)
-    if config.weighting == "min-snr":
-        return min_snr_weights(schedule.alphas_cumprod, config.prediction, config.gamma)
-    return geometric_weights(schedule, config.prediction, data)
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """theta_ema <- theta_ema + (1 - decay) (theta - theta_ema) (``lerp_``); buffers copied."""
+    for e, m in zip(ema.parameters(), model.parameters()):
+        e.lerp_(m.detach(), 1.0 - decay)
+    for eb, mb in zip(ema.buffers(), model.buffers()):
+        eb.copy_(mb)
 
 
 # ---------------------------------------------------------------------------
@@ -210,13 +209,11 @@ def build_regularizer(model: nn.Module, model_cfg: dict, schedule: DiscreteSched
     """(regulariser, chain denoiser): R of ``pifskit.torch.regularizer.PIFSRegularizer`` on the
     ``reg_steps``-step trailing DDIM chain of the training schedule, over the DiT's patches
     (U-Net: ``reg_patch``), budget L*_t (1 + ``reg_margin``)."""
-    try:
-        from ..chains import make_chain
-        from .adapter import ChainDenoiser, ModelDenoiser
-        from .blocks import Partition
-        from .regularizer import PIFSRegularizer
-    except ImportError as exc:
-        raise PifsError(f"--reg-weight > 0 needs pifskit.torch.regularizer / adapter / blocks ({exc})") from None
+    from ..chains import make_chain
+    from .adapter import ChainDenoiser, ModelDenoiser
+    from .blocks import Partition
+    from .regularizer import PIFSRegularizer
+
     chain = make_chain(schedule, cfg.reg_steps, "trailing")
     patch = model_cfg.get("patch_size", cfg.reg_patch)
     partition = Partition.patches(image_shape, patch)
@@ -242,6 +239,16 @@ class _Dist:
     def main(self) -> bool:
         return self.rank == 0
 
+    def reduce(self, value: float, op: str) -> float:
+        """``value`` reduced over all ranks ('sum', 'min' or 'max'; itself when not distributed)."""
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op={"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}[op])
+        return float(t.item())
+
 
 def _dist_setup(device: str | None) -> _Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -264,30 +271,38 @@ def _dist_setup(device: str | None) -> _Dist:
     return _Dist(world, rank, local_rank, dev, here)
 
 
-def _all_true(flag: bool, ctx: _Dist) -> bool:
-    if ctx.world == 1:
-        return flag
-    import torch.distributed as dist
-
-    t = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item() > 0)
-
-
-def _mean_over_ranks(value: float, ctx: _Dist) -> float:
-    """The mean of a logged scalar over all ranks (the global-batch loss under DDP)."""
-    if ctx.world == 1:
-        return value
-    import torch.distributed as dist
-
-    t = torch.tensor([value], dtype=torch.float64, device=ctx.device)
-    dist.all_reduce(t)
-    return float(t.item()) / ctx.world
+def _autocast(ctx: _Dist, precision: str):
+    if ctx.device.type != "cuda":
+        if precision in ("bf16", "fp16"):
+            raise PifsError(f"--precision {precision} needs a CUDA device (autocast is GPU-only here); use fp32/auto")
+        return None, False
+    if precision == "fp32":
+        return None, False
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return (torch.bfloat16 if precision == "bf16" else torch.float16), precision == "fp16"
 
 
 # ---------------------------------------------------------------------------
-# the loop
+# part 1: restore or init
 # ---------------------------------------------------------------------------
+
+def check_out_dir(out: str | os.PathLike, flag: str = "--out") -> Path:
+    """``out`` as a Path if it is (or can be created as) a writable directory, else PifsError (creates nothing)."""
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise PifsError(f"{flag} {p} exists and is not a directory")
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise PifsError(f"{flag} {p}: {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PifsError(f"{flag} {p}: directory {probe} is not writable")
+    return p
+
 
 def _hparam_diff(stored: dict, given: dict) -> list[str]:
     diffs = []
@@ -299,6 +314,290 @@ def _hparam_diff(stored: dict, given: dict) -> list[str]:
         elif stored[k] != v:
             diffs.append(f"{k}: checkpoint {stored[k]!r}, given {v!r}")
     return diffs
+
+
+@dataclass
+class RunState:
+    """Everything a run needs to take steps: what :func:`restore_or_init` returns."""
+
+    cfg: TrainConfig
+    data: DataSpec
+    train_set: ImageDataset
+    schedule: DiscreteSchedule
+    model_cfg: dict
+    model: nn.Module
+    ema: nn.Module
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    start: int
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.train_set.image_shape
+
+    def payload(self, step: int, world: int) -> dict:
+        """The checkpoint dict at ``step`` (see :mod:`pifskit.torch.checkpoint`)."""
+        return {"model_config": self.model_cfg, "model_state": self.model.state_dict(),
+                "ema_state": self.ema.state_dict(), "optimizer_state": self.opt.state_dict(),
+                "scaler_state": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+                "step": step, "data": self.data.to_dict(), "hparams": self.cfg.to_dict(),
+                "image_shape": list(self.image_shape), "schedule": self.cfg.schedule,
+                "prediction": self.cfg.prediction, "timestep_convention": "discrete",
+                "num_train_timesteps": self.schedule.num_train_timesteps, "world_size": world,
+                "n_params": count_parameters(self.model), "n_train": len(self.train_set)}
+
+
+def _resume_config(ck: dict, data: DataSpec | None, steps: int, overrides: dict | None) -> tuple[TrainConfig, DataSpec]:
+    stored = ck["hparams"]
+    given = dict(overrides or {})
+    model_given = given.pop("model_overrides", None) or {}
+    diffs = _hparam_diff(stored, given)
+    diffs += [f"model {k}: checkpoint {ck['model_config'].get(k)!r}, given {v!r}"
+              for k, v in model_given.items() if v is not None and ck["model_config"].get(k) != v]
+    if data is not None and DataSpec.from_dict(ck["data"]) != data:
+        diffs.append(f"data: checkpoint {DataSpec.from_dict(ck['data']).spec_string()!r}, given {data.spec_string()!r}")
+    if diffs:
+        raise PifsError("resume with changed hyper-parameters: " + "; ".join(diffs)
+                        + " (start a new run with another --out instead)")
+    cfg = TrainConfig.from_dict({**stored, **{k: v for k, v in given.items()
+                                              if k in RESUMABLE_CHANGES and v is not None}})
+    if steps < int(ck["step"]):
+        raise PifsError(f"--steps {steps} is below the checkpoint's step {int(ck['step'])}; give the new total")
+    return cfg, DataSpec.from_dict(ck["data"])
+
+
+def restore_or_init(out: Path, steps: int, data: DataSpec | None, config: TrainConfig | None, ctx: _Dist, *,
+                    resume: bool, resume_overrides: dict | None = None) -> RunState:
+    """A new run from (data, config), or (``resume``) the run in ``out`` from its checkpoint, on ``ctx.device``."""
+    ck_path = out / CHECKPOINT_NAME
+    ck = None
+    if resume:
+        ck = load_checkpoint(ck_path)
+        cfg, data = _resume_config(ck, data, steps, resume_overrides)
+    else:
+        if config is None or data is None:
+            raise PifsError("a new run needs a data spec and a training config")
+        if ck_path.exists():
+            raise PifsError(f"{ck_path} exists; use --resume {out} to continue it, or another --out")
+        cfg = config
+    schedule = get_schedule(cfg.schedule)
+    if not isinstance(schedule, DiscreteSchedule):
+        raise PifsError(f"training needs a discrete schedule (e.g. cosine-discrete, ddpm, sd), got {cfg.schedule!r}")
+    train_set, _ = data.load()
+    image_shape = train_set.image_shape
+    if ck is not None:
+        model_cfg = dict(ck["model_config"])
+        if tuple(ck["image_shape"]) != image_shape:
+            raise PifsError(f"checkpoint was trained on images {tuple(ck['image_shape'])}, "
+                            f"the data now gives {image_shape}")
+    else:
+        model_cfg = default_config(cfg.model, image_shape, cfg.prediction, **cfg.model_overrides)
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_cfg)
+    ema = build_model(model_cfg)
+    ema.requires_grad_(False)
+    if ck is not None:
+        load_weights(model, ck["model_state"], f"{ck_path}: model weights")
+        load_weights(ema, ck["ema_state"], f"{ck_path}: EMA weights")
+    else:
+        ema.load_state_dict(model.state_dict())
+    model.to(ctx.device)
+    ema.to(ctx.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    amp_dtype, use_scaler = _autocast(ctx, cfg.precision)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    if ck is not None:
+        try:
+            opt.load_state_dict(ck["optimizer_state"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise PifsError(f"checkpoint optimizer state does not fit the model: {exc}") from None
+        if use_scaler and ck.get("scaler_state"):
+            scaler.load_state_dict(ck["scaler_state"])
+    return RunState(cfg, data, train_set, schedule, model_cfg, model, ema, opt, scaler, amp_dtype,
+                    int(ck["step"]) if ck is not None else 0)
+
+
+# ---------------------------------------------------------------------------
+# part 2: one step
+# ---------------------------------------------------------------------------
+
+@dataclass
+class StepResult:
+    loss: float          # mean over ranks
+    loss_mse: float
+    reg: float
+    lr: float
+    grad_norm: float
+    images: int          # images this step over all ranks
+
+
+class TrainStep:
+    """One optimiser step as a function of the step number (noise, timesteps and batch seeded by it)."""
+
+    def __init__(self, run: RunState, ctx: _Dist):
+        self.run, self.ctx = run, ctx
+        cfg, schedule = run.cfg, run.schedule
+        ab = schedule.alphas_cumprod
+        self.a_tab = torch.from_numpy(np.sqrt(ab)).float().to(ctx.device)
+        self.s_tab = torch.from_numpy(np.sqrt(1.0 - ab)).float().to(ctx.device)
+        self.w_tab = torch.from_numpy(timestep_weights(cfg, schedule, run.train_set)).float().to(ctx.device)
+        self.reg, self.chain_den = (build_regularizer(run.model, run.model_cfg, schedule, cfg, run.image_shape)
+                                    if cfg.reg_weight > 0 else (None, None))
+        self.images = torch.from_numpy(run.train_set.images)
+        self.plan = _BatchPlan(len(run.train_set), cfg.batch_size, cfg.seed, ctx.world, ctx.rank)
+        self.net: nn.Module = run.model
+        if ctx.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.net = DDP(run.model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
+
+    def __call__(self, step: int) -> StepResult:
+        run, ctx, cfg = self.run, self.ctx, self.run.cfg
+        seed = step_seed(cfg.seed, step, ctx.rank)
+        torch.manual_seed(seed)  # anything random inside the step (e.g. regulariser probes)
+        g = torch.Generator().manual_seed(seed)
+        x0 = self.images[torch.from_numpy(self.plan(step))]
+        t = torch.randint(0, run.schedule.num_train_timesteps, (x0.shape[0],), generator=g)
+        eps = torch.randn(x0.shape, generator=g)
+        x0, t, eps = x0.to(ctx.device), t.to(ctx.device), eps.to(ctx.device)
+        a, s = self.a_tab[t], self.s_tab[t]
+        xt = a.view(-1, 1, 1, 1) * x0 + s.view(-1, 1, 1, 1) * eps
+        target = training_target(cfg.prediction, x0, eps, a, s)
+        lr = lr_at(step, cfg.lr, cfg.warmup)
+        for pg in run.opt.param_groups:
+            pg["lr"] = lr
+        with torch.autocast(ctx.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+            pred = self.net(xt, t)
+            mse = (pred.float() - target).pow(2).flatten(1).mean(1)
+            loss_mse = (self.w_tab[t] * mse).mean()
+        if self.reg is not None:  # outside autocast: JVP probes in fp32
+            # CPU: an explicit step-seeded generator; GPU: the global RNG, seeded per step above
+            gen = torch.Generator().manual_seed(seed) if ctx.device.type == "cpu" else None
+            loss_reg = self.reg(self.chain_den, x0, generator=gen)
+        else:
+            loss_reg = torch.zeros((), device=ctx.device)
+        loss = loss_mse + cfg.reg_weight * loss_reg
+        if ctx.reduce(1.0 if bool(torch.isfinite(loss).item()) else 0.0, "min") < 1.0:
+            raise PifsError(f"non-finite loss at step {step} (lr {lr:g}); stopped, the last checkpoint is kept "
+                            "unchanged — lower --lr or --reg-weight")
+        run.opt.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.unscale_(run.opt)
+        gnorm = torch.nn.utils.clip_grad_norm_(run.model.parameters(),
+                                               cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        run.scaler.step(run.opt)
+        run.scaler.update()
+        ema_update(run.ema, run.model, cfg.ema_decay)
+        return StepResult(ctx.reduce(float(loss.detach()), "sum") / ctx.world, float(loss_mse.detach()),
+                          float(loss_reg.detach()), lr, float(gnorm), x0.shape[0] * ctx.world)
+
+
+# ---------------------------------------------------------------------------
+# part 3: logging / checkpoint / stop policy
+# ---------------------------------------------------------------------------
+
+class TrainingInterrupted(Exception):
+    """SIGINT / SIGTERM stopped the run after ``step`` steps; ``saved``: a checkpoint at ``step`` was written."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path, saved: bool):
+        self.signum, self.step, self.checkpoint, self.saved = int(signum), int(step), checkpoint, saved
+        name = signal.Signals(self.signum).name
+        if saved:
+            what = f"checkpoint at step {step} saved to {checkpoint}"
+        else:
+            what = f"the checkpoint at step {step} in {checkpoint} is current" if step else "nothing to save"
+        super().__init__(f"interrupted by {name} at step {step}; {what}")
+
+    @property
+    def exit_code(self) -> int:
+        """128 + signal number (130 for SIGINT, 143 for SIGTERM), the shell's convention."""
+        return 128 + self.signum
+
+
+class _StopSignals:
+    """While active, SIGINT / SIGTERM set ``signum`` instead of killing; a second one acts as usual."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum = 0
+        self._old: dict = {}
+
+    def _handler(self, signum, frame):
+        if self.signum:  # second signal: the default behaviour (KeyboardInterrupt / termination)
+            self.restore()
+            signal.raise_signal(signum)
+            return
+        self.signum = signum
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._old = {}
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+
+class RunPolicy:
+    """When to log (every ``log_every`` steps and at the end), when to checkpoint (every ``ckpt_every`` steps,
+    every ``ckpt_minutes`` of wall time, at the end, on a stop signal); rank 0 writes ``log.jsonl``."""
+
+    def __init__(self, out: Path, steps: int, start: int, ctx: _Dist, *, ckpt_every: int = 0,
+                 ckpt_minutes: float = DEFAULT_CKPT_MINUTES, log_every: int = 10):
+        if ckpt_every < 0 or not (ckpt_minutes >= 0):
+            raise PifsError("--ckpt-every and --ckpt-minutes must be >= 0 (0: off)")
+        self.out, self.steps, self.ctx = out, steps, ctx
+        self.ckpt_every, self.ckpt_s, self.log_every = ckpt_every, 60.0 * ckpt_minutes, max(log_every, 1)
+        self.t_start = self.t_ckpt = self.t_log = time.perf_counter()
+        self.n_imgs, self.n_steps, self.saved_step = 0, 0, start
+        self.log_path = out / LOG_NAME
+        self.logf = None
+
+    def open_log(self, record: dict, resume: bool) -> None:
+        if not self.ctx.main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            _rewrite_log(self.log_path, record["step"])
+        self.logf = open(self.log_path, "a")
+        self.event(record)
+
+    def event(self, record: dict) -> None:
+        if self.logf is not None:
+            self.logf.write(json.dumps(record) + "\n")
+            self.logf.flush()
+
+    def after_step(self, done: int, res: StepResult, save: Callable[[int], None]) -> None:
+        self.n_imgs += res.images
+        self.n_steps += 1
+        now = time.perf_counter()
+        if done % self.log_every == 0 or done == self.steps:
+            dt = max(now - self.t_log, 1e-9)
+            self.event({"event": "step", "step": done, "loss": res.loss, "loss_mse": res.loss_mse, "reg": res.reg,
+                        "lr": res.lr, "grad_norm": res.grad_norm, "imgs_per_s": self.n_imgs / dt,
+                        "s_per_step": dt / max(self.n_steps, 1), "elapsed_s": now - self.t_start})
+            self.t_log, self.n_imgs, self.n_steps = now, 0, 0
+        if (done == self.steps or (self.ckpt_every and done % self.ckpt_every == 0)
+                or (self.ckpt_s and now - self.t_ckpt >= self.ckpt_s)):
+            self.checkpoint(done, save)
+
+    def checkpoint(self, done: int, save: Callable[[int], None]) -> None:
+        if self.ctx.main:
+            save(done)
+        self.saved_step, self.t_ckpt = done, time.perf_counter()
+
+    def close(self) -> None:
+        if self.logf is not None:
+            self.logf.close()
+            self.logf = None
 
 
 def _rewrite_log(log_path: Path, upto_step: int) -> None:
@@ -316,210 +615,72 @@ def _rewrite_log(log_path: Path, upto_step: int) -> None:
     atomic_write_bytes(log_path, lambda f: f.write(("\n".join(keep) + ("\n" if keep else "")).encode()))
 
 
-def _autocast(ctx: _Dist, precision: str):
-    if ctx.device.type != "cuda":
-        if precision in ("bf16", "fp16"):
-            raise PifsError(f"--precision {precision} needs a CUDA device (autocast is GPU-only here); use fp32/auto")
-        return None, False
-    if precision == "fp32":
-        return None, False
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return (torch.bfloat16 if precision == "bf16" else torch.float16), precision == "fp16"
+# ---------------------------------------------------------------------------
+# the loop
+# ---------------------------------------------------------------------------
 
-
-def train(data: DataSpec, out_dir: str | os.PathLike, steps: int, config: TrainConfig | None = None, *,
-          resume: bool = False, resume_overrides: dict | None = None, ckpt_every: int = 0, log_every: int = 10,
-          progress: bool = True, device: str | None = None,
+def train(data: DataSpec | None, out_dir: str | os.PathLike, steps: int, config: TrainConfig | None = None, *,
+          resume: bool = False, resume_overrides: dict | None = None, ckpt_every: int = 0,
+          ckpt_minutes: float = DEFAULT_CKPT_MINUTES, log_every: int = 10, progress: bool = True,
+          progress_every_s: float = 30.0, device: str | None = None,
           on_step: Callable[[int, float], None] | None = None) -> dict:
     """Train to a total of ``steps`` steps; returns a summary dict.
 
     New run: ``data`` and ``config`` define it; ``out_dir/checkpoint.pt`` must not exist.
     Resume (``resume=True``): the run's own data and hyper-parameters are reloaded from
     ``out_dir``; ``resume_overrides`` (hyper-parameters the user gave again) must match them
-    (``precision`` may change). ``ckpt_every = 0`` writes a checkpoint only at the end.
+    (``precision`` may change). A checkpoint is written every ``ckpt_every`` steps (0: off), every
+    ``ckpt_minutes`` minutes (0: off), at the end, and on SIGINT / SIGTERM, after which
+    :class:`TrainingInterrupted` is raised. ``progress``: a bar on a TTY, else a line on stderr
+    every ``progress_every_s`` seconds (and at the first and last step).
     """
     steps = check_positive_int(steps, "steps")
-    out = Path(out_dir)
+    out = check_out_dir(out_dir)
     ck_path = out / CHECKPOINT_NAME
     ctx = _dist_setup(device)
     try:
-        ck = None
-        if resume:
-            ck = load_checkpoint(ck_path)
-            stored = ck["hparams"]
-            given = dict(resume_overrides or {})
-            model_given = given.pop("model_overrides", None) or {}
-            diffs = _hparam_diff(stored, given)
-            diffs += [f"model {k}: checkpoint {ck['model_config'].get(k)!r}, given {v!r}"
-                      for k, v in model_given.items() if v is not None and ck["model_config"].get(k) != v]
-            if data is not None and DataSpec.from_dict(ck["data"]) != data:
-                diffs.append(f"data: checkpoint {DataSpec.from_dict(ck['data']).spec_string()!r}, "
-                             f"given {data.spec_string()!r}")
-            if diffs:
-                raise PifsError("resume with changed hyper-parameters: " + "; ".join(diffs)
-                                + " (start a new run with another --out instead)")
-            cfg = TrainConfig.from_dict({**stored, **{k: v for k, v in (resume_overrides or {}).items()
-                                                      if k in RESUMABLE_CHANGES and v is not None}})
-            data = DataSpec.from_dict(ck["data"])
-            start = int(ck["step"])
-            if steps < start:
-                raise PifsError(f"--steps {steps} is below the checkpoint's step {start}; give the new total")
-        else:
-            if config is None or data is None:
-                raise PifsError("a new run needs a data spec and a training config")
-            if ck_path.exists():
-                raise PifsError(f"{ck_path} exists; use --resume {out} to continue it, or another --out")
-            cfg = config
-            start = 0
-        schedule = get_schedule(cfg.schedule)
-        if not isinstance(schedule, DiscreteSchedule):
-            raise PifsError(f"training needs a discrete schedule (e.g. cosine-discrete, ddpm, sd), "
-                            f"got {cfg.schedule!r}")
-        train_set, _ = data.load()
-        image_shape = train_set.image_shape
-        if ck is not None:
-            model_cfg = dict(ck["model_config"])
-            if tuple(ck["image_shape"]) != image_shape:
-                raise PifsError(f"checkpoint was trained on images {tuple(ck['image_shape'])}, "
-                                f"the data now gives {image_shape}")
-        else:
-            model_cfg = default_config(cfg.model, image_shape, cfg.prediction, **cfg.model_overrides)
-        torch.manual_seed(cfg.seed)
-        model = build_model(model_cfg)
-        ema = build_model(model_cfg)
-        ema.requires_grad_(False)
-        if ck is not None:
+        with _StopSignals() as stop:
+            run = restore_or_init(out, steps, data, config, ctx, resume=resume, resume_overrides=resume_overrides)
+            step_fn = TrainStep(run, ctx)
+            policy = RunPolicy(out, steps, run.start, ctx, ckpt_every=ckpt_every, ckpt_minutes=ckpt_minutes,
+                               log_every=log_every)
+            n_params = count_parameters(run.model)
+            policy.open_log({"event": "resume" if resume else "start", "step": run.start, "steps": steps,
+                             "hparams": run.cfg.to_dict(), "data": run.data.to_dict(), "model_config": run.model_cfg,
+                             "n_params": n_params, "n_train": len(run.train_set), "world_size": ctx.world,
+                             "device": str(ctx.device), "torch_threads": torch.get_num_threads()}, resume)
+
+            def save(step: int) -> None:
+                save_checkpoint(ck_path, run.payload(step, ctx.world))
+
+            bar = _Progress(progress and ctx.main, run.start, steps, every_s=progress_every_s)
+            last_loss, done = float("nan"), run.start
+            run.model.train()
             try:
-                model.load_state_dict(ck["model_state"])
-                ema.load_state_dict(ck["ema_state"])
-            except RuntimeError as exc:
-                raise PifsError(f"checkpoint weights do not match its model config: {str(exc)[:300]}") from None
-        else:
-            ema.load_state_dict(model.state_dict())
-        model.to(ctx.device)
-        ema.to(ctx.device)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        amp_dtype, use_scaler = _autocast(ctx, cfg.precision)
-        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        if ck is not None:
-            try:
-                opt.load_state_dict(ck["optimizer_state"])
-            except (ValueError, KeyError, RuntimeError) as exc:
-                raise PifsError(f"checkpoint optimizer state does not fit the model: {exc}") from None
-            if use_scaler and ck.get("scaler_state"):
-                scaler.load_state_dict(ck["scaler_state"])
-        net: nn.Module = model
-        if ctx.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            net = DDP(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
-
-        ab = schedule.alphas_cumprod
-        a_tab = torch.from_numpy(np.sqrt(ab)).float().to(ctx.device)
-        s_tab = torch.from_numpy(np.sqrt(1.0 - ab)).float().to(ctx.device)
-        w_tab = torch.from_numpy(loss_weights(cfg, schedule, train_set)).float().to(ctx.device)
-        reg, chain_den = (build_regularizer(model, model_cfg, schedule, cfg, image_shape) if cfg.reg_weight > 0
-                          else (None, None))
-        images = torch.from_numpy(train_set.images)
-        plan = _BatchPlan(len(train_set), cfg.batch_size, cfg.seed, ctx.world, ctx.rank)
-        T = schedule.num_train_timesteps
-        hparams = cfg.to_dict()
-        log_path = out / LOG_NAME
-
-        def payload(step: int) -> dict:
-            return {"model_config": model_cfg, "model_state": model.state_dict(), "ema_state": ema.state_dict(),
-                    "optimizer_state": opt.state_dict(),
-                    "scaler_state": scaler.state_dict() if use_scaler else {},
-                    "rng": rng_state(), "step": step, "data": data.to_dict(), "hparams": hparams,
-                    "image_shape": list(image_shape), "schedule": cfg.schedule, "prediction": cfg.prediction,
-                    "timestep_convention": "discrete", "num_train_timesteps": T, "world_size": ctx.world,
-                    "n_params": count_parameters(model), "n_train": len(train_set)}
-
-        if ctx.main:
-            out.mkdir(parents=True, exist_ok=True)
-            if resume:
-                _rewrite_log(log_path, start)
-            logf = open(log_path, "a")
-            logf.write(json.dumps({"event": "resume" if resume else "start", "step": start, "steps": steps,
-                                   "hparams": hparams, "data": data.to_dict(), "model_config": model_cfg,
-                                   "n_params": count_parameters(model), "n_train": len(train_set),
-                                   "world_size": ctx.world, "device": str(ctx.device),
-                                   "torch_threads": torch.get_num_threads()}) + "\n")
-            logf.flush()
-        bar = _Bar(progress and ctx.main, start, steps)
-        t_last, n_imgs, last_loss = time.perf_counter(), 0, float("nan")
-        t_start = t_last
-        model.train()
-        try:
-            for step in range(start, steps):
-                seed = step_seed(cfg.seed, step, ctx.rank)
-                torch.manual_seed(seed)  # anything random inside the step (e.g. regulariser probes)
-                g = torch.Generator().manual_seed(seed)
-                idx = torch.from_numpy(plan(step))
-                x0 = images[idx]
-                t = torch.randint(0, T, (x0.shape[0],), generator=g)
-                eps = torch.randn(x0.shape, generator=g)
-                x0, t, eps = x0.to(ctx.device), t.to(ctx.device), eps.to(ctx.device)
-                a, s = a_tab[t].view(-1, 1, 1, 1), s_tab[t].view(-1, 1, 1, 1)
-                xt = a * x0 + s * eps
-                target = training_target(cfg.prediction, x0, eps, a_tab[t], s_tab[t])
-                for pg in opt.param_groups:
-                    pg["lr"] = lr_at(step, cfg.lr, cfg.warmup)
-                with torch.autocast(ctx.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    pred = net(xt, t)
-                    mse = (pred.float() - target).pow(2).flatten(1).mean(1)
-                    loss_mse = (w_tab[t] * mse).mean()
-                if reg is not None:  # outside autocast: JVP probes in fp32
-                    # CPU: an explicit step-seeded generator; GPU: the global RNG, seeded per step above
-                    gen = torch.Generator().manual_seed(seed) if ctx.device.type == "cpu" else None
-                    loss_reg = reg(chain_den, x0, generator=gen)
-                else:
-                    loss_reg = torch.zeros((), device=ctx.device)
-                loss = loss_mse + cfg.reg_weight * loss_reg
-                if not _all_true(bool(torch.isfinite(loss).item()), ctx):
-                    raise PifsError(f"non-finite loss at step {step} (lr {lr_at(step, cfg.lr, cfg.warmup):g}); "
-                                    f"stopped, the last checkpoint in {out} is kept unchanged — lower --lr or "
-                                    "--reg-weight")
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0
-                                                       else float("inf"))
-                scaler.step(opt)
-                scaler.update()
-                with torch.no_grad():
-                    ep, mp = list(ema.parameters()), list(model.parameters())
-                    torch._foreach_mul_(ep, cfg.ema_decay)
-                    torch._foreach_add_(ep, mp, alpha=1.0 - cfg.ema_decay)
-                    for eb, mb in zip(ema.buffers(), model.buffers()):
-                        eb.copy_(mb)
-                done = step + 1
-                n_imgs += x0.shape[0] * ctx.world
-                last_loss = _mean_over_ranks(float(loss.detach()), ctx)
-                if on_step is not None:
-                    on_step(done, last_loss)
-                bar.update(done, last_loss)
-                if ctx.main and (done % max(log_every, 1) == 0 or done == steps):
-                    now = time.perf_counter()
-                    logf.write(json.dumps({"event": "step", "step": done, "loss": last_loss,
-                                           "loss_mse": float(loss_mse.detach()), "reg": float(loss_reg.detach()),
-                                           "lr": lr_at(step, cfg.lr, cfg.warmup), "grad_norm": float(gnorm),
-                                           "imgs_per_s": n_imgs / max(now - t_last, 1e-9),
-                                           "s_per_step": (now - t_last) / max(n_imgs / (x0.shape[0] * ctx.world), 1),
-                                           "elapsed_s": now - t_start}) + "\n")
-                    logf.flush()
-                    t_last, n_imgs = now, 0
-                if ctx.main and ((ckpt_every and done % ckpt_every == 0) or done == steps):
-                    save_checkpoint(ck_path, payload(done))
-        finally:
-            bar.close()
-            if ctx.main:
-                logf.close()
-        return {"out": str(out), "checkpoint": str(ck_path), "start_step": start, "step": steps,
-                "loss": last_loss, "n_params": count_parameters(model), "model_config": model_cfg,
-                "hparams": hparams, "data": data.to_dict(), "seconds": time.perf_counter() - t_start,
-                "s_per_step": (time.perf_counter() - t_start) / max(steps - start, 1)}
+                for step in range(run.start, steps):
+                    if ctx.reduce(float(stop.signum), "max"):
+                        break
+                    res = step_fn(step)
+                    done, last_loss = step + 1, res.loss
+                    if on_step is not None:
+                        on_step(done, last_loss)
+                    bar.update(done, last_loss)
+                    policy.after_step(done, res, save)
+                signum = int(ctx.reduce(float(stop.signum), "max"))
+                if signum and done < steps:
+                    saved = done > policy.saved_step
+                    if saved:
+                        policy.checkpoint(done, save)
+                    policy.event({"event": "interrupted", "step": done, "signal": signal.Signals(signum).name})
+                    raise TrainingInterrupted(signum, done, ck_path, saved)
+            finally:
+                bar.close()
+                policy.close()
+        return {"out": str(out), "checkpoint": str(ck_path), "start_step": run.start, "step": steps,
+                "loss": last_loss, "n_params": n_params, "model_config": run.model_cfg,
+                "hparams": run.cfg.to_dict(), "data": run.data.to_dict(),
+                "seconds": time.perf_counter() - policy.t_start,
+                "s_per_step": (time.perf_counter() - policy.t_start) / max(steps - run.start, 1)}
     finally:
         if ctx.initialised_here:
             import torch.distributed as dist
@@ -527,27 +688,44 @@ def train(data: DataSpec, out_dir: str | os.PathLike, steps: int, config: TrainC
             dist.destroy_process_group()
 
 
-class _Bar:
-    """rich progress bar with loss and throughput on stderr (TTY only)."""
+def _fmt_duration(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
-    def __init__(self, enabled: bool, start: int, total: int):
-        self.prog = None
-        if not enabled or not sys.stderr.isatty():
+
+class _Progress:
+    """Progress on stderr: a rich bar on a TTY; otherwise a plain line every ``every_s`` seconds
+    (and at the first and the last step), so redirected output still shows the run advancing."""
+
+    def __init__(self, enabled: bool, start: int, total: int, every_s: float = 30.0):
+        self.prog, self.lines = None, False
+        self.t0, self.start, self.total, self.every_s = time.perf_counter(), start, total, every_s
+        self.t_line = -math.inf
+        if not enabled:
+            return
+        if not sys.stderr.isatty():
+            self.lines = True
             return
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.prog = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                             TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.2f} it/s"),
-                             TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+                             TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
+                             console=Console(stderr=True), transient=True)
         self.prog.start()
-        self.task = self.prog.add_task("train", total=total, completed=start, loss=float("nan"), rate=0.0)
-        self.t0, self.start = time.perf_counter(), start
+        self.task = self.prog.add_task("train", total=total, completed=start, stats="")
 
     def update(self, done: int, loss: float) -> None:
+        now = time.perf_counter()
+        rate = (done - self.start) / max(now - self.t0, 1e-9)
         if self.prog is not None:
-            rate = (done - self.start) / max(time.perf_counter() - self.t0, 1e-9)
-            self.prog.update(self.task, completed=done, loss=loss, rate=rate)
+            self.prog.update(self.task, completed=done, stats=f"loss {loss:.4f}  {rate:.2f} it/s")
+        elif self.lines and (now - self.t_line >= self.every_s or done == self.total or done == self.start + 1):
+            self.t_line = now
+            eta = (self.total - done) / rate if rate > 0 else math.inf
+            print(f"train step {done}/{self.total} ({100.0 * done / self.total:.0f}%)  loss {loss:.4f}  "
+                  f"{rate:.2f} it/s  elapsed {_fmt_duration(now - self.t0)}"
+                  + (f"  eta {_fmt_duration(eta)}" if math.isfinite(eta) else ""), file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.prog is not None:
