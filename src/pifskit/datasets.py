@@ -47,7 +47,6 @@ __all__ = [
     "load_dataset",
     "parse_data_spec",
     "uint8_to_unit",
-    "download",
 ]
 
 #: md5 sums of the official release files.
@@ -87,17 +86,6 @@ CHECKSUMS: dict[str, dict[str, str]] = {
         "test_batch": "40351d587109b95175f43aff81a1287e",
         "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
     },
-}
-
-#: where :func:`download` fetches from (users with internet only; tests never call it)
-DOWNLOAD_URLS: dict[str, list[str]] = {
-    "mnist": ["https://ossci-datasets.s3.amazonaws.com/mnist/" + f for f in
-              ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")],
-    "fashion-mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/" + f for f in
-                      ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                       "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")],
-    "cifar10": ["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"],
 }
 
 DATA_KINDS = ("digits", "mnist", "fashion-mnist", "cifar10", "folder")
@@ -516,39 +504,3 @@ def load_dataset(spec: DataSpec | str) -> ImageDataset:
     if spec.kind == "cifar10":
         return load_cifar10(spec.path, spec.subset, spec.verify)
     return load_image_folder(spec.path, spec.resolution)
-
-
-# ---------------------------------------------------------------------------
-# download (users with internet; never called by tests)
-# ---------------------------------------------------------------------------
-
-def download(name: str, root: str | os.PathLike) -> Path:  # pragma: no cover - needs the network
-    """Fetch an official release into ``root`` and verify its md5; returns the directory to pass in a SPEC.
-
-    ``name``: mnist, fashion-mnist or cifar10 (CIFAR's archive is extracted safely).
-    """
-    import tarfile
-    import urllib.request
-
-    check_choice(name, "downloadable data set", tuple(DOWNLOAD_URLS))
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    for url in DOWNLOAD_URLS[name]:
-        dest = root / url.rsplit("/", 1)[1]
-        if not dest.exists() or md5_file(dest) != CHECKSUMS[name][dest.name]:
-            tmp = dest.with_name(dest.name + ".part")
-            try:
-                with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
-                    while chunk := r.read(1 << 20):
-                        f.write(chunk)
-            except OSError as exc:
-                raise PifsError(f"download of {url} failed: {exc}") from None
-            if md5_file(tmp) != CHECKSUMS[name][dest.name]:
-                tmp.unlink()
-                raise PifsError(f"download of {url}: md5 mismatch")
-            os.replace(tmp, dest)
-        if dest.name.endswith(".tar.gz"):
-            with tarfile.open(dest, "r:gz") as tf:
-                tf.extractall(root, filter="data")
-            return root / "cifar-10-batches-py"
-    return root
