@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -59,8 +60,28 @@ def _steps_logged(path):
     return recs
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_saves_checkpoint_and_resume_equals_uninterrupted_run(tmp_path, sig, code):
+def _check_resume_equals_straight(tmp_path, run, k, sig):
+    recs = _steps_logged(run / "log.jsonl")
+    assert recs[-1] == {"event": "interrupted", "step": k, "signal": sig.name}
+    # resume two steps further; the step counter continues from k and equals a straight run of k + 2 steps
+    summary = tr.train(None, run, k + 2, resume=True, progress=False, log_every=1)
+    assert summary["start_step"] == k and load_checkpoint(run)["step"] == k + 2
+    tr.train(DATA, tmp_path / "straight", k + 2, _cfg(), progress=False)
+    _assert_identical(run / "checkpoint.pt", tmp_path / "straight" / "checkpoint.pt")
+    steps = [r["step"] for r in _steps_logged(run / "log.jsonl") if r["event"] == "step"]
+    assert steps == list(range(1, k + 3))
+
+
+def _wait_for_step(log, n, alive=lambda: True):
+    deadline = time.monotonic() + 300
+    while not any(r.get("event") == "step" and r["step"] >= n for r in _steps_logged(log)):
+        assert alive(), "training ended early"
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.05)
+
+
+def test_sigint_to_a_subprocess_saves_and_resume_equals_uninterrupted_run(tmp_path):
+    sig, code = signal.SIGINT, 130
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     # periodic checkpoints off: whatever is on disk afterwards was written by the signal handler's path
@@ -68,11 +89,7 @@ def test_signal_saves_checkpoint_and_resume_equals_uninterrupted_run(tmp_path, s
                              "--out", str(run), *TINY, "--log-every", "1", "--ckpt-minutes", "0"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 300
-        while not any(r.get("event") == "step" and r["step"] >= 3 for r in _steps_logged(run / "log.jsonl")):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "training did not start"
-            time.sleep(0.05)
+        _wait_for_step(run / "log.jsonl", 3, lambda: proc.poll() is None)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
     finally:
@@ -84,15 +101,29 @@ def test_signal_saves_checkpoint_and_resume_equals_uninterrupted_run(tmp_path, s
     last = err.strip().splitlines()[-1]
     assert f"interrupted by {sig.name} at step {k}; checkpoint at step {k} saved" in last
     assert f"--resume {run} --steps 100000" in last and "Traceback" not in err
-    recs = _steps_logged(run / "log.jsonl")
-    assert recs[-1] == {"event": "interrupted", "step": k, "signal": sig.name}
-    # resume two steps further; the step counter continues from k and equals a straight run of k + 2 steps
-    summary = tr.train(None, run, k + 2, resume=True, progress=False, log_every=1)
-    assert summary["start_step"] == k and load_checkpoint(run)["step"] == k + 2
-    tr.train(DATA, tmp_path / "straight", k + 2, _cfg(), progress=False)
-    _assert_identical(run / "checkpoint.pt", tmp_path / "straight" / "checkpoint.pt")
-    steps = [r["step"] for r in _steps_logged(run / "log.jsonl") if r["event"] == "step"]
-    assert steps == list(range(1, k + 3))
+    _check_resume_equals_straight(tmp_path, run, k, sig)
+
+
+def test_sigterm_during_cli_train_saves_and_exits_143(tmp_path, capsys):
+    run = tmp_path / "run"
+
+    def killer():  # the handler is installed before the log exists; steps=100000 cannot end on its own
+        _wait_for_step(run / "log.jsonl", 3)
+        # without a handler SIGTERM would kill pytest itself: then stop the run with SIGINT (and fail below)
+        handled = signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
+        os.kill(os.getpid(), signal.SIGTERM if handled else signal.SIGINT)
+
+    th = threading.Thread(target=killer, daemon=True)
+    th.start()
+    rc = main(["train", "--data", "digits", "--steps", "100000", "--out", str(run), *TINY, "--log-every", "1",
+               "--ckpt-minutes", "0"])
+    th.join()
+    assert rc == 143
+    k = load_checkpoint(run)["step"]
+    assert 3 <= k < 100000
+    assert f"interrupted by SIGTERM at step {k}; checkpoint at step {k} saved" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers restored
+    _check_resume_equals_straight(tmp_path, run, k, signal.SIGTERM)
 
 
 def test_wall_time_checkpoints_by_default_policy(tmp_path):

@@ -93,7 +93,10 @@ def _add_config_options(g) -> None:
     given, which a resume needs) and help all come from the dataclass, so the defaults live in one place."""
     for f in cli_fields():
         kw = {"choices": f.metadata["choices"]} if "choices" in f.metadata else {}
-        g.add_argument("--" + f.name.replace("_", "-"), type=_TYPES[str(f.type)], default=None,
+        typ = _TYPES[str(f.type)]
+        if "choices" not in f.metadata:
+            kw["metavar"] = {int: "N", float: "X", str: "NAME"}[typ]
+        g.add_argument("--" + f.name.replace("_", "-"), type=typ, default=None,
                        help=f"{f.metadata['help']} (default {f.default})", **kw)
 
 
