@@ -61,9 +61,9 @@ from ..design.weighting import loss_weights as design_loss_weights
 from ..design.weighting import min_snr_weights
 from ..parameterization import short_prediction
 from ..schedules import DiscreteSchedule, get_schedule
+from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, load_weights, save_checkpoint
 from .config import (DEFAULT_CKPT_MINUTES, PRECISIONS, RESUMABLE_CHANGES, TRAIN_PREDICTIONS, WEIGHTINGS,
                      TrainConfig)
-from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, load_weights, save_checkpoint
 from .models import build_model, count_parameters, default_config, training_target
 
 __all__ = ["TrainConfig", "train", "restore_or_init", "TrainStep", "RunPolicy", "TrainingInterrupted",
@@ -117,8 +117,6 @@ LOSS_WEIGHTINGS: dict[str, Callable[["TrainConfig"], LossWeighting]] = {
     "min-snr": lambda cfg: MinSNR(cfg.gamma),
     "geometric": lambda cfg: Geometric(),
 }
-if tuple(LOSS_WEIGHTINGS) != WEIGHTINGS:  # pragma: no cover - the config's names and the registry agree
-    raise ImportError("pifskit.torch.config.WEIGHTINGS and LOSS_WEIGHTINGS differ")
 
 
 def geometric_weights(schedule: DiscreteSchedule, prediction: str, data: ImageDataset) -> np.ndarray:
@@ -335,6 +333,13 @@ class RunState:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return self.train_set.image_shape
+
+    def start_record(self, ctx: _Dist, steps: int, resume: bool) -> dict:
+        """The log's first line of a (resumed) run."""
+        return {"event": "resume" if resume else "start", "step": self.start, "steps": steps,
+                "hparams": self.cfg.to_dict(), "data": self.data.to_dict(), "model_config": self.model_cfg,
+                "n_params": count_parameters(self.model), "n_train": len(self.train_set), "world_size": ctx.world,
+                "device": str(ctx.device), "torch_threads": torch.get_num_threads()}
 
     def payload(self, step: int, world: int) -> dict:
         """The checkpoint dict at ``step`` (see :mod:`pifskit.torch.checkpoint`)."""
@@ -589,6 +594,16 @@ class RunPolicy:
                 or (self.ckpt_s and now - self.t_ckpt >= self.ckpt_s)):
             self.checkpoint(done, save)
 
+    def stop_if_signalled(self, done: int, signum: int, save: Callable[[int], None], ck_path: Path) -> None:
+        """After a stop signal (``signum`` > 0) before the last step: checkpoint, log, raise TrainingInterrupted."""
+        if not signum or done >= self.steps:
+            return
+        saved = done > self.saved_step
+        if saved:
+            self.checkpoint(done, save)
+        self.event({"event": "interrupted", "step": done, "signal": signal.Signals(signum).name})
+        raise TrainingInterrupted(signum, done, ck_path, saved)
+
     def checkpoint(self, done: int, save: Callable[[int], None]) -> None:
         if self.ctx.main:
             save(done)
@@ -644,11 +659,7 @@ def train(data: DataSpec | None, out_dir: str | os.PathLike, steps: int, config:
             step_fn = TrainStep(run, ctx)
             policy = RunPolicy(out, steps, run.start, ctx, ckpt_every=ckpt_every, ckpt_minutes=ckpt_minutes,
                                log_every=log_every)
-            n_params = count_parameters(run.model)
-            policy.open_log({"event": "resume" if resume else "start", "step": run.start, "steps": steps,
-                             "hparams": run.cfg.to_dict(), "data": run.data.to_dict(), "model_config": run.model_cfg,
-                             "n_params": n_params, "n_train": len(run.train_set), "world_size": ctx.world,
-                             "device": str(ctx.device), "torch_threads": torch.get_num_threads()}, resume)
+            policy.open_log(run.start_record(ctx, steps, resume), resume)
 
             def save(step: int) -> None:
                 save_checkpoint(ck_path, run.payload(step, ctx.world))
@@ -666,21 +677,15 @@ def train(data: DataSpec | None, out_dir: str | os.PathLike, steps: int, config:
                         on_step(done, last_loss)
                     bar.update(done, last_loss)
                     policy.after_step(done, res, save)
-                signum = int(ctx.reduce(float(stop.signum), "max"))
-                if signum and done < steps:
-                    saved = done > policy.saved_step
-                    if saved:
-                        policy.checkpoint(done, save)
-                    policy.event({"event": "interrupted", "step": done, "signal": signal.Signals(signum).name})
-                    raise TrainingInterrupted(signum, done, ck_path, saved)
+                policy.stop_if_signalled(done, int(ctx.reduce(float(stop.signum), "max")), save, ck_path)
             finally:
                 bar.close()
                 policy.close()
+        seconds = time.perf_counter() - policy.t_start
         return {"out": str(out), "checkpoint": str(ck_path), "start_step": run.start, "step": steps,
-                "loss": last_loss, "n_params": n_params, "model_config": run.model_cfg,
-                "hparams": run.cfg.to_dict(), "data": run.data.to_dict(),
-                "seconds": time.perf_counter() - policy.t_start,
-                "s_per_step": (time.perf_counter() - policy.t_start) / max(steps - run.start, 1)}
+                "loss": last_loss, "n_params": count_parameters(run.model), "model_config": run.model_cfg,
+                "hparams": run.cfg.to_dict(), "data": run.data.to_dict(), "seconds": seconds,
+                "s_per_step": seconds / max(steps - run.start, 1)}
     finally:
         if ctx.initialised_here:
             import torch.distributed as dist
