@@ -141,3 +141,17 @@ def test_sd3_pipeline_dynamic_shifting_uses_the_pipelines_mu(tmp_path):
     # without mu in the call the pipeline computes the same one itself
     kw = {k: v for k, v in plan.kwargs.items() if k != "mu"}
     np.testing.assert_allclose(run(pipe, pipe.transformer, **kw) / 1000.0, seen, rtol=1e-6)
+
+
+def test_unipc_custom_timesteps_reproduce_stock_unipc_exactly(tmp_path):
+    """with_custom_timesteps(UniPC) given UniPC's own timesteps runs the identical solver (same latents)."""
+    stock = UniPCMultistepScheduler(**SD_KW, timestep_spacing="trailing")
+    stock.set_timesteps(N)
+    ts = stock.timesteps.tolist()
+    pipe = sd_pipeline(UniPCMultistepScheduler(**SD_KW, timestep_spacing="trailing"), tmp_path)
+    kw = {"height": 8, "width": 8, "output_type": "latent", "guidance_scale": 1.0}
+    ref = pipe("a cat", num_inference_steps=N, generator=torch.Generator().manual_seed(0), **kw).images
+    with_custom_timesteps(pipe)
+    out = pipe("a cat", timesteps=ts, generator=torch.Generator().manual_seed(0), **kw).images
+    np.testing.assert_allclose(pipe.scheduler.sigmas.numpy(), stock.sigmas.numpy(), rtol=1e-6)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)

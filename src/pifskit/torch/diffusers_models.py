@@ -157,8 +157,10 @@ class DiffusersModel:
         return v.to(self.device, self.dtype).expand((B,) + tuple(v.shape[1:]))
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
+        try:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+        except ImportError:  # pragma: no cover - torch < 2.3
+            return self._forward(x, t)
         # the fused attention kernels have no forward-mode AD (JVPs); the math kernel has
         with sdpa_kernel(SDPBackend.MATH):
             return self._forward(x, t)
