@@ -140,6 +140,11 @@ def test_unet_folder_without_text_encoder_uses_zeros_and_says_so(folders, capsys
     res = analyze(capsys, tmp_path, "--diffusers", str(folders / "unet-only"))
     assert res["model"]["conditioning"].startswith("zeros")
     assert "no scheduler config" in res["model"]["notes"]
+    # the model in float16 (the analysis stays float32): the same numbers to half-precision rounding
+    half = analyze(capsys, tmp_path, "--diffusers", str(folders / "unet-only"), "--dtype", "float16")
+    assert half["model"]["compute_dtype"] == "float16" and half["dtype"] == "float32"
+    np.testing.assert_allclose(half["steps"]["block_max"], res["steps"]["block_max"], rtol=1e-2)
+    assert half["steps"]["block_max"] != res["steps"]["block_max"]  # it did run in float16
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -221,6 +221,7 @@ def _encode_prompt(pipeline_root: Path, kind: str, prompt: str, device, model) -
     tlog.disable_progress_bar()
     try:
         pipe = pipe_cls.from_pretrained(str(pipeline_root), **skip)
+        pipe.to(device)
     except Exception as exc:  # noqa: BLE001 - diffusers raises many types; report one line
         raise PifsError(f"cannot load the text encoders of {pipeline_root}: {type(exc).__name__}: {exc}") from None
     finally:
@@ -228,7 +229,6 @@ def _encode_prompt(pipeline_root: Path, kind: str, prompt: str, device, model) -
         tlog.set_verbosity(tverbosity)
         dlog.enable_progress_bar()
         tlog.enable_progress_bar()
-    pipe.to(device)
     with torch.no_grad():
         if kind == "SD3Transformer2DModel":
             emb, _, pooled, _ = pipe.encode_prompt(prompt=prompt, prompt_2=None, prompt_3=None, device=device,
