@@ -140,8 +140,8 @@ def test_default_data_model_is_design_steps_default():
 
 @pytest.mark.parametrize("cls, kw", [
     (EulerDiscreteScheduler, SD_KW), (HeunDiscreteScheduler, SD_KW), (DDPMScheduler, SD_KW),
-    (FlowMatchEulerDiscreteScheduler, {"shift": 3.0}),
-], ids=["euler", "heun", "ddpm", "flowmatch-shift3"])
+    (DPMSolverMultistepScheduler, SD_KW), (FlowMatchEulerDiscreteScheduler, {"shift": 3.0}),
+], ids=["euler", "heun", "ddpm", "dpmpp2m", "flowmatch-shift3"])
 def test_schedule_kwargs_equals_design_steps_cli_and_the_scheduler_holds_it(tmp_path, capsys, cls, kw):
     sched = cls(**kw)
     sched.save_config(tmp_path)
@@ -163,8 +163,12 @@ def test_schedule_kwargs_equals_design_steps_cli_and_the_scheduler_holds_it(tmp_
         np.testing.assert_allclose(plan.flow_sigmas, cli["flow_sigmas"], rtol=1e-6, atol=1e-9)
         np.testing.assert_allclose(sched.sigmas.numpy()[:-1], cli["flow_sigmas"], rtol=1e-4, atol=1e-6)
         assert sched.sigmas[-1] == 0
-    elif cls is DDPMScheduler:  # timesteps=: the levels are the designed integer timesteps
+    elif cls in (DDPMScheduler, DPMSolverMultistepScheduler):  # timesteps=: the designed integer timesteps
         assert plan.kwargs["timesteps"] == cli["timesteps"] == sched.timesteps.tolist()
+        if cls is DPMSolverMultistepScheduler:  # and the solver steps on their sigmas, then lands at 0
+            table = get_schedule("sd").sigmas_table
+            np.testing.assert_allclose(sched.sigmas.numpy(), np.concatenate([table[cli["timesteps"]], [0.0]]),
+                                       rtol=1e-4)
     else:
         np.testing.assert_allclose(plan.levels, cli["sigmas"], rtol=1e-9)
         held = sched.sigmas.numpy()
@@ -248,3 +252,22 @@ def test_cli_twin_line_pasted_into_a_pipeline_runs_the_designed_steps(tmp_path, 
     want = plan_schedule(DPMSolverMultistepScheduler(**SD_KW), 3).kwargs["timesteps"]
     assert [int(t) for t in spy.per_call()] == want
     assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+
+
+@pytest.mark.parametrize("cls, extra", [
+    (DPMSolverMultistepScheduler, {}), (UniPCMultistepScheduler, {}),
+    (DPMSolverMultistepScheduler, {"final_sigmas_type": "sigma_min"}),
+    (DPMSolverMultistepScheduler, {"beta_schedule": "squaredcos_cap_v2", "lambda_min_clipped": -5.1}),
+])
+@pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
+@pytest.mark.parametrize("n", [1, 7, 25])
+def test_multistep_config_chain_is_what_set_timesteps_runs(cls, extra, spacing, n):
+    from pifskit.diffusers_config import chain_from_config, load_scheduler_config
+
+    kw = {**SD_KW, **extra, "timestep_spacing": spacing, "steps_offset": 1}
+    ref = cls(**kw)
+    ref.set_timesteps(n)
+    sched, cfg = load_scheduler_config({**dict(ref.config), "_class_name": cls.__name__})
+    chain = chain_from_config(sched, cfg, n)
+    assert np.asarray(chain.timesteps).astype(int).tolist() == ref.timesteps.tolist()
+    np.testing.assert_allclose(chain.sigmas, ref.sigmas.numpy(), rtol=2e-5)
