@@ -120,3 +120,44 @@ class TimestepSpy:
 
     def remove(self) -> None:
         self._h.remove()
+
+
+def t5_tokenizer():
+    """A T5TokenizerFast on a word-level vocabulary (the specials and the letters), built in memory."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import T5TokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for c in LETTERS:
+        vocab[c] = len(vocab)
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    return T5TokenizerFast(tokenizer_object=tk, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", extra_ids=0)
+
+
+def t5_encoder(seed: int = 0):
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    return T5EncoderModel(T5Config(vocab_size=3 + len(LETTERS), d_model=2 * HIDDEN, d_kv=8, d_ff=37, num_layers=1,
+                                   num_heads=2)).eval()
+
+
+def tiny_flux_transformer(seed: int = 0):
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    return FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
+                                  num_attention_heads=2, joint_attention_dim=2 * HIDDEN, pooled_projection_dim=HIDDEN,
+                                  guidance_embeds=False, axes_dims_rope=(4, 2, 2)).eval()
+
+
+def flux_pipeline(scheduler, folder: Path):
+    """FluxPipeline: tiny Flux transformer + tiny CLIP + tiny T5, tokenizers built offline."""
+    from diffusers import FluxPipeline
+
+    pipe = FluxPipeline(scheduler=scheduler, vae=tiny_vae(), text_encoder=clip_text_model(),
+                        tokenizer=clip_tokenizer(folder), text_encoder_2=t5_encoder(), tokenizer_2=t5_tokenizer(),
+                        transformer=tiny_flux_transformer())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

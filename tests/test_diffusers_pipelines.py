@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from _tiny_diffusers import SD_KW, TimestepSpy, sd3_pipeline, sd_pipeline  # noqa: E402
+from _tiny_diffusers import SD_KW, TimestepSpy, flux_pipeline, sd3_pipeline, sd_pipeline  # noqa: E402
 from diffusers import (  # noqa: E402
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
@@ -47,12 +47,12 @@ def designed(schedule, solver):
     return optimal_steps(schedule, SPECTRUM, N, **({"solver": solver} if SOLVER_AWARE and solver else {}))
 
 
-def run(pipe, model, **kw):
+def run(pipe, model, size=8, **kw):
     spy = TimestepSpy(model)
     try:
         extra = {"max_sequence_length": 8} if "max_sequence_length" in inspect.signature(pipe.__call__).parameters \
             else {}
-        out = pipe("a cat", height=8, width=8, output_type="latent", guidance_scale=1.0,
+        out = pipe("a cat", height=size, width=size, output_type="latent", guidance_scale=1.0,
                    generator=torch.Generator().manual_seed(0), **extra, **kw)
     finally:
         spy.remove()
@@ -155,3 +155,19 @@ def test_unipc_custom_timesteps_reproduce_stock_unipc_exactly(tmp_path):
     out = pipe("a cat", timesteps=ts, generator=torch.Generator().manual_seed(0), **kw).images
     np.testing.assert_allclose(pipe.scheduler.sigmas.numpy(), stock.sigmas.numpy(), rtol=1e-6)
     torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_flux_pipeline_dynamic_shift_from_height_and_width(tmp_path):
+    """FluxPipeline computes mu itself (no mu= in its __call__): the sigmas are pre-inverted for that mu."""
+    pipe = flux_pipeline(FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=16,
+                                                         max_image_seq_len=256), tmp_path)
+    plan = plan_schedule(pipe, N, height=16, width=16)
+    assert list(plan.kwargs) == ["sigmas"]
+    # Flux packs 2 x 2 latent patches: 16 px / vae 1 / 2 = 8 -> 64 tokens
+    mu = 0.5 + (64 - 16) * (1.15 - 0.5) / (256 - 16)
+    assert plan.mu == pytest.approx(mu)
+    seen = run(pipe, pipe.transformer, size=16, **plan.kwargs)  # Flux's transformer gets t' (timestep / 1000)
+    np.testing.assert_allclose(seen, flow_designed(float(np.exp(mu)), plan.solver), rtol=1e-5, atol=1e-6)
+    # at another size the pipeline's own mu differs, and so do the levels: the call must use the same size
+    other = run(pipe, pipe.transformer, size=32, **plan.kwargs)
+    assert np.max(np.abs(other - seen)) > 1e-3

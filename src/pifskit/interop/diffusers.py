@@ -146,6 +146,7 @@ _KIND: dict[str, tuple[str, ...]] = {
     "FlowMatchEulerDiscreteScheduler": ("flow",),
 }
 _CUSTOM_TIMESTEPS_CLASSES = ("UniPCMultistepScheduler",)
+FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler",)
 COMPATIBLE = ("EulerDiscreteScheduler (sigmas=)", "HeunDiscreteScheduler (timesteps=)",
               "DPMSolverMultistepScheduler (timesteps=)", "DDPMScheduler (timesteps=)",
               "FlowMatchEulerDiscreteScheduler (sigmas=, flow models)",
@@ -335,18 +336,13 @@ def flow_sigmas_from_ve(sigmas) -> np.ndarray:
     Flow samplers start at pure noise t' = 1; pifskit's design uses a finite sigma_max (t = 0.999)
     as its stand-in, so the first level is replaced by 1.0.
     """
-    sig = as_float_array_noisy(sigmas)
-    out = 1.0 / (1.0 + 1.0 / sig)
-    out[0] = 1.0
-    return out
-
-
-def as_float_array_noisy(sigmas) -> np.ndarray:
     sig = np.asarray(sigmas, dtype=np.float64).ravel()
     sig = sig[sig > 0]
     if sig.size == 0:
         raise PifsError("no noisy levels")
-    return sig
+    out = 1.0 / (1.0 + 1.0 / sig)  # sigma / (1 + sigma), exact 1 at sigma = inf
+    out[0] = 1.0
+    return out
 
 
 def _design_flow_sigmas(design) -> np.ndarray:
@@ -521,7 +517,7 @@ def plan_schedule(scheduler_or_pipeline: Any, steps: int, *, spectrum: Any = Non
     else:
         ts_int = getattr(design, "timesteps", None)
         if ts_int is None:
-            ts_int = timesteps_from_sigmas_(schedule, design.sigmas)
+            ts_int = _integer_timesteps(schedule, design.sigmas)
         ts_int = np.asarray(ts_int, dtype=np.int64)
         kwargs = {"timesteps": [int(t) for t in ts_int]}
         s_sig = np.concatenate([table[ts_int], [0.0]]).astype(np.float32)
@@ -537,14 +533,12 @@ def plan_schedule(scheduler_or_pipeline: Any, steps: int, *, spectrum: Any = Non
                         scheduler_timesteps=np.asarray(s_ts), solver=solver, design=design, notes=notes)
 
 
-def timesteps_from_sigmas_(schedule: DiscreteSchedule, sigmas) -> np.ndarray:
+def _integer_timesteps(schedule: DiscreteSchedule, sigmas) -> np.ndarray:
     from ..design.steps import timesteps_from_sigmas
 
     sig = np.asarray(sigmas, dtype=np.float64)
     return timesteps_from_sigmas(schedule, sig[sig > 0])
 
-
-FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler",)
 
 
 def schedule_kwargs(scheduler_or_pipeline: Any, steps: int, **design_options) -> dict:
