@@ -123,15 +123,14 @@ class TimestepSpy:
 
 
 def t5_tokenizer():
-    """A T5TokenizerFast on a word-level vocabulary (the specials and the letters), built in memory."""
+    """A T5TokenizerFast on a Unigram vocabulary (the specials, the word marker and the letters), built in
+    memory (Unigram, as T5's own, so save_pretrained / from_pretrained round-trip)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import T5TokenizerFast
 
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-    for c in LETTERS:
-        vocab[c] = len(vocab)
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)] + [(c, -2.0) for c in LETTERS]
+    tk = Tokenizer(models.Unigram(vocab, unk_id=2))
+    tk.pre_tokenizer = pre_tokenizers.Metaspace()
     return T5TokenizerFast(tokenizer_object=tk, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", extra_ids=0)
 
 
@@ -139,7 +138,7 @@ def t5_encoder(seed: int = 0):
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
-    return T5EncoderModel(T5Config(vocab_size=3 + len(LETTERS), d_model=2 * HIDDEN, d_kv=8, d_ff=37, num_layers=1,
+    return T5EncoderModel(T5Config(vocab_size=4 + len(LETTERS), d_model=2 * HIDDEN, d_kv=8, d_ff=37, num_layers=1,
                                    num_heads=2)).eval()
 
 

@@ -1,4 +1,4 @@
-"""``pifskit analyze-model --diffusers``: tiny random SD (UNet2DConditionModel) and SD3 pipelines saved with
+"""``pifskit analyze-model --diffusers``: tiny random SD (UNet2DConditionModel), SD3 and Flux pipelines saved with
 save_pretrained, analysed end to end; the block norms agree with an independent ``jacrev`` of the
 denoiser written out by hand from the raw diffusers parts; bad folders exit 2 with one line."""
 
@@ -13,9 +13,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from _tiny_diffusers import SD_KW, sd3_pipeline, sd_pipeline  # noqa: E402
+from _tiny_diffusers import SD_KW, flux_pipeline, sd3_pipeline, sd_pipeline  # noqa: E402
 from diffusers import (  # noqa: E402
     DDIMScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
     FlowMatchEulerDiscreteScheduler,
     PNDMScheduler,
     SD3Transformer2DModel,
@@ -38,6 +40,9 @@ def folders(tmp_path_factory):
     sd.unet.save_pretrained(root / "unet-only")
     sd3 = sd3_pipeline(FlowMatchEulerDiscreteScheduler(shift=3.0), root / "tok3")
     sd3.save_pretrained(root / "sd3")
+    flux = flux_pipeline(FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=16,
+                                                         max_image_seq_len=256), root / "tokf")
+    flux.save_pretrained(root / "flux")
     (root / "not-a-model").mkdir()
     (root / "not-a-model" / "notes.txt").write_text("hello")
     return root
@@ -132,6 +137,42 @@ def test_sd3_transformer_matches_independent_jacrev(folders, capsys, tmp_path):
     t1 = tf[1]
     r1 = ((1 - t1) ** 2 + t1**2) ** 0.5
     x1 = ((1 - t1) / r1 * d0 + t1 / r1 * x0.double()).float()  # DDIM from pure noise: e = x0
+    lb1, _ = block_norms_np(torch.func.jacrev(lambda v: D(v, t1))(x1).detach().double().numpy())
+    assert res["steps"]["block_max"][1] == pytest.approx(lb1, rel=1e-3)
+
+
+def test_flux_transformer_matches_independent_jacrev(folders, capsys, tmp_path):
+    res = analyze(capsys, tmp_path, "--diffusers", str(folders / "flux"), "--prompt", "a cat")
+    assert res["d"] == 64 and res["model"]["timestep_scale"] == 1.0
+    # independent: diffusers' own scheduler at the pipeline's mu for a 4 x 4 latent (2 x 2 = 4 packed tokens)
+    fm = FlowMatchEulerDiscreteScheduler.from_pretrained(folders / "flux" / "scheduler")
+    fm.set_timesteps(2, mu=0.5 + (4 - 16) * (1.15 - 0.5) / (256 - 16))
+    tf = fm.sigmas[:2].double().tolist()
+    pipe = FluxPipeline.from_pretrained(folders / "flux")
+    with torch.no_grad():
+        emb, pooled, txt_ids = pipe.encode_prompt("a cat", None)
+    tr = FluxTransformer2DModel.from_pretrained(folders / "flux" / "transformer").eval()
+    img_ids = FluxPipeline._prepare_latent_image_ids(1, LATENT // 2, LATENT // 2, "cpu", torch.float32)
+
+    def D(x, t):  # flow prediction on FluxPipeline's packed latents; the transformer gets t' itself
+        r = ((1 - t) ** 2 + t**2) ** 0.5
+        xf = (x * r).reshape(1, 4, LATENT, LATENT)
+        packed = FluxPipeline._pack_latents(xf, 1, 4, LATENT, LATENT)
+        v = tr(hidden_states=packed, timestep=torch.tensor([t]), encoder_hidden_states=emb, pooled_projections=pooled,
+               txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
+        v = FluxPipeline._unpack_latents(v, LATENT, LATENT, 1)
+        return (xf - t * v).reshape(-1)
+
+    x0 = x_init().reshape(-1)
+    assert tf[0] == 1.0
+    lb0, moff0 = block_norms_np(torch.func.jacrev(lambda v: D(v, tf[0]))(x0).detach().double().numpy())
+    assert res["steps"]["block_max"][0] == pytest.approx(lb0, rel=1e-4)
+    assert res["steps"]["offdiag_mass"][0] == pytest.approx(moff0, rel=1e-3, abs=1e-6)
+    with torch.no_grad():
+        d0 = D(x0, tf[0]).double()
+    t1 = tf[1]
+    r1 = ((1 - t1) ** 2 + t1**2) ** 0.5
+    x1 = ((1 - t1) / r1 * d0 + t1 / r1 * x0.double()).float()
     lb1, _ = block_norms_np(torch.func.jacrev(lambda v: D(v, t1))(x1).detach().double().numpy())
     assert res["steps"]["block_max"][1] == pytest.approx(lb1, rel=1e-3)
 

@@ -15,7 +15,7 @@ def add_diffusers_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("diffusers model (instead of --model)")
     g.add_argument("--diffusers", metavar="PATH", default=None,
                    help="a local folder written by save_pretrained: a pipeline (model_index.json) or one model "
-                        "(config.json); UNet2DConditionModel, UNet2DModel or SD3Transformer2DModel")
+                        "(config.json); UNet2DConditionModel, UNet2DModel, SD3Transformer2DModel or FluxTransformer2DModel")
     g.add_argument("--subfolder", default=None, help="the model's subfolder in a pipeline folder (unet, transformer; "
                                                       "default: whichever exists)")
     g.add_argument("--prompt", default=None,

@@ -14,7 +14,9 @@ with a ``unet`` / ``transformer`` subfolder) -- and returns
   sample_shape (C, H, W) of the latent, the scheduler config next to the model (``scheduler_config``,
   normalised for pifskit's reader) and a ``patch`` size for the block partition.
 
-Supported classes: UNet2DConditionModel (SD 1.x / 2.x / XL), UNet2DModel, SD3Transformer2DModel.
+Supported classes: UNet2DConditionModel (SD 1.x / 2.x / XL), UNet2DModel, SD3Transformer2DModel,
+FluxTransformer2DModel (the latent is packed into 2 x 2 patches as FluxPipeline does; guidance 3.5
+for guidance-distilled models).
 Bad input (not a folder, not a diffusers model, unsupported class, missing subfolder) raises
 :class:`pifskit.PifsError` with one line.
 """
@@ -33,8 +35,10 @@ from .._validate import PifsError
 __all__ = ["SUPPORTED_MODELS", "DiffusersModel", "load_diffusers_model", "resolve_model_folder"]
 
 #: diffusers model classes pifskit can wrap as model(x, t)
-SUPPORTED_MODELS = ("UNet2DConditionModel", "UNet2DModel", "SD3Transformer2DModel")
-FLOW_MODELS = ("SD3Transformer2DModel",)
+SUPPORTED_MODELS = ("UNet2DConditionModel", "UNet2DModel", "SD3Transformer2DModel", "FluxTransformer2DModel")
+FLOW_MODELS = ("SD3Transformer2DModel", "FluxTransformer2DModel")
+#: FluxPipeline's default guidance for guidance-distilled transformers (FLUX.1-dev)
+FLUX_GUIDANCE = 3.5
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 #: SD 1.x's training schedule, used (and stated) when no scheduler config sits next to a UNet
 FALLBACK_SCHEDULER = {"_class_name": "DDIMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085,
@@ -178,6 +182,8 @@ class DiffusersModel:
                              return_dict=False, **extra)[0]
         elif self.kind == "UNet2DModel":
             out = self.model(xin, t, return_dict=False)[0]
+        elif self.kind == "FluxTransformer2DModel":
+            out = _flux_forward(self, xin, t, B)
         else:  # SD3Transformer2DModel
             out = self.model(hidden_states=xin, encoder_hidden_states=self._batch(self.cond["encoder_hidden_states"], B),
                              pooled_projections=self._batch(self.cond["pooled_projections"], B), timestep=t,
@@ -185,6 +191,26 @@ class DiffusersModel:
         if self.out_channels is not None and out.shape[1] == 2 * self.out_channels:
             out = out[:, : self.out_channels]  # learned variance: the first half is the prediction
         return out.to(x.device, x.dtype)
+
+
+def _flux_forward(self: DiffusersModel, x: torch.Tensor, t: torch.Tensor, B: int) -> torch.Tensor:  # noqa: N805
+    """FluxPipeline's packing: (B, C, H, W) -> (B, H/2 * W/2, 4C) tokens with (0, row, col) ids, and back."""
+    _, C, H, W = x.shape
+    h, w = H // 2, W // 2
+    packed = x.reshape(B, C, h, 2, w, 2).permute(0, 2, 4, 1, 3, 5).reshape(B, h * w, 4 * C)
+    img_ids = torch.zeros(h, w, 3, device=x.device, dtype=x.dtype)
+    img_ids[..., 1] = torch.arange(h, device=x.device, dtype=x.dtype)[:, None]
+    img_ids[..., 2] = torch.arange(w, device=x.device, dtype=x.dtype)[None, :]
+    ehs = self._batch(self.cond["encoder_hidden_states"], B)
+    txt_ids = torch.zeros(ehs.shape[1], 3, device=x.device, dtype=x.dtype)
+    guidance = self.cond.get("guidance")
+    out = self.model(hidden_states=packed, timestep=t.to(x.dtype), encoder_hidden_states=ehs,
+                     pooled_projections=self._batch(self.cond["pooled_projections"], B), txt_ids=txt_ids,
+                     img_ids=img_ids.reshape(h * w, 3),
+                     guidance=None if guidance is None else guidance.to(x.device, torch.float32).expand(B),
+                     return_dict=False)[0]
+    return out.reshape(B, h, w, C, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(B, C, H, W)
+
 
 
 def _encode_prompt(pipeline_root: Path, kind: str, prompt: str, device, model) -> dict[str, torch.Tensor] | None:
@@ -234,6 +260,9 @@ def _encode_prompt(pipeline_root: Path, kind: str, prompt: str, device, model) -
             emb, _, pooled, _ = pipe.encode_prompt(prompt=prompt, prompt_2=None, prompt_3=None, device=device,
                                                     do_classifier_free_guidance=False)
             return {"encoder_hidden_states": emb, "pooled_projections": pooled}
+        if kind == "FluxTransformer2DModel":
+            emb, pooled, _ = pipe.encode_prompt(prompt=prompt, prompt_2=None, device=device)
+            return {"encoder_hidden_states": emb, "pooled_projections": pooled}
         out = pipe.encode_prompt(prompt, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False)
         if len(out) == 4:  # SDXL: (embeds, negative, pooled, negative pooled)
             return {"encoder_hidden_states": out[0], "text_embeds": out[2]}
@@ -249,7 +278,7 @@ def _zeros_cond(kind: str, cfg: dict) -> dict[str, torch.Tensor]:
             pooled = int(cfg["projection_class_embeddings_input_dim"]) - 6 * int(cfg["addition_time_embed_dim"])
             out["text_embeds"] = torch.zeros(1, pooled)
         return out
-    if kind == "SD3Transformer2DModel":
+    if kind in FLOW_MODELS:
         return {"encoder_hidden_states": torch.zeros(1, 77, int(cfg["joint_attention_dim"])),
                 "pooled_projections": torch.zeros(1, int(cfg["pooled_projection_dim"]))}
     return {}
@@ -292,9 +321,12 @@ def load_diffusers_model(path: str | Path, subfolder: str | None = None, prompt:
         p.requires_grad_(False)
 
     flow = kind in FLOW_MODELS
-    C = int(cfg.get("in_channels", 4))
-    side = int(resolution or cfg.get("sample_size") or 64)
-    patch_cfg = int(cfg.get("patch_size", 1) or 1)
+    flux = kind == "FluxTransformer2DModel"
+    C = int(cfg.get("in_channels", 4)) // (4 if flux else 1)
+    side = int(resolution or cfg.get("sample_size") or (128 if flux else 64))
+    if flux and side % 2:
+        raise PifsError(f"Flux packs 2 x 2 latent patches: the latent side must be even, got {side}")
+    patch_cfg = 2 if flux else int(cfg.get("patch_size", 1) or 1)
     tokens = (side // patch_cfg) ** 2
     conditioning = "none (unconditional model)"
     cond: dict[str, torch.Tensor] = {}
@@ -311,6 +343,9 @@ def load_diffusers_model(path: str | Path, subfolder: str | None = None, prompt:
         else:
             cond = {k: v.detach() for k, v in enc.items()}
             conditioning = f"prompt {'' if prompt is None else prompt!r} through the pipeline's text encoders"
+        if flux and cfg.get("guidance_embeds"):
+            cond["guidance"] = torch.tensor([FLUX_GUIDANCE])
+            conditioning += f"; guidance {FLUX_GUIDANCE}"
         if kind == "UNet2DConditionModel" and cfg.get("addition_embed_type") == "text_time":
             px = side * 8  # SDXL micro-conditioning: original size, crop (0, 0), target size in pixels
             cond["time_ids"] = torch.tensor([[px, px, 0, 0, px, px]], dtype=torch.float32)
@@ -326,8 +361,9 @@ def load_diffusers_model(path: str | Path, subfolder: str | None = None, prompt:
     sched_norm, more = _normalise_scheduler(sched_cfg, flow, tokens)
     notes += more
     if flow:
+        # SD3's transformer takes t' x 1000; FluxPipeline hands its transformer t' (it scales internally)
         info = {"prediction_type": "flow", "timestep_convention": "flow",
-                "timestep_scale": float(sched_norm.get("num_train_timesteps", 1000))}
+                "timestep_scale": 1.0 if flux else float(sched_norm.get("num_train_timesteps", 1000))}
     else:
         info = {"prediction_type": str(sched_cfg.get("prediction_type", "epsilon")),
                 "timestep_convention": "discrete"}
