@@ -43,6 +43,13 @@ def folders(tmp_path_factory):
     flux = flux_pipeline(FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=16,
                                                          max_image_seq_len=256), root / "tokf")
     flux.save_pretrained(root / "flux")
+    torch.manual_seed(0)
+    UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+                         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
+                         attention_head_dim=2, norm_num_groups=4, addition_embed_type="text_time",
+                         addition_time_embed_dim=4, projection_class_embeddings_input_dim=8 + 6 * 4,
+                         ).save_pretrained(root / "sdxl-unet")  # SDXL's added text / time conditioning
     (root / "not-a-model").mkdir()
     (root / "not-a-model" / "notes.txt").write_text("hello")
     return root
@@ -203,3 +210,21 @@ def test_bad_diffusers_input_one_line_exit_2(folders, capsys, tmp_path, extra, m
     err = capsys.readouterr().err
     assert rc == 2
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_sdxl_style_unet_gets_its_added_conditioning(folders, capsys, tmp_path):
+    """An SDXL-style UNet (addition_embed_type 'text_time') needs text_embeds and time_ids: zeros and the
+    analysed size; the same x0 estimate as the raw model called with them by hand."""
+    from pifskit.torch.diffusers_models import load_diffusers_model
+
+    res = analyze(capsys, tmp_path, "--diffusers", str(folders / "sdxl-unet"))
+    assert res["model"]["conditioning"].startswith("zeros") and np.isfinite(res["steps"]["block_max"]).all()
+    model, info = load_diffusers_model(folders / "sdxl-unet", resolution=LATENT)
+    raw = UNet2DConditionModel.from_pretrained(folders / "sdxl-unet").eval()
+    x = x_init()[None]
+    t = torch.tensor([500.0])
+    with torch.no_grad():
+        want = raw(x, t, encoder_hidden_states=torch.zeros(1, 77, 16),
+                   added_cond_kwargs={"text_embeds": torch.zeros(1, 8),
+                                      "time_ids": torch.tensor([[32.0, 32, 0, 0, 32, 32]])}).sample
+        torch.testing.assert_close(model(x, t), want)
