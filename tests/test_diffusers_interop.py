@@ -217,6 +217,15 @@ def test_traps_have_one_line_fixes():
     with pytest.raises(PifsError, match="accepts neither sigmas= nor timesteps="):
         schedule_kwargs(NeitherPipeline(), 4)
 
+    class FlowWithoutSigmas:
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+
+        def __call__(self, prompt, num_inference_steps=28):
+            pass
+
+    with pytest.raises(PifsError, match="has no sigmas="):
+        schedule_kwargs(FlowWithoutSigmas(), 4)
+
 
 def test_dynamic_shift_mu_is_inverted_exactly():
     sched = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True)

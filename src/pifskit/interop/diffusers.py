@@ -417,6 +417,9 @@ def _plan_flow(scheduler, pipe, name, steps, spectrum, solvers, design_options, 
     handed = fs / (fs + s_eff * (1.0 - fs))
     kwargs: dict = {"sigmas": [float(v) for v in handed]}
     call = _call_params(pipe)
+    if call is not None and "sigmas" not in call:
+        raise PifsError(f"{type(pipe).__name__}.__call__ has no sigmas=; FlowMatch levels cannot be passed to it "
+                        "(the pipeline overwrites anything set on the scheduler beforehand)")
     if dynamic and (call is None or "mu" in call):
         kwargs["mu"] = float(mu_v)
     elif dynamic:
