@@ -31,12 +31,16 @@ from .chains import Chain, diffusers_timesteps, make_chain
 from .schedules import DiscreteSchedule, RectifiedFlowSchedule, Schedule, logsnr_from_sigma
 
 __all__ = ["load_scheduler_config", "schedule_from_config", "chain_from_config", "betas_from_config",
-           "rescale_zero_terminal_snr", "DDIM_FAMILY", "EULER_FAMILY", "FLOW_FAMILY"]
+           "rescale_zero_terminal_snr", "DDIM_FAMILY", "EULER_FAMILY", "FLOW_FAMILY",
+           "MULTISTEP_FAMILY"]
 
 DDIM_FAMILY = ("DDIMScheduler", "DDPMScheduler", "PNDMScheduler", "DDIMParallelScheduler", "DDPMParallelScheduler")
 EULER_FAMILY = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler",
                 "LMSDiscreteScheduler")
 FLOW_FAMILY = ("FlowMatchEulerDiscreteScheduler",)
+#: multistep solvers: integer timesteps by spacing over N + 1 points (linspace / leading), sigmas
+#: interpolated, final sigma per ``final_sigmas_type``
+MULTISTEP_FAMILY = ("DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
 _DEFAULTS: dict[str, Any] = {
@@ -130,7 +134,7 @@ def load_scheduler_config(path_or_dict: str | Path | dict) -> tuple[Schedule, di
         if not isinstance(raw, dict):
             raise PifsError(f"malformed diffusers config {p}: top level is not an object")
     cls = raw.get("_class_name", "DDIMScheduler")
-    supported = DDIM_FAMILY + EULER_FAMILY + FLOW_FAMILY
+    supported = DDIM_FAMILY + EULER_FAMILY + FLOW_FAMILY + MULTISTEP_FAMILY
     if cls not in supported:
         raise PifsError(f"unsupported scheduler class {cls!r}; accepted: {', '.join(supported)}")
     cfg = {**_DEFAULTS, **raw, "_class_name": cls}
@@ -158,6 +162,30 @@ def _euler_chain(sched: DiscreteSchedule, cfg: dict, steps: int) -> Chain:
     sig = np.interp(ts, np.arange(T), table)
     return Chain(logsnr_from_sigma(np.concatenate([sig, [0.0]])), timesteps=ts.astype(np.float64),
                  name=f"{cfg['_class_name']}:{spacing}-{steps}")
+
+
+def _multistep_chain(sched: DiscreteSchedule, cfg: dict, steps: int) -> Chain:
+    """DPMSolverMultistep / UniPC ``set_timesteps(steps)``: spacing over N + 1 points for linspace and
+    leading (DPM-Solver clips at ``lambda_min_clipped``), final sigma 0 or sigma_min."""
+    if cfg.get("use_karras_sigmas"):
+        return make_chain(sched, steps, "karras")
+    T = sched.num_train_timesteps
+    last = T
+    lmin = cfg.get("lambda_min_clipped", -np.inf)
+    if cfg["_class_name"] == "DPMSolverMultistepScheduler" and lmin is not None and np.isfinite(float(lmin)):
+        ab = sched.alphas_cumprod.astype(np.float32)
+        lam = 0.5 * np.log(ab) - 0.5 * np.log1p(-ab)
+        last = T - int(np.searchsorted(lam[::-1], float(lmin)))
+    spacing = cfg["timestep_spacing"]
+    if spacing == "linspace":
+        ts = np.linspace(0, last - 1, steps + 1).round()[::-1][:-1].astype(np.int64)
+    elif spacing == "leading":
+        ts = (np.arange(0, steps + 1) * (last // (steps + 1))).round()[::-1][:-1].astype(np.int64)
+        ts = ts + int(cfg["steps_offset"])
+    else:
+        ts = np.arange(last, 0, -T / steps).round().astype(np.int64) - 1
+    zero = cfg.get("final_sigmas_type", "zero") == "zero"
+    return Chain.from_timesteps(sched, ts, set_alpha_to_one=zero, name=f"{cfg['_class_name']}:{spacing}-{steps}")
 
 
 def _flow_chain(cfg: dict, steps: int) -> Chain:
@@ -195,6 +223,8 @@ def chain_from_config(schedule: Schedule, cfg: dict, steps: int, spacing: str | 
     check_positive_int(steps, "steps", maximum=T)
     if cls in EULER_FAMILY:
         return _euler_chain(schedule, cfg, steps)
+    if cls in MULTISTEP_FAMILY:
+        return _multistep_chain(schedule, cfg, steps)
     ts = diffusers_timesteps(T, steps, cfg["timestep_spacing"], cfg["steps_offset"])
     if ts.max() > T - 1:
         raise PifsError(f"steps_offset {cfg['steps_offset']} pushes a timestep past T - 1 = {T - 1}")
