@@ -15,7 +15,8 @@ Every schedule with a finite top level sigma_max (range from :func:`design_range
   times one fixed direction: sum over the first steps of the root-sum-square of the weighted exponential
   integrator coefficients, plus, from the fourth step on, the absolute value of the coefficients summed
   per level. It uses only the schedule and the solver order; N + 1 levels from sigma_max to sigma_min
-  whose last (sigma_min) is replaced by 0, as the AYS lists are;
+  whose last (sigma_min) is replaced by 0, as the AYS lists are (N <= 20: its optimiser, L-BFGS-B with
+  finite differences on the non-smooth bound, at most 40 iterations from uniform logSNR, is slow beyond);
 * ``ays-sd15`` / ``ays-sdxl`` / ``ays-svd``: the published Align Your Steps lists where the schedule is
   theirs (log-linear interpolation for N != 10; sigma_min replaced by 0).
 
@@ -41,6 +42,10 @@ from ..chains import AYS_SIGMAS, ays_sigmas, karras_sigmas, make_chain, sigma_ra
 from ..schedules import DiscreteSchedule, EDMSchedule, RectifiedFlowSchedule, Schedule
 
 __all__ = ["baseline_levels", "design_range", "dmn_sigmas", "kl_optimal_sigmas", "beta_sigmas", "starts_from_noise"]
+
+
+#: DMN is computed up to this many steps (its derivative-free optimiser is the slow part of the design above)
+DMN_MAX_STEPS = 20
 
 
 def starts_from_noise(schedule: Schedule) -> bool:
@@ -123,7 +128,7 @@ def _dmn_cached(sigma_min: float, sigma_max: float, n: int, maxiter: int) -> tup
     return tuple(_dmn(sigma_min, sigma_max, n, maxiter))
 
 
-def dmn_sigmas(sigma_min: float, sigma_max: float, n: int, maxiter: int = 200) -> np.ndarray:
+def dmn_sigmas(sigma_min: float, sigma_max: float, n: int, maxiter: int = 40) -> np.ndarray:
     """DMN's N + 1 levels (cached per range and N; see :func:`_dmn`)."""
     return np.array(_dmn_cached(float(sigma_min), float(sigma_max), check_positive_int(n, "steps"), int(maxiter)))
 
@@ -206,7 +211,7 @@ def baseline_levels(schedule: Schedule, steps: int, *, dmn: bool = True) -> dict
     out["karras-rho7"] = np.concatenate([karras_sigmas(smin, smax, N) if N > 1 else np.array([smax]), zero])
     out["kl-optimal"] = np.concatenate([kl_optimal_sigmas(smin, smax, N), zero])
     out["beta-0.6"] = np.concatenate([beta_sigmas(smin, smax, N), zero])
-    if dmn:
+    if dmn and N <= DMN_MAX_STEPS:
         out["dmn"] = np.concatenate([dmn_sigmas(smin, smax, N)[:N], zero])
     for model in _ays_models(schedule):
         base = ays_sigmas(model, N)
