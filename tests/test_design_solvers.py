@@ -119,9 +119,10 @@ def test_optimum_beats_every_baseline_and_is_a_local_minimum(solver):
         assert d.w2 <= b["w2"], name
         assert b["w2"] == pytest.approx(score_levels(b["sigmas"], SP, solver), rel=1e-12)
     assert d.w2 == pytest.approx(score_levels(d.sigmas, SP, solver), rel=1e-12)
-    # no single-level move of 1 % improves it (the min-gap guard is not active at this N)
+    # sigma_0 = sigma_max (samplers' start); no single move of a free level by 1 % improves the optimum
     noisy = d.sigmas[:-1]
-    for j in range(noisy.size):
+    assert noisy[0] == d.sigma_max
+    for j in range(1, noisy.size):
         for f in (0.99, 1.01):
             trial = noisy.copy()
             trial[j] *= f
