@@ -197,6 +197,41 @@ def test_baseline_formulas():
     assert all(np.isinf(v[0]) for v in base.values())
 
 
+def _dmn_bound_loop(lp):
+    """DMN's bound written step by step (independent of the batched implementation)."""
+    N = lp.size - 1
+    h, e = np.diff(lp), np.exp(lp)
+    err = np.sqrt(1 + np.exp(-2 * lp)) / (1 + np.exp(2 * lp))
+    H0 = np.expm1(h)
+    H1 = np.exp(h) * h - H0
+    H2 = np.exp(h) * h * h - 2 * H1
+    res, c = 0.0, np.zeros(N + 1)
+    for s in range(N):
+        if s in (0, N - 1):
+            res += abs((e[s + 1] - e[s]) * err[s])
+            continue
+        if s in (1, N - 2):
+            b = h[s - 1]
+            J = {s - 1: -e[s] * H1[s] / b, s: e[s] * (H1[s] + b * H0[s]) / b}
+        else:
+            a, b = h[s - 2], h[s - 1]
+            J = {s - 2: e[s] * (H2[s] + b * H1[s]) / (a * (a + b)),
+                 s - 1: -e[s] * (H2[s] + (a + b) * H1[s]) / (a * b),
+                 s: e[s] * (H2[s] + (a + 2 * b) * H1[s] + b * (a + b) * H0[s]) / (b * (a + b))}
+        if s >= 3:
+            for n, j in J.items():
+                c[n] += err[n] * j
+        else:
+            res += np.sqrt(sum((err[n] * j) ** 2 for n, j in J.items()))
+    return res + np.abs(c).sum()
+
+
+@pytest.mark.parametrize("N", [1, 2, 3, 4, 5, 8, 20])
+def test_dmn_bound_batched_equals_the_step_by_step_sum(N):
+    lp = np.sort(np.random.default_rng(N).uniform(-3, 4, N + 1))
+    assert _dmn_objective(lp) == pytest.approx(_dmn_bound_loop(lp), rel=1e-12)
+
+
 def test_solver_bins_agree_with_exact_spectrum():
     rng = np.random.default_rng(1)
     sp = Spectrum(np.exp(rng.normal(-2.0, 2.0, 5000)))

@@ -15,7 +15,7 @@ Every schedule with a finite top level sigma_max (range from :func:`design_range
   times one fixed direction: sum over the first steps of the root-sum-square of the weighted exponential
   integrator coefficients, plus, from the fourth step on, the absolute value of the coefficients summed
   per level. It uses only the schedule and the solver order; N + 1 levels from sigma_max to sigma_min
-  whose last (sigma_min) is replaced by 0, as the AYS lists are (N <= 20: its optimiser, L-BFGS-B with
+  whose last (sigma_min) is replaced by 0, as the AYS lists are (N <= 50: its optimiser, L-BFGS-B with
   finite differences on the non-smooth bound, at most 40 iterations from uniform logSNR, is slow beyond);
 * ``ays-sd15`` / ``ays-sdxl`` / ``ays-svd``: the published Align Your Steps lists where the schedule is
   theirs (log-linear interpolation for N != 10; sigma_min replaced by 0).
@@ -45,7 +45,7 @@ __all__ = ["baseline_levels", "design_range", "dmn_sigmas", "kl_optimal_sigmas",
 
 
 #: DMN is computed up to this many steps (its derivative-free optimiser is the slow part of the design above)
-DMN_MAX_STEPS = 20
+DMN_MAX_STEPS = 50
 
 
 def starts_from_noise(schedule: Schedule) -> bool:
@@ -94,33 +94,41 @@ def _dmn_objective(lam_pts: np.ndarray) -> float:
     prediction error at n modelled as err_n = sigma_n^2 / alpha_n along one direction, the bound is
     sum_{s<3} sqrt(sum_n (err_n J_{s,n})^2) + sum_n |sum_{s>=3} err_n J_{s,n}| (order-1 steps: |err J|).
     """
-    N = lam_pts.size - 1
-    h = np.diff(lam_pts)
-    e = np.exp(lam_pts[:-1])
-    err = np.sqrt(1.0 + np.exp(-2 * lam_pts)) / (1.0 + np.exp(2 * lam_pts))  # VP sigma^2 / alpha
+    return float(_dmn_objective_batch(np.asarray(lam_pts, float)[None, :])[0])
+
+
+def _dmn_objective_batch(P: np.ndarray) -> np.ndarray:
+    """:func:`_dmn_objective` for each row of P (B, N + 1)."""
+    B, N = P.shape[0], P.shape[1] - 1
+    h = np.diff(P, axis=1)
+    e = np.exp(P[:, :-1])
+    err = np.sqrt(1.0 + np.exp(-2 * P)) / (1.0 + np.exp(2 * P))  # VP sigma^2 / alpha
     H0 = np.expm1(h)
     H1 = np.exp(h) * h - H0
     H2 = np.exp(h) * h * h - 2 * H1
     s = np.arange(N)
     order = np.where((s == 0) | (s == N - 1), 1, np.where((s == 1) | (s == N - 2), 2, 3))
-    a = np.concatenate([[1.0, 1.0], h])[s]       # h_{s-2} (dummy where unused)
-    b = np.concatenate([[1.0], h])[s]            # h_{s-1}
-    J = np.zeros((N, 3))                         # weights on points s-2, s-1, s
+    a = np.concatenate([np.ones((B, 2)), h], axis=1)[:, s]       # h_{s-2} (dummy where unused)
+    b = np.concatenate([np.ones((B, 1)), h], axis=1)[:, s]       # h_{s-1}
     o1, o2, o3 = order == 1, order == 2, order == 3
-    J[o1, 2] = (e * H0)[o1]
-    J[o2, 1] = (-e * H1 / b)[o2]
-    J[o2, 2] = (e * (H1 + b * H0) / b)[o2]
-    J[o3, 0] = (e * (H2 + b * H1) / (a * (a + b)))[o3]
-    J[o3, 1] = (-e * (H2 + (a + b) * H1) / (a * b))[o3]
-    J[o3, 2] = (e * (H2 + (a + 2 * b) * H1 + b * (a + b) * H0) / (b * (a + b)))[o3]
+    z = np.zeros((B, N))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        J0 = np.where(o3, e * (H2 + b * H1) / (a * (a + b)), z)
+        J1 = np.where(o3, -e * (H2 + (a + b) * H1) / (a * b), np.where(o2, -e * H1 / b, z))
+        J2 = np.where(o3, e * (H2 + (a + 2 * b) * H1 + b * (a + b) * H0) / (b * (a + b)),
+                      np.where(o2, e * (H1 + b * H0) / b, e * H0))
+    J = np.stack([J0, J1, J2], axis=2)                           # weights on points s-2, s-1, s
     pts = s[:, None] + np.arange(-2, 1)[None, :]
-    W = J * err[np.clip(pts, 0, N)]
+    W = J * err[:, np.clip(pts, 0, N)]
     early = (s < 3) & ~o1
-    res = np.abs(W[o1, 2]).sum() + np.sqrt((W[early] ** 2).sum(axis=1)).sum()
-    late = (s >= 3) & ~o1
-    c = np.zeros(N + 1)
-    np.add.at(c, pts[late].ravel(), W[late].ravel())
-    return float(res + np.abs(c).sum())
+    late = ((s >= 3) & ~o1).astype(float)
+    res = np.abs(W[:, o1, 2]).sum(axis=1) + np.sqrt((W[:, early] ** 2).sum(axis=2)).sum(axis=1)
+    # per-level sums of the late steps' weighted coefficients: a (N x 3) -> (N + 1) scatter as a matrix product
+    S = np.zeros((N, 3, N + 1))
+    ok = (pts >= 0)
+    S[np.nonzero(ok)[0], np.nonzero(ok)[1], pts[ok]] = 1.0
+    c = np.einsum("bsk,skn->bn", W * late[None, :, None], S)
+    return res + np.abs(c).sum(axis=1)
 
 
 @lru_cache(maxsize=256)
@@ -144,12 +152,19 @@ def _dmn(sigma_min: float, sigma_max: float, n: int, maxiter: int) -> np.ndarray
 
     floor = 1e-3 / n  # gaps >= 1e-3 D / N keep the divided differences finite
 
-    def pts(z):
-        return lo + D * np.concatenate([[0.0], np.cumsum(floor + (1 - n * floor) * softmax(z))])
+    def pts(z):  # rows of z -> rows of points
+        z = np.atleast_2d(z)
+        q = floor + (1 - n * floor) * softmax(z, axis=1)
+        return lo + D * np.concatenate([np.zeros((z.shape[0], 1)), np.cumsum(q, axis=1)], axis=1)
 
-    res = minimize(lambda z: _dmn_objective(pts(z)), np.zeros(n), method="L-BFGS-B",
-                   options={"maxiter": maxiter, "ftol": 1e-10})
-    lam = pts(res.x if np.isfinite(res.fun) else np.zeros(n))
+    def fun(z):  # value and a central-difference gradient, all 2n + 1 points in one batched evaluation
+        eps = 1e-6
+        Z = np.vstack([z, z + eps * np.eye(n), z - eps * np.eye(n)])
+        v = _dmn_objective_batch(pts(Z))
+        return float(v[0]), (v[1:n + 1] - v[n + 1:]) / (2 * eps)
+
+    res = minimize(fun, np.zeros(n), jac=True, method="L-BFGS-B", options={"maxiter": maxiter, "ftol": 1e-10})
+    lam = pts(res.x if np.isfinite(res.fun) else np.zeros(n))[0]
     lam[-1] = hi
     return np.exp(-lam)
 
