@@ -286,7 +286,7 @@ def score_levels(sigmas, spectrum: Spectrum, solver: str = "ddim", start: str = 
 
 
 #: smallest log-sigma gap of a free level, as a fraction of log(sigma_max/sigma_min) / N (see optimal_steps)
-MIN_GAP = 0.1
+MIN_GAP = 0.5
 
 
 def _delta(n_gaps: int, min_gap: float, first: bool = False) -> np.ndarray:
@@ -505,8 +505,8 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver:
       ``solver="ddim"`` this is the original criterion III (``fixed_endpoints`` allowed). It does not
       charge a chain that starts below sigma_max, so baselines such as 'leading' can score lower.
 
-    ``min_gap``: every free level lies at least min_gap * log(sigma_max/sigma_min) / (N + 1) below the one
-    above it in log sigma. With an exact *linear* denoiser, multistep solvers (DPM-Solver++, iPNDM) profit
+    ``min_gap``: every level lies at least about min_gap * log(sigma_max/sigma_min) / N below the one
+    above it in log sigma (the first free level below an inf or free sigma_0 excepted). With an exact *linear* denoiser, multistep solvers (DPM-Solver++, iPNDM) profit
     from near-duplicate levels (the difference of two almost equal denoiser outputs is an exact
     derivative, weighted by h / h_prev); a learned denoiser's error would be amplified by the same weight,
     so the criterion does not offer that trick (0 turns the guard off).
