@@ -285,6 +285,8 @@ def score_levels(sigmas, spectrum: Spectrum, solver: str = "ddim", start: str = 
     return float(np.sqrt(solver_w2sq(solver, np.asarray(sigmas, float), lam, count, start)))
 
 
+#: solvers that reuse past denoiser outputs (the min-gap floor applies to them only)
+MULTISTEP = ("dpmpp2m", "dpmpp3m", "ipndm")
 #: smallest log-sigma gap of a free level, as a fraction of log(sigma_max/sigma_min) / N (see optimal_steps)
 MIN_GAP = 0.5
 
@@ -509,7 +511,8 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver:
     above it in log sigma (the first free level below an inf or free sigma_0 excepted). With an exact *linear* denoiser, multistep solvers (DPM-Solver++, iPNDM) profit
     from near-duplicate levels (the difference of two almost equal denoiser outputs is an exact
     derivative, weighted by h / h_prev); a learned denoiser's error would be amplified by the same weight,
-    so the criterion does not offer that trick (0 turns the guard off).
+    so the criterion does not offer that trick to them (0 turns the guard off; one-step solvers --
+    ddim, euler, heun -- have no floor).
 
     Endpoints: an EDM schedule's own (sigma_min, sigma_max), else :func:`pifskit.chains.sigma_range`.
     For a discrete schedule, integer ``timesteps`` come from rounding the optimal sigmas (diffusers'
@@ -540,6 +543,8 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver:
     if fixed_endpoints:
         raise PifsError("fixed_endpoints is the theory's convention: only with solver='ddim' and start='marginal'")
     bins = max_bins or SOLVER_MAX_BINS
+    if solver not in MULTISTEP:  # one-step solvers cannot exploit near-duplicate levels: no floor
+        min_gap = 0.0
     lam, count, _ = compress_spectrum(spectrum, bins)
     smin0, smax0 = design_range(schedule)
     smin = float(smin0 if sigma_min is None else sigma_min)
