@@ -63,7 +63,7 @@ def test_w2_of_not_clean_chain_uses_vp_std_at_final_level():
 
 
 def test_lead_golden_default_convention_sd15_n10():
-    r = optimal_steps(SD, SP1, 10)
+    r = optimal_steps(SD, SP1, 10, start="marginal")
     expected = [14.615, 7.145, 4.161, 2.619, 1.726, 1.168, 0.795, 0.528, 0.323, 0.154]
     np.testing.assert_allclose(r.sigmas[:-1], expected, rtol=2e-3)
     assert r.sigmas[-1] == 0.0
@@ -78,7 +78,7 @@ def test_lead_golden_default_convention_sd15_n10():
 
 def test_theory_check_fixed_endpoints_ays_convention():
     # theory section 6 III (check): 11 W2-optimal levels 0.11 RMS-log-sigma from AYS, Karras 0.45
-    r = optimal_steps(SD, SP1, 10, fixed_endpoints=True)
+    r = optimal_steps(SD, SP1, 10, fixed_endpoints=True, start="marginal")
     ays = AYS_SIGMAS["sd15"]
     smin, smax = sigma_range(SD)
     assert r.sigmas.size == 12 and r.sigmas[-1] == 0.0 and r.sigmas[-2] == pytest.approx(smin)
@@ -93,7 +93,7 @@ def test_single_variance_reproduces_uniform_atan_closed_form(fixed, c):
     sp = Spectrum(np.full(7, c**2))
     smin, smax = 1e-3, 50.0
     N = 8
-    r = optimal_steps(sched, sp, N, fixed_endpoints=fixed, sigma_min=smin, sigma_max=smax)
+    r = optimal_steps(sched, sp, N, fixed_endpoints=fixed, sigma_min=smin, sigma_max=smax, start="marginal")
     noisy = r.sigmas[:-1]
     psi = np.arctan(noisy / c)
     if fixed:
@@ -133,7 +133,7 @@ def test_objective_equals_w2sq_of_the_levels():
 def test_optimum_beats_independent_derivative_free_search():
     sp = powerlaw(16, 1, 2.0, 0.5)
     N = 4
-    r = optimal_steps(SD, sp, N)
+    r = optimal_steps(SD, sp, N, start="marginal")
     smin, smax = sigma_range(SD)
 
     def f(x):  # log sigmas of the free levels, any order: sort and clip
@@ -156,15 +156,15 @@ def test_binning_agrees_with_exact_distinct_values():
     sig = karras_chain(SD, 10).sigmas
     exact = w2_of_sigmas(sig, sp, max_bins=30000)
     assert w2_of_sigmas(sig, sp) == pytest.approx(exact, rel=2e-4)
-    r_b = optimal_steps(SD, sp, 10)
-    r_e = optimal_steps(SD, sp, 10, max_bins=30000)
+    r_b = optimal_steps(SD, sp, 10, start="marginal")
+    r_e = optimal_steps(SD, sp, 10, max_bins=30000, start="marginal")
     assert rms_log_sigma(r_b.sigmas, r_e.sigmas) < 2e-3
 
 
 @pytest.mark.parametrize("exponent,variance", [(1.5, 1.0), (2.0, 1.0), (2.0, 0.205)])
 def test_acceptance_sd15_latent_closer_to_ays_than_karras_and_lowest_w2(exponent, variance):
     sp = powerlaw(64, 4, exponent, variance)
-    r = optimal_steps(SD, sp, 10)
+    r = optimal_steps(SD, sp, 10, start="marginal")
     base = baseline_chains(SD, 10)
     assert set(base) == {"trailing", "leading", "uniform-logsnr", "karras-rho7", "ays-sd15", "ays-sdxl"}
     ays = base["ays-sd15"]
@@ -175,7 +175,7 @@ def test_acceptance_sd15_latent_closer_to_ays_than_karras_and_lowest_w2(exponent
 
 
 def test_discrete_output_timesteps_and_sigmas():
-    r = optimal_steps(SD, LATENT, 10)
+    r = optimal_steps(SD, LATENT, 10, start="marginal")
     assert r.timesteps.dtype.kind == "i"
     assert r.timesteps[0] == 999 and (np.diff(r.timesteps) < 0).all() and r.timesteps[-1] >= 0
     # timesteps are the optimum's levels, rounded (refinement moves each by at most a few)
@@ -188,7 +188,7 @@ def test_discrete_output_timesteps_and_sigmas():
 
 @pytest.mark.parametrize("N", [1, 2, 3, 37, 500, 999, 1000])
 def test_robust_for_all_step_counts_on_discrete_schedule(N):
-    r = optimal_steps(SD, LATENT, N, refine_timesteps=N < 50)
+    r = optimal_steps(SD, LATENT, N, refine_timesteps=N < 50, start="marginal")
     assert r.sigmas.size == N + 1 and np.isfinite(r.sigmas).all() and r.sigmas[-1] == 0.0
     assert (np.diff(r.sigmas) < 0).all()
     assert r.timesteps.size == N and (np.diff(r.timesteps) < 0).all()
@@ -204,7 +204,7 @@ def test_robust_for_all_step_counts_on_discrete_schedule(N):
 def test_property_monotone_inside_endpoints(N, exponent, fixed, shift):
     sched = RectifiedFlowSchedule(shift)
     smin, smax = sigma_range(sched)
-    r = optimal_steps(sched, powerlaw(16, 2, exponent, 0.7), N, fixed_endpoints=fixed)
+    r = optimal_steps(sched, powerlaw(16, 2, exponent, 0.7), N, fixed_endpoints=fixed, start="marginal")
     noisy = r.sigmas[:-1]
     assert (np.diff(r.sigmas) < 0).all() and np.isfinite(r.sigmas).all()
     assert noisy[0] == pytest.approx(smax) and noisy[-1] >= smin * (1 - 1e-12)
@@ -217,8 +217,8 @@ def test_property_monotone_inside_endpoints(N, exponent, fixed, shift):
 
 
 def test_deterministic():
-    a = optimal_steps(SD, LATENT, 17)
-    b = optimal_steps(SD, LATENT, 17)
+    a = optimal_steps(SD, LATENT, 17, start="marginal")
+    b = optimal_steps(SD, LATENT, 17, start="marginal")
     np.testing.assert_array_equal(a.sigmas, b.sigmas)
     np.testing.assert_array_equal(a.timesteps, b.timesteps)
 
@@ -238,13 +238,13 @@ def test_repair_timesteps_property(ts):
 
 def test_bad_input():
     with pytest.raises(PifsError, match="steps must be <= 1000"):
-        optimal_steps(SD, LATENT, 1001)
+        optimal_steps(SD, LATENT, 1001, start="marginal")
     with pytest.raises(PifsError, match="steps must be <= 999"):
-        optimal_steps(SD, LATENT, 1000, fixed_endpoints=True)
+        optimal_steps(SD, LATENT, 1000, fixed_endpoints=True, start="marginal")
     with pytest.raises(PifsError, match="empty optimisation"):
-        optimal_steps(SD, LATENT, 10, sigma_min=1.0, sigma_max=1.0)
+        optimal_steps(SD, LATENT, 10, sigma_min=1.0, sigma_max=1.0, start="marginal")
     with pytest.raises(PifsError):
-        optimal_steps(SD, LATENT, 0)
+        optimal_steps(SD, LATENT, 0, start="marginal")
     with pytest.raises(PifsError, match="no positive eigenvalue"):
         Spectrum(np.zeros(4))
     with pytest.raises(PifsError, match="same number"):

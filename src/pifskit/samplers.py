@@ -19,6 +19,11 @@ Updates, step i from level t = logsnr[i] to s = logsnr[i + 1], sigma = s/a (VE):
   x_s = (s_s/s_t) x_t + a_s (1 - e^-h) D', D' = (1 + 1/2r) D_i - (1/2r) D_{i-1},
   r = h_{i-1} / h_i; first-order on the first step, on a step from pure noise and on the
   final step to sigma = 0.
+* DPM-Solver++(3M) (k-diffusion ``sample_dpmpp_3m_sde`` with eta = 0), in VE units with h = log(s/s'):
+  y' = rho y + (1 - rho) D + phi2 d1 - phi3 d2, phi2 = (rho - 1)/h + 1, phi3 = phi2/h - 1/2, d1/d2 the
+  divided differences of the last three denoiser outputs (two: phi2 (D - D_prev)/r); x0 = D on the last step.
+* iPNDM (k-diffusion ``sample_ipndm``): Euler in sigma with the fixed-step Adams-Bashforth combination of
+  the last min(i + 1, 4) slopes d = (y - D)/sigma.
 
 A first step from pure noise (sigma_t = inf) is taken in its exact limit
 x_s = s_s x_T + a_s D(x_T) by every sampler.
@@ -41,6 +46,8 @@ __all__ = [
     "sample_euler",
     "sample_heun",
     "sample_dpmpp_2m",
+    "sample_dpmpp_3m",
+    "sample_ipndm",
     "SAMPLERS",
     "get_sampler",
     "parse_sampler",
@@ -219,6 +226,70 @@ def sample_dpmpp_2m(denoiser: Denoiser, chain: Chain, x_T, rng=None, *,
 
 
 # ---------------------------------------------------------------------------
+# DPM-Solver++(3M) and iPNDM (VE units)
+# ---------------------------------------------------------------------------
+
+def sample_dpmpp_3m(denoiser: Denoiser, chain: Chain, x_T, rng=None, *,
+                    callback: Callable | None = None) -> np.ndarray:
+    """DPM-Solver++(3M) (Lu et al. 2022; k-diffusion ``sample_dpmpp_3m_sde`` with eta = 0), deterministic."""
+    x = _check(chain, x_T)
+    l, a, s, sig = _levels(chain)
+    y, start = _ve_start(denoiser, chain, x, l, a, s, callback)
+    hist: list[tuple[np.ndarray, float]] = []  # (D, h) of the previous steps, newest first
+    for i in range(start, chain.n_steps):
+        D = denoiser(a[i] * y, float(l[i]))
+        if sig[i + 1] == 0:
+            y = D
+        else:
+            h = float(np.log(sig[i] / sig[i + 1]))
+            rho = sig[i + 1] / sig[i]
+            y_new = rho * y + (1.0 - rho) * D
+            phi2 = (rho - 1.0) / h + 1.0
+            if len(hist) >= 2:
+                (D1, h1), (D2, h2) = hist[0], hist[1]
+                r0, r1 = h1 / h, h2 / h
+                d10 = (D - D1) / r0
+                d11 = (D1 - D2) / r1
+                d1 = d10 + (d10 - d11) * r0 / (r0 + r1)
+                d2 = (d10 - d11) / (r0 + r1)
+                y_new = y_new + phi2 * d1 - (phi2 / h - 0.5) * d2
+            elif len(hist) == 1:
+                D1, h1 = hist[0]
+                y_new = y_new + phi2 * (D - D1) / (h1 / h)
+            y = y_new
+            hist = [(D, h)] + hist[:1]
+        if callback is not None:
+            callback({"i": i, "x": a[i + 1] * y, "denoised": D, "logsnr": float(l[i])})
+    return a[-1] * y
+
+
+_AB_WEIGHTS = ((1.0,), (1.5, -0.5), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 / 24, 37 / 24, -9 / 24))
+
+
+def sample_ipndm(denoiser: Denoiser, chain: Chain, x_T, rng=None, *, max_order: int = 4,
+                 callback: Callable | None = None) -> np.ndarray:
+    """Improved PNDM (Zhang & Chen 2023; k-diffusion ``sample_ipndm``): Adams-Bashforth on d = (y - D)/sigma."""
+    x = _check(chain, x_T)
+    if max_order not in (1, 2, 3, 4):
+        raise PifsError(f"iPNDM max_order must be 1..4, got {max_order}")
+    l, a, s, sig = _levels(chain)
+    y, start = _ve_start(denoiser, chain, x, l, a, s, callback)
+    slopes: list[np.ndarray] = []  # newest first
+    for i in range(start, chain.n_steps):
+        D = denoiser(a[i] * y, float(l[i]))
+        d = (y - D) / sig[i]
+        w = _AB_WEIGHTS[min(len(slopes) + 1, max_order) - 1]
+        comb = w[0] * d
+        for wj, dj in zip(w[1:], slopes):
+            comb = comb + wj * dj
+        y = y + (sig[i + 1] - sig[i]) * comb
+        slopes = [d] + slopes[:max_order - 2]
+        if callback is not None:
+            callback({"i": i, "x": a[i + 1] * y, "denoised": D, "logsnr": float(l[i])})
+    return a[-1] * y
+
+
+# ---------------------------------------------------------------------------
 # registry
 # ---------------------------------------------------------------------------
 
@@ -227,6 +298,8 @@ SAMPLERS: dict[str, Callable] = {
     "euler": sample_euler,
     "heun": sample_heun,
     "dpmpp2m": sample_dpmpp_2m,
+    "dpmpp3m": sample_dpmpp_3m,
+    "ipndm": sample_ipndm,
 }
 
 

@@ -486,7 +486,18 @@ _ZOO: dict[str, Callable[[], Schedule]] = {
     "edm": EDMSchedule,
     "rectified-flow": RectifiedFlowSchedule,
     "sd3": lambda: RectifiedFlowSchedule(shift=3.0),
+    "flux": lambda: flux_schedule(1024),
 }
+
+
+def flux_schedule(resolution: int = 1024) -> RectifiedFlowSchedule:
+    """Flux's resolution-dependent shift: mu linear in the token count (H/16)(W/16) between 256 -> 0.5 and
+    4096 -> 1.15 (diffusers' FluxPipeline defaults), shift = e^mu (``time_shift`` with exponent 1)."""
+    if not resolution > 0:
+        raise PifsError(f"flux resolution must be > 0, got {resolution}")
+    seq = (float(resolution) / 16.0) ** 2
+    mu = 0.5 + (1.15 - 0.5) * (seq - 256.0) / (4096.0 - 256.0)
+    return RectifiedFlowSchedule(shift=float(np.exp(mu)))
 
 SCHEDULE_NAMES: tuple[str, ...] = tuple(_ZOO)
 
@@ -498,13 +509,25 @@ def get_schedule(name: str) -> Schedule:
     training schedules (float32 betas as in diffusers); the others are
     continuous. ``name:param`` sets the family's main parameter, e.g.
     ``cosine:0.012`` (offset), ``shifted-cosine:-1.386`` (logSNR shift),
-    ``rectified-flow:3`` (timestep shift).
+    ``rectified-flow:3`` (timestep shift), ``edm:0.002:700`` (EDM range), ``flux:1024`` (Flux's
+    resolution shift).
     """
     base, _, param = name.partition(":")
     if base not in _ZOO:
         raise PifsError(f"unknown schedule {name!r}; accepted: {', '.join(SCHEDULE_NAMES)}")
     if not param:
         sched = _ZOO[base]()
+    elif base == "edm" and ":" in param:  # edm:SIGMA_MIN:SIGMA_MAX (e.g. 0.002:700 for SVD)
+        lo, _, hi = param.partition(":")
+        try:
+            sched = EDMSchedule(float(lo), float(hi))
+        except ValueError:
+            raise PifsError(f"edm range in {name!r} must be two numbers, edm:SIGMA_MIN:SIGMA_MAX") from None
+    elif base == "flux":  # flux:RESOLUTION
+        try:
+            sched = flux_schedule(int(param))
+        except ValueError:
+            raise PifsError(f"flux resolution in {name!r} must be an integer") from None
     else:
         try:
             value = float(param)

@@ -50,7 +50,8 @@ __all__ = ["BenchData", "BENCH_SCHEDULES", "DEFAULT_SCHEDULES", "DEFAULT_SAMPLER
            "parse_bench_data", "bench_chain", "run_sampling_benchmark", "write_report", "markdown_tables"]
 
 #: schedules the benchmark knows: the core spacings and pifskit's W2-optimal design
-BENCH_SCHEDULES: tuple[str, ...] = tuple(SPACINGS) + ("pifskit",)
+BENCH_SCHEDULES: tuple[str, ...] = tuple(SPACINGS) + ("pifskit",) + tuple(
+    f"pifskit-{s}" for s in ("ddim", "euler", "heun", "dpmpp2m", "dpmpp3m", "ipndm"))  # solver-specific design
 DEFAULT_SCHEDULES = ("trailing", "leading", "logsnr", "karras", "ays-sd15", "pifskit")
 DEFAULT_SAMPLERS = ("ddim", "euler", "heun", "dpmpp2m")
 DEFAULT_STEPS = (5, 10, 20, 50)
@@ -133,17 +134,19 @@ def bench_chain(name: str, steps: int, schedule: Schedule, spectrum: Spectrum | 
     """The chain of ``steps`` steps that schedule ``name`` runs on the training ``schedule``.
 
     'pifskit': the W2-optimal levels of :func:`pifskit.design.steps.optimal_steps` for ``spectrum``
-    (N noisy levels from sigma_max, then clean); ImportError if the design module is missing.
+    (N noisy levels, then clean; DDIM's criterion, N(0, I) start); 'pifskit-SOLVER': the same designed
+    for that solver's closed form; ImportError if the design module is missing.
     """
     check_choice(name, "schedule", BENCH_SCHEDULES)
     N = check_positive_int(steps, "steps")
-    if name != "pifskit":
+    if not name.startswith("pifskit"):
         return make_chain(schedule, N, name)
     from ..design.steps import optimal_steps  # lazy: the design module is optional here
 
     if spectrum is None:
         raise PifsError("the 'pifskit' schedule needs the data spectrum")
-    return optimal_steps(schedule, spectrum, N).chain
+    solver = name.partition("-")[2] or "ddim"
+    return optimal_steps(schedule, spectrum, N, solver=solver).chain
 
 
 def _batched(sampler: Callable, denoiser, chain: Chain, x_T: np.ndarray, rng, opts: dict, batch: int,

@@ -8,6 +8,8 @@ import time
 import numpy as np
 
 from .._validate import PifsError
+from ..design.solvers import SOLVERS
+from ..design.steps import MIN_GAP
 from ..spectra import parse_spectrum
 from ._common import (
     add_json_option,
@@ -114,59 +116,58 @@ def _weighting(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------
 
 def _steps(args: argparse.Namespace) -> int:
-    from ..design.steps import (
-        baseline_chains,
-        optimal_steps,
-        rms_log_sigma,
-        w2_surrogate,
-    )
+    from ..design.steps import optimal_steps, rms_log_sigma
 
     sched, cfg = schedule_from_args(args)
-    sp = _spectrum(args)
     if args.steps < 1:
         raise PifsError(f"--steps must be >= 1, got {args.steps}")
-    t0 = time.perf_counter()
-    d = optimal_steps(sched, sp, args.steps, fixed_endpoints=args.fixed_endpoints, start=args.start)
-    elapsed = time.perf_counter() - t0
-    baselines = {}
-    if not args.fixed_endpoints:
-        for name, ch in baseline_chains(sched, args.steps).items():
-            entry = {"sigmas": ch.sigmas, "w2": w2_surrogate(ch, sp, start=args.start)}
-            if ch.timesteps is not None and name in ("trailing", "leading"):
-                entry["timesteps"] = np.asarray(ch.timesteps).astype(int)
-            entry["rms_log_sigma_to_derived"] = rms_log_sigma(ch.sigmas, d.sigmas)
-            baselines[name] = entry
-        if cfg:  # what the config's own set_timesteps runs (its spacing, steps_offset, final alpha)
-            from ..diffusers_config import chain_from_config
+    if args.data:
+        from ..design.data_spectrum import data_spectrum
 
-            ch = chain_from_config(sched, cfg, args.steps)
-            entry = {"sigmas": ch.sigmas, "w2": w2_surrogate(ch, sp, start=args.start)}
-            if ch.timesteps is not None:
-                entry["timesteps"] = np.asarray(ch.timesteps)
-            noisy = ch.sigmas[ch.sigmas > 0]
-            if noisy.size == d.sigmas.size - 1:
-                entry["rms_log_sigma_to_derived"] = rms_log_sigma(noisy, d.sigmas)
-            baselines["config"] = entry
+        sp = data_spectrum(args.data)
+    else:
+        sp = _spectrum(args)
+    extra = {}
+    if cfg and not args.fixed_endpoints:  # what the config's own set_timesteps runs (its spacing, offset, final alpha)
+        from ..diffusers_config import chain_from_config
+
+        ch = chain_from_config(sched, cfg, args.steps)
+        if ch.lands_clean and ch.n_steps == args.steps:
+            extra["config"] = ch.sigmas
+    t0 = time.perf_counter()
+    d = optimal_steps(sched, sp, args.steps, solver=args.solver, start=args.start,
+                      fixed_endpoints=args.fixed_endpoints, min_gap=args.min_gap, extra_baselines=extra)
+    elapsed = time.perf_counter() - t0
     out = {"criterion": "steps", "schedule": getattr(sched, "name", type(sched).__name__), "spectrum": sp.name,
-           "steps": args.steps, "start": args.start, **d.to_dict(), "seconds": elapsed, "baselines": baselines}
+           "spectrum_source": ("data " + args.data) if args.data else
+           ("file" if args.spectrum.startswith("file:") else f"assumption: preset {args.spectrum}"),
+           "steps": args.steps, **d.to_dict(), "seconds": elapsed}
+    noisy = d.sigmas[:-1]
+    for name, b in out["baselines"].items():
+        bs = np.asarray(b["sigmas"], dtype=float)
+        if np.isfinite(bs[:-1]).all() and np.isfinite(noisy).all() and bs.size == d.sigmas.size:
+            b["rms_log_sigma_to_derived"] = rms_log_sigma(bs, d.sigmas)
     for model in ("sd15", "sdxl"):
         key = f"ays-{model}"
-        if key in baselines:
-            out[f"rms_log_sigma_to_{key}"] = rms_log_sigma(d.sigmas, baselines[key]["sigmas"])
+        if key in out["baselines"] and "rms_log_sigma_to_derived" in out["baselines"][key]:
+            out[f"rms_log_sigma_to_{key}"] = out["baselines"][key]["rms_log_sigma_to_derived"]
     if args.json:
         dump_json(out)
         return 0
-    print(f"W2-optimal {args.steps}-step chain for {out['schedule']} with {sp.name} "
-          f"({d.iterations} L-BFGS iterations, {elapsed * 1e3:.0f} ms):")
+    print(f"W2-optimal {args.steps}-step chain for {out['schedule']}, solver {d.solver}, start {d.start}, "
+          f"with {sp.name} ({d.iterations} L-BFGS iterations, {elapsed * 1e3:.0f} ms):")
     print("  sigmas    " + ", ".join(f"{s:.4g}" for s in d.sigmas))
     if d.timesteps is not None:
         print("  timesteps " + ", ".join(str(int(t)) for t in d.timesteps))
+    if d.flow_sigmas is not None:
+        print("  flow sigmas (t')             " + ", ".join(f"{s:.4g}" for s in d.flow_sigmas))
+        print(f"  to set_timesteps(sigmas=...) " + ", ".join(f"{s:.4g}" for s in d.flow_sigmas_unshifted)
+              + f"   (the scheduler applies its shift {d.flow_shift:.4g} on top)")
     print(f"  W2 {d.w2:.4f}" + (f"  (integer timesteps: {d.w2_timesteps:.4f})" if d.w2_timesteps is not None else ""))
-    if baselines:
-        print(f"  {'baseline':<16} {'W2':>9} {'RMS log-sigma to derived':>26}")
-        for name, b in baselines.items():
-            rms = b.get("rms_log_sigma_to_derived", float("nan"))
-            print(f"  {name:<16} {b['w2']:>9.4f} {rms:>26.4f}")
+    if out["baselines"]:
+        print(f"  {'baseline':<16} {'W2':>9}")
+        for name, b in sorted(out["baselines"].items(), key=lambda kv: kv[1]["w2"]):
+            print(f"  {name:<16} {b['w2']:>9.4f}")
     return 0
 
 
@@ -236,9 +237,18 @@ def register(subparsers) -> None:
     pst.add_argument("--steps", type=int, default=10, help="number of sampling steps N (default 10)")
     pst.add_argument("--fixed-endpoints", action="store_true",
                      help="AYS convention: N + 1 levels with sigma_min fixed, then 0 (default: N levels, then 0)")
-    pst.add_argument("--start", default="marginal", choices=["marginal", "prior"],
-                     help="W2 surrogate's start: the exact marginal at sigma_max (theory, default) or N(0, I) "
-                          "as samplers start (penalises chains that start below sigma_max, e.g. 'leading')")
+    pst.add_argument("--solver", default="ddim", choices=list(SOLVERS),
+                     help="the sampler the levels are designed for (closed form per solver; default ddim)")
+    pst.add_argument("--start", default=None, choices=["prior", "prior-ve", "marginal"],
+                     help="start law: prior = N(0, I) in VP units (default; 'prior-ve' = N(0, sigma_max^2) in VE "
+                          "units, the default for edm schedules) as samplers start; marginal = the theory's surrogate "
+                          "(exact marginal at sigma_max; does not charge a late start)")
+    pst.add_argument("--data", default=None,
+                     help="use the PCA spectrum of a data set (digits, mnist:DIR, folder:DIR, npz:PATH, ...) "
+                          "instead of --spectrum")
+    pst.add_argument("--min-gap", type=float, default=MIN_GAP,
+                     help="smallest log-sigma gap between free levels, as a fraction of the mean gap "
+                          f"(default {MIN_GAP}; 0 = off)")
     add_json_option(pst)
     pst.set_defaults(handler=_steps)
 

@@ -119,7 +119,7 @@ def practice_table(*, image_exponent: float = 2.0, latent_exponent: float = 1.5,
     sd = get_schedule("sd")
     sp = latent_spectrum if latent_spectrum is not None else powerlaw(latent_resolution, latent_channels,
                                                                        latent_exponent, latent_variance)
-    opt = optimal_steps(sd, sp, steps)
+    opt = optimal_steps(sd, sp, steps, start="marginal")  # the theory's criterion III (AYS comparison)
     ays = ays_chain("sd15", steps, sd)
     kar = karras_chain(sd, steps, 7.0)
     rows.append({

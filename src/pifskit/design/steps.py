@@ -57,12 +57,17 @@ from ..chains import (
     sigma_range,
     uniform_logsnr_chain,
 )
-from ..schedules import DiscreteSchedule, Schedule
+from ..schedules import DiscreteSchedule, RectifiedFlowSchedule, Schedule
 from ..spectra import Spectrum
 from ._binning import DEFAULT_MAX_BINS, compress_spectrum
+from .baselines import baseline_levels, design_range, starts_from_noise
+from .solvers import SOLVERS, START_LAWS, solver_kl, solver_w2sq
 
 __all__ = [
+    "SOLVERS",
     "START_MODES",
+    "SOLVER_MAX_BINS",
+    "score_levels",
     "StepDesign",
     "ays_model_for",
     "baseline_chains",
@@ -80,7 +85,9 @@ __all__ = [
 # the closed-form surrogate
 # ---------------------------------------------------------------------------
 
-START_MODES = ("marginal", "prior")
+START_MODES = START_LAWS  # "prior" (VP N(0, I)), "prior-ve" (VE N(0, sigma_0^2)), "marginal" (the theory's)
+#: spectrum bins of the solver-aware criterion (binned vs exact W2 agree to ~1e-4; see tests)
+SOLVER_MAX_BINS = 128
 
 
 def _start_gain(sigma0: float, lam: np.ndarray, start: str) -> np.ndarray:
@@ -92,6 +99,8 @@ def _start_gain(sigma0: float, lam: np.ndarray, start: str) -> np.ndarray:
     """
     if start == "marginal" or not np.isfinite(sigma0):
         return np.ones_like(lam)
+    if start == "prior-ve":
+        return np.sqrt(sigma0**2 / (lam + sigma0**2))
     return np.sqrt((1.0 + sigma0**2) / (lam + sigma0**2))
 
 
@@ -205,11 +214,14 @@ def _z_from_logsig(u0: float, free_u: np.ndarray, D: float) -> np.ndarray:
 class StepDesign:
     """Result of :func:`optimal_steps`.
 
-    ``sigmas``: VE levels, noisiest first, ending with 0.0 (diffusers' ``sigmas=``);
-    ``timesteps``: integer training timesteps of the noisy levels for a discrete
-    schedule (strictly decreasing, unique), else None; ``w2``: surrogate W2 of
-    ``sigmas``; ``w2_timesteps``: surrogate W2 of the chain through the
-    integer timesteps (what a ``timesteps=`` sampler runs).
+    ``sigmas``: VE levels, noisiest first, ending with 0.0 (diffusers' ``sigmas=``; the first is inf for a
+    schedule that starts from pure noise); ``timesteps``: integer training timesteps of the noisy levels
+    for a discrete schedule (strictly decreasing, unique), else None; ``w2``: W2 of ``sigmas`` under the
+    design's metric (``solver``, ``start``); ``w2_timesteps``: the same for the chain through the integer
+    timesteps; ``flow_sigmas``: t' = sigma/(1 + sigma) of the noisy levels (flow units, first 1.0) for a
+    rectified-flow schedule, and ``flow_sigmas_unshifted`` the values to hand to diffusers'
+    FlowMatchEulerDiscreteScheduler ``set_timesteps(sigmas=...)``, which applies its shift on top;
+    ``baselines``: name -> {"sigmas", "w2"} scored under the same metric.
     """
 
     sigmas: np.ndarray
@@ -224,24 +236,153 @@ class StepDesign:
     iterations: int
     converged: bool
     meta: dict = field(default_factory=dict)
+    solver: str = "ddim"
+    start: str = "prior"
+    kl: float | None = None
+    flow_sigmas: np.ndarray | None = None
+    flow_sigmas_unshifted: np.ndarray | None = None
+    flow_shift: float | None = None
+    baselines: dict = field(default_factory=dict)
 
     @property
     def n_steps(self) -> int:
         return int(self.sigmas.size - 1)
 
     def to_dict(self) -> dict:
+        def lst(x):
+            return None if x is None else [float(v) for v in x]
+
         return {
-            "sigmas": self.sigmas.tolist(),
+            "sigmas": lst(self.sigmas),
             "timesteps": None if self.timesteps is None else [int(t) for t in self.timesteps],
+            "solver": self.solver,
+            "start": self.start,
+            "landing": "N noisy levels, then the solver's own last step to sigma = 0 (every baseline alike)",
             "w2": self.w2,
+            "kl": self.kl,
             "w2_timesteps": self.w2_timesteps,
+            "flow_sigmas": lst(self.flow_sigmas),
+            "flow_sigmas_unshifted": lst(self.flow_sigmas_unshifted),
+            "flow_shift": self.flow_shift,
             "n_steps": self.n_steps,
             "fixed_endpoints": self.fixed_endpoints,
             "sigma_min": self.sigma_min,
             "sigma_max": self.sigma_max,
             "iterations": self.iterations,
             "converged": self.converged,
+            "source": self.meta.get("source", "optimiser"),
+            "baselines": {k: {"sigmas": lst(v["sigmas"]), "w2": v["w2"]} for k, v in self.baselines.items()},
         }
+
+
+def score_levels(sigmas, spectrum: Spectrum, solver: str = "ddim", start: str = "prior",
+                 max_bins: int = SOLVER_MAX_BINS) -> float:
+    """W2 of the chain through ``sigmas`` (noisy levels, then 0; the first may be inf) run by ``solver``
+    on the Gaussian of ``spectrum``, started from ``start`` (:mod:`pifskit.design.solvers`)."""
+    check_choice(solver, "solver", SOLVERS)
+    check_choice(start, "start", START_MODES)
+    lam, count, _ = compress_spectrum(spectrum, max_bins)
+    return float(np.sqrt(solver_w2sq(solver, np.asarray(sigmas, float), lam, count, start)))
+
+
+#: solvers that reuse past denoiser outputs (the min-gap floor applies to them only)
+MULTISTEP = ("dpmpp2m", "dpmpp3m", "ipndm")
+#: smallest log-sigma gap of a free level, as a fraction of log(sigma_max/sigma_min) / N (see optimal_steps)
+MIN_GAP = 0.5
+
+
+def _delta(n_gaps: int, min_gap: float, first: bool = False) -> np.ndarray:
+    """Floors of the gap fractions: min_gap / n_gaps for the gaps *between* levels, 0 for the slack below
+    the last and (``first=False``) for the gap above the first free level when that is not a level (a free
+    sigma_0, or sigma_0 = inf); capped so the floors sum to <= 1/2."""
+    dl = np.zeros(n_gaps)
+    lo = 0 if first else 1
+    if min_gap > 0 and n_gaps - 1 > lo:
+        dl[lo:-1] = min(min_gap / n_gaps, 0.5 / n_gaps)
+    return dl
+
+
+def _levels_of(z: np.ndarray, u_max: float, D: float, pure: bool,
+               min_gap: float = 0.0, first: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy VE levels from logits z (L + 1 entries: L free gaps and a slack):
+    u_j = u_max - D cumsum(q)_j, q = delta + (1 - (L + 1) delta) softmax(z) (every gap >= delta D)."""
+    p = softmax(z)
+    dl = _delta(z.size, min_gap, first)
+    q = dl + (1.0 - dl.sum()) * p
+    u = u_max - D * np.cumsum(q[:-1])
+    lev = np.exp(u)
+    return (np.concatenate([[np.inf], lev]) if pure else lev), p
+
+
+def _z_of(levels: np.ndarray, u_max: float, D: float, pure: bool, min_gap: float = 0.0,
+          first: bool = False) -> np.ndarray:
+    free = levels[1:] if pure else levels
+    u = np.log(free)
+    gaps = -np.diff(np.concatenate([[u_max], u]))
+    allg = np.concatenate([gaps, [D - gaps.sum()]]) / D
+    dl = _delta(allg.size, min_gap)
+    # start strictly inside: a gap at 0 (e.g. a baseline starting at sigma_max) would saturate the softmax
+    allg = np.maximum((allg - dl) / (1.0 - dl.sum()), 1e-3 / allg.size)
+    return np.log(allg / allg.sum())
+
+
+def _solver_objective(z, u_max, D, pure, solver, lam, count, start, norm, min_gap=0.0):
+    lev, p = _levels_of(z, u_max, D, pure, min_gap)
+    if not (np.diff(lev) < 0).all():  # a float tie (a gap underflowed): reject the trial point
+        return 4.0, np.zeros(z.size)  # W2^2 / trace <= (1 + start factor)^2-ish; any value above the start's
+    val, g = solver_w2sq(solver, np.concatenate([lev, [0.0]]), lam, count, start, grad=True)
+    g_u = g[1:] if pure else g
+    dE_dp = np.zeros(z.size)
+    dE_dp[:-1] = -D * np.cumsum(g_u[::-1])[::-1]
+    dE_dp *= 1.0 - _delta(z.size, min_gap).sum()
+    grad = p * (dE_dp - np.dot(p, dE_dp))
+    return val / norm, grad / norm
+
+
+def _feasible(levels: np.ndarray, smin: float, smax: float, pure: bool) -> np.ndarray | None:
+    """A candidate's noisy levels moved inside the design range (None if it cannot be represented)."""
+    if pure != bool(np.isinf(levels[0])):
+        return None
+    free = levels[1:] if pure else levels
+    if free.size == 0:
+        return None
+    free = np.clip(free, smin, smax)
+    if not (np.diff(free) < 0).all():
+        free = _untie(free, smin, smax)
+    return np.concatenate([[np.inf], free]) if pure else free
+
+
+def _optimise_solver(smin: float, smax: float, N: int, pure: bool, solver: str, lam: np.ndarray,
+                     count: np.ndarray, start: str, candidates: list, maxiter: int,
+                     min_gap: float = 0.0) -> tuple[np.ndarray, int, bool]:
+    """Noisy levels minimising the solver's W2 over the design range (sigma_0 free, or inf when pure).
+
+    Starts: every candidate (closed-form guess, uniform log sigma, the baselines), scored; L-BFGS-B runs
+    from the best two. BLAS single-threaded (small matrices; see :func:`_optimise`).
+    """
+    u_max, D = float(np.log(smax)), float(np.log(smax / smin))
+    norm = float(np.sum(count * lam))
+    n_runs = 2 if N <= 20 else 1
+    if pure and N == 1:
+        return np.array([np.inf]), 0, True
+    with threadpool_limits(limits=1, user_api="blas"):
+        scored = []
+        for cand in candidates:
+            lev = _feasible(np.asarray(cand, float), smin, smax, pure)
+            if lev is None or lev.size != N:
+                continue
+            z = _z_of(lev, u_max, D, pure, min_gap)
+            scored.append((_solver_objective(z, u_max, D, pure, solver, lam, count, start, norm, min_gap)[0], z))
+        scored.sort(key=lambda t: t[0])
+        best = None
+        for _, z0 in scored[:n_runs]:
+            res = minimize(_solver_objective, z0, args=(u_max, D, pure, solver, lam, count, start, norm, min_gap),
+                           jac=True,
+                           method="L-BFGS-B", options={"maxiter": maxiter, "ftol": 1e-12, "gtol": 1e-9, "maxcor": 20})
+            if best is None or res.fun < best.fun:
+                best = res
+    lev, _ = _levels_of(best.x, u_max, D, pure, min_gap)
+    return lev, int(best.nit), bool(best.success)
 
 
 def _optimise(sigma_max: float, sigma_min: float, n: int, fixed: bool, lam: np.ndarray, w: np.ndarray,
@@ -342,10 +483,228 @@ def _refine_timesteps(schedule: DiscreteSchedule, ts: np.ndarray, lam: np.ndarra
     return ts
 
 
-def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, fixed_endpoints: bool = False,
+def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver: str = "ddim",
+                  start: str | None = None, fixed_endpoints: bool = False,
+                  sigma_min: float | None = None, sigma_max: float | None = None,
+                  max_bins: int | None = None, refine_timesteps: bool = True,
+                  maxiter: int = 5000, baselines: bool = True, min_gap: float = MIN_GAP,
+                  extra_baselines: dict | None = None, free_start: bool = False) -> StepDesign:
+    """The N sampling levels minimising the closed-form W2 of ``solver`` on the Gaussian of ``spectrum``.
+
+    ``steps`` = N noisy levels, then the solver's own last step to sigma = 0 (the landing convention of
+    every baseline too). ``start`` (default: "prior-ve" for an EDM schedule, else "prior"):
+
+    * "prior" / "prior-ve" (charged start, default): the sampler starts from N(0, I) in VP units
+      (N(0, sigma_0^2) in VE units for "prior-ve") at its first level, sigma_0 = sigma_max (or inf for a
+      schedule that reaches pure noise: flow models); ``free_start=True`` frees sigma_0 in
+      [sigma_min, sigma_max] -- the Gaussian criterion then often starts low (a Gaussian prior at
+      sigma ~ 2-4 costs it little), which on a mixture skips the window where modes are decided (measured
+      on gmm:digits with DPM-Solver++(2M): worse), so it is off by default. The optimiser starts from the
+      closed-form guess, uniform log sigma and every baseline, and the reported optimum's ``w2`` is <=
+      each baseline's under this same metric: if a baseline scores lower (e.g. one that starts below
+      sigma_max at N = 1-2), its levels are returned and ``meta["source"]`` names it;
+    * "marginal": the theory's surrogate (the exact marginal at sigma_0 = sigma_max, fixed); with
+      ``solver="ddim"`` this is the original criterion III (``fixed_endpoints`` allowed). It does not
+      charge a chain that starts below sigma_max, so baselines such as 'leading' can score lower.
+
+    ``min_gap``: every level lies at least about min_gap * log(sigma_max/sigma_min) / N below the one
+    above it in log sigma (the first free level below an inf or free sigma_0 excepted). With an exact *linear* denoiser, multistep solvers (DPM-Solver++, iPNDM) profit
+    from near-duplicate levels (the difference of two almost equal denoiser outputs is an exact
+    derivative, weighted by h / h_prev); a learned denoiser's error would be amplified by the same weight,
+    so the criterion does not offer that trick to them (0 turns the guard off; one-step solvers --
+    ddim, euler, heun -- have no floor).
+
+    Endpoints: an EDM schedule's own (sigma_min, sigma_max), else :func:`pifskit.chains.sigma_range`.
+    For a discrete schedule, integer ``timesteps`` come from rounding the optimal sigmas (diffusers'
+    log-sigma interpolation), repairing duplicates and (``refine_timesteps``, N <= 64) an integer
+    coordinate descent on the same metric.
+    """
+    if not isinstance(schedule, Schedule):
+        raise PifsError(f"expected a pifskit Schedule, got {type(schedule).__name__}")
+    N = check_positive_int(steps, "steps")
+    check_choice(solver, "solver", SOLVERS)
+    if start is None:
+        from ..schedules import EDMSchedule
+
+        start = "prior-ve" if isinstance(schedule, EDMSchedule) else "prior"
+    check_choice(start, "start", START_MODES)
+    if start == "marginal" and solver == "ddim":
+        d = _optimal_steps_ddim_marginal(schedule, spectrum, N, fixed_endpoints=fixed_endpoints, sigma_min=sigma_min,
+                                         sigma_max=sigma_max, max_bins=max_bins or DEFAULT_MAX_BINS,
+                                         refine_timesteps=refine_timesteps, maxiter=maxiter, start="marginal")
+        base = {}
+        if baselines and not fixed_endpoints:
+            for name, levels in {**baseline_levels(schedule, N), **(extra_baselines or {})}.items():
+                if np.isfinite(levels).all():
+                    base[name] = {"sigmas": levels, "w2": w2_of_sigmas(levels, spectrum, max_bins or DEFAULT_MAX_BINS)}
+        lam, count, _ = compress_spectrum(spectrum, max_bins or DEFAULT_MAX_BINS)
+        return _with(d, solver="ddim", start="marginal", baselines=base, schedule=schedule,
+                     kl=solver_kl("ddim", d.sigmas, lam, count, "marginal"))
+    if fixed_endpoints:
+        raise PifsError("fixed_endpoints is the theory's convention: only with solver='ddim' and start='marginal'")
+    bins = max_bins or SOLVER_MAX_BINS
+    if solver not in MULTISTEP:  # one-step solvers cannot exploit near-duplicate levels: no floor
+        min_gap = 0.0
+    lam, count, _ = compress_spectrum(spectrum, bins)
+    smin0, smax0 = design_range(schedule)
+    smin = float(smin0 if sigma_min is None else sigma_min)
+    smax = float(smax0 if sigma_max is None else sigma_max)
+    if not (np.isfinite(smin) and np.isfinite(smax) and 0 < smin < smax):
+        raise PifsError(f"empty optimisation: need 0 < sigma_min < sigma_max (finite), got "
+                        f"sigma_min={smin:g}, sigma_max={smax:g}")
+    discrete = isinstance(schedule, DiscreteSchedule)
+    if discrete and N > schedule.num_train_timesteps:
+        raise PifsError(f"steps must be <= {schedule.num_train_timesteps} "
+                        f"(T = {schedule.num_train_timesteps} training timesteps), got {N}")
+    pure = starts_from_noise(schedule)
+    marginal = start == "marginal"
+
+    def score(levels: np.ndarray) -> float:
+        return float(np.sqrt(solver_w2sq(solver, levels, lam, count, start)))
+
+    base_levels = baseline_levels(schedule, N) if baselines else {}
+    for name, lv in (extra_baselines or {}).items():  # e.g. a diffusers config's own set_timesteps(N)
+        base_levels[name] = np.asarray(lv, dtype=float)
+    base = {name: {"sigmas": lv, "w2": score(lv)} for name, lv in base_levels.items()}
+    # candidate starts: one-variance closed form, uniform log sigma, and every baseline
+    norm = float(np.sum(count * lam))
+    c = float(np.exp(np.sum(count * lam * np.log(lam)) / norm) ** 0.5)
+    top = np.inf if pure else smax
+    guess = gaussian_optimal_sigmas(smax, N, c, 0.0)
+    uni = np.exp(np.linspace(np.log(smax), np.log(smin), N)) if N > 1 else np.array([smax])
+    cands = []
+    for g in (guess, uni):
+        g = np.clip(g, smin, smax)
+        cands.append(np.concatenate([[top], g[:-1]]) if (pure or marginal) and N > 1 else g)
+    cands += [b["sigmas"][:-1] for b in base.values()]
+    if (marginal or not free_start) and not pure:
+        # sigma_0 = sigma_max fixed (as samplers run the full range): optimise the N - 1 levels below it
+        noisy, nit, ok = _optimise_solver_fixed_top(smin, smax, N, solver, lam, count, cands, maxiter, start, min_gap)
+    else:
+        noisy, nit, ok = _optimise_solver(smin, smax, N, pure, solver, lam, count, start, cands, maxiter, min_gap)
+    sig = np.concatenate([noisy, [0.0]])
+    w2 = score(sig)
+    source = "optimiser"
+    if not marginal:
+        for name, b in base.items():  # a baseline the optimiser could not improve on (float ties)
+            if b["w2"] < w2:
+                sig, w2, source = np.asarray(b["sigmas"], float), b["w2"], name
+    with np.errstate(divide="ignore"):
+        chain = Chain(-2.0 * np.log(sig), name=f"w2opt-{solver}-{N}")
+    ts = ts_chain = w2_ts = None
+    finite = sig[:-1][np.isfinite(sig[:-1])]
+    if discrete:
+        ts = timesteps_from_sigmas(schedule, finite)
+        if refine_timesteps and ts.size <= 20:
+            ts = _refine_timesteps_solver(schedule, ts, solver, lam, count, start, fixed_top=marginal)
+        ts_chain = Chain.from_timesteps(schedule, ts, set_alpha_to_one=True, name=f"w2opt-{solver}-{N}-timesteps")
+        w2_ts = score(ts_chain.sigmas)
+        chain = Chain(chain.logsnr, timesteps=schedule.timestep_of_sigma(finite), name=chain.name)
+    d = StepDesign(sigmas=sig, timesteps=ts, w2=w2, w2_timesteps=w2_ts, chain=chain, timestep_chain=ts_chain,
+                   fixed_endpoints=False, sigma_min=smin, sigma_max=smax, iterations=nit, converged=ok,
+                   meta={"bins": int(lam.size), "spectrum": spectrum.name, "start": start, "source": source})
+    return _with(d, solver=solver, start=start, baselines=base, schedule=schedule,
+                 kl=solver_kl(solver, sig, lam, count, start))
+
+
+def _with(d: StepDesign, *, solver: str, start: str, baselines: dict, schedule: Schedule, kl: float) -> StepDesign:
+    """Attach solver, start, baselines, KL and (rectified flow) the flow-unit levels."""
+    from dataclasses import replace
+
+    flow = unshifted = shift = None
+    if isinstance(schedule, RectifiedFlowSchedule):
+        noisy = d.sigmas[:-1]
+        with np.errstate(invalid="ignore"):
+            flow = np.where(np.isinf(noisy), 1.0, noisy / (1.0 + noisy))
+        shift = schedule.shift
+        unshifted = flow / (shift - (shift - 1.0) * flow)  # inverse of t' = s t / (1 + (s - 1) t)
+    return replace(d, solver=solver, start=start, baselines=baselines, kl=kl, flow_sigmas=flow,
+                   flow_sigmas_unshifted=unshifted, flow_shift=shift)
+
+
+def _optimise_solver_fixed_top(smin, smax, N, solver, lam, count, cands, maxiter, start="marginal", min_gap=0.0):
+    """sigma_0 = sigma_max fixed: the N - 1 free levels below it."""
+    if N == 1:
+        return np.array([smax]), 0, True
+    u_max, D = float(np.log(smax)), float(np.log(smax / smin))
+    norm = float(np.sum(count * lam))
+
+    def obj(z):
+        lev, p = _levels_of(z, u_max, D, False, min_gap, True)
+        if not (np.diff(lev) < 0).all() or lev[0] >= smax:
+            return 4.0, np.zeros(z.size)
+        val, g = solver_w2sq(solver, np.concatenate([[smax], lev, [0.0]]), lam, count, start, grad=True)
+        dE_dp = np.zeros(z.size)
+        dE_dp[:-1] = -D * np.cumsum(g[1:][::-1])[::-1]
+        dE_dp *= 1.0 - _delta(z.size, min_gap, True).sum()
+        return val / norm, p * (dE_dp - np.dot(p, dE_dp)) / norm
+
+    best = None
+    with threadpool_limits(limits=1, user_api="blas"):
+        zs = []
+        for cand in cands:
+            cand = np.asarray(cand, float)
+            if cand.size != N or not np.isfinite(cand).all():
+                continue
+            free = _feasible(cand[1:], smin, smax * (1 - 1e-12), False)
+            if free is None:
+                continue
+            z = _z_of(free, u_max, D, False, min_gap, True)
+            zs.append((obj(z)[0], z))
+        zs.sort(key=lambda t: t[0])
+        for _, z0 in zs[:2 if N <= 20 else 1]:
+            res = minimize(obj, z0, jac=True, method="L-BFGS-B",
+                           options={"maxiter": maxiter, "ftol": 1e-12, "gtol": 1e-9, "maxcor": 20})
+            if best is None or res.fun < best.fun:
+                best = res
+    lev, _ = _levels_of(best.x, u_max, D, False, min_gap, True)
+    return np.concatenate([[smax], lev]), int(best.nit), bool(best.success)
+
+
+def _refine_timesteps_solver(schedule: DiscreteSchedule, ts: np.ndarray, solver: str, lam, count, start: str,
+                             fixed_top: bool, max_sweeps: int = 20) -> np.ndarray:
+    """Integer coordinate descent (moves of +-1, order kept) on the solver's W2^2 of the timestep chain."""
+    table = schedule.sigmas_table
+    T = schedule.num_train_timesteps
+
+    def cost(t):
+        return solver_w2sq(solver, np.concatenate([table[t], [0.0]]), lam, count, start)
+
+    ts = ts.copy()
+    best = cost(ts)
+    for _ in range(max_sweeps):
+        improved = False
+        for i in range(1 if fixed_top else 0, ts.size):
+            for move in (-1, 1):
+                cand = ts[i] + move
+                hi = ts[i - 1] - 1 if i > 0 else T - 1
+                lo = ts[i + 1] + 1 if i + 1 < ts.size else 0
+                if not (lo <= cand <= hi and np.isfinite(table[cand])):
+                    continue
+                trial = ts.copy()
+                trial[i] = cand
+                c = cost(trial)
+                if c < best - 1e-12 * max(best, 1.0):
+                    ts, best, improved = trial, c, True
+                    break
+        if not improved:
+            break
+    return ts
+
+
+def _optimal_steps_ddim_marginal(schedule: Schedule, spectrum: Spectrum, steps: int, *, fixed_endpoints: bool = False,
                   sigma_min: float | None = None, sigma_max: float | None = None,
                   max_bins: int = DEFAULT_MAX_BINS, refine_timesteps: bool = True,
                   maxiter: int = 5000, start: str = "marginal") -> StepDesign:
+    """The theory's variant (DDIM, the marginal start, sigma_0 = sigma_max fixed; fixed endpoints allowed)."""
+    return _optimal_steps_ddim_marginal_impl(schedule, spectrum, steps, fixed_endpoints=fixed_endpoints,
+                                            sigma_min=sigma_min, sigma_max=sigma_max, max_bins=max_bins,
+                                            refine_timesteps=refine_timesteps, maxiter=maxiter, start=start)
+
+
+def _optimal_steps_ddim_marginal_impl(schedule: Schedule, spectrum: Spectrum, steps: int, *,
+                                      fixed_endpoints: bool, sigma_min, sigma_max, max_bins: int,
+                                      refine_timesteps: bool, maxiter: int, start: str) -> StepDesign:
     """Minimise the closed-form W2 over the noise levels between the schedule's endpoints.
 
     ``steps`` = N: N noisy levels (``fixed_endpoints=False``) or N + 1 with
@@ -395,13 +754,22 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, fixed_e
 
 
 def _untie(noisy: np.ndarray, smin: float, smax: float) -> np.ndarray:
-    """Spread float ties in log sigma (only reachable for very large N)."""
-    u = np.log(noisy)
+    """Spread float ties in log sigma (only reachable for very large N): strictly decreasing, inside [smin, smax].
+
+    Each level is capped one relative step eps below its predecessor (top down) and floored one step above
+    its successor (bottom up, from sigma_min), so ties are broken and no level leaves the range.
+    """
+    u = np.log(np.clip(noisy, smin, smax))
     n = u.size
-    eps = 1e-12 * max(np.log(smax / smin), 1.0)
-    u = np.minimum.accumulate(u - eps * np.arange(n)) + eps * np.arange(n)
-    u = u - eps * np.arange(n)
-    return np.exp(u)
+    lo, hi = np.log(smin), np.log(smax)
+    eps = min(1e-9 * max(hi - lo, 1.0), (hi - lo) / (4.0 * n))
+    k = np.arange(n)
+    u = np.minimum.accumulate(np.minimum(u, hi) + eps * k) - eps * k          # top down: u_i <= u_{i-1} - eps
+    r = np.maximum(u[::-1], lo)                                                # bottom up: u_i >= u_{i+1} + eps
+    u = (np.maximum.accumulate(r - eps * k) + eps * k)[::-1]
+    out = np.exp(u)
+    out[0], out[-1] = min(out[0], smax), max(out[-1], smin)  # exp(log x) may round past an endpoint
+    return out
 
 
 # ---------------------------------------------------------------------------

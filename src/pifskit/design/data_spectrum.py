@@ -1,0 +1,67 @@
+"""The PCA spectrum of a data set for the design criteria (``pifskit design steps --data SPEC``).
+
+SPEC: any :func:`pifskit.datasets.parse_data_spec` spec (``digits``, ``mnist:DIR``, ``folder:DIR``,
+``cifar10:DIR``, ...; images in [-1, 1]) or ``npz:PATH[::KEY]`` (an array of samples, one per row after
+flattening; key ``images``/``x``/the first array by default). The spectrum is the eigenvalues of the
+sample covariance, from the singular values of the centred data: lambda_k = s_k^2 / (n - 1).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .._validate import PifsError
+from ..spectra import Spectrum
+
+__all__ = ["data_spectrum", "pca_spectrum"]
+
+
+def pca_spectrum(X, name: str = "data") -> Spectrum:
+    """Covariance eigenvalues of the rows of X (n, d): s_k^2 / (n - 1) of the centred data (min(n, d) values)."""
+    x = np.asarray(X, dtype=np.float64)
+    x = x.reshape(x.shape[0], -1) if x.ndim > 1 else x[:, None]
+    if x.shape[0] < 2 or not np.isfinite(x).all():
+        raise PifsError(f"{name}: need >= 2 finite samples for a spectrum, got shape {x.shape}")
+    x = x - x.mean(axis=0)
+    if x.shape[0] >= x.shape[1]:
+        vals = np.linalg.eigvalsh(x.T @ x / (x.shape[0] - 1))
+    else:
+        vals = np.linalg.svd(x, compute_uv=False) ** 2 / (x.shape[0] - 1)
+    vals = np.sort(np.clip(vals, 0.0, None))[::-1]
+    return Spectrum(vals, name=f"pca({name})")
+
+
+def _npz(path: str, key: str | None) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise PifsError(f"npz file not found: {path}")
+    with np.load(p) as z:
+        names = list(z.files)
+        if not names:
+            raise PifsError(f"{path} holds no array")
+        if key is None:
+            key = next((k for k in ("images", "x", "X", "data") if k in names), names[0])
+        if key not in names:
+            raise PifsError(f"{path} has no array {key!r}; it has {', '.join(names)}")
+        return np.asarray(z[key])
+
+
+def data_spectrum(spec: str, max_samples: int = 20000, seed: int = 0) -> Spectrum:
+    """PCA spectrum of the data set ``spec`` (at most ``max_samples`` rows, a fixed random subset)."""
+    if not isinstance(spec, str) or not spec:
+        raise PifsError("--data needs a spec, e.g. digits, mnist:DIR, folder:DIR, npz:PATH")
+    if spec.startswith("npz:"):
+        rest = spec[4:]
+        path, _, key = rest.partition("::") if "::" in rest else (rest, "", "")
+        X = _npz(path, key or None)
+        name = f"npz {Path(path).name}"
+    else:
+        from ..datasets import load_dataset
+
+        ds = load_dataset(spec)
+        X, name = ds.images, ds.name
+    if X.shape[0] > max_samples:
+        X = X[np.sort(np.random.default_rng(seed).choice(X.shape[0], max_samples, replace=False))]
+    return pca_spectrum(X, name)

@@ -1,0 +1,276 @@
+"""Solver-aware criterion III: the output law of each deterministic solver on Gaussian data, in closed form.
+
+Work in VE units, y = x / a, so that the noisy state at level sigma is y = x0 + sigma eps. For Gaussian
+data the exact denoiser is linear and diagonal in the principal basis: along a direction of variance
+lambda,
+
+    D(y; sigma) = g(sigma) y,   g(sigma) = lambda / (lambda + sigma^2).
+
+Every deterministic solver that combines the current state with current and past denoiser outputs is
+therefore a *linear recurrence* per eigen-direction. With the state z_i = (y_i, history) (the past
+denoiser outputs, or iPNDM's past slopes), one step is z_{i+1} = A_i z_i with a small companion matrix
+A_i(lambda) that depends only on a few neighbouring levels, and the chain maps the start noise xi to
+
+    y_N = m(lambda) xi,   m = e_0^T A_{N-1} ... A_0 z_0 / xi,   z_0 = (r_start(lambda), 0, ..., 0).
+
+The sample along the direction is N(0, m^2), the data N(0, lambda), so (summing over the spectrum)
+
+    W2^2 = sum_k (sqrt(lambda_k) - |m_k|)^2,   KL = 1/2 sum_k (v_k/lambda_k - 1 - log(v_k/lambda_k)),  v = m^2.
+
+Updates (step i from sigma = s to s' < s, rho = s'/s, h = log(s/s'), D = g(s) y):
+
+* ddim / euler:  y' = rho y + (1 - rho) D  (DDIM with eta = 0 and Euler in sigma are one map);
+* heun (EDM Alg. 1, no churn): Euler predictor to y~, D~ = g(s') y~, y' = y + (s' - s)/2 (d + d~),
+  d = (y - D)/s, d~ = (y~ - D~)/s'; Euler on the last step to 0;
+* dpmpp2m (k-diffusion ``sample_dpmpp_2m``): D' = (1 + 1/2r) D - (1/2r) D_prev, r = h_prev/h,
+  y' = rho y + (1 - rho) D'; first order on the first and on the last step;
+* dpmpp3m (k-diffusion ``sample_dpmpp_3m_sde`` with eta = 0): y' = rho y + (1 - rho) D + phi2 d1 - phi3 d2
+  with phi2 = (rho - 1)/h + 1, phi3 = phi2/h - 1/2 and the divided differences d1, d2 of (D, D_prev,
+  D_prev2) in h (one history: phi2 (D - D_prev)/r); the last step returns D;
+* ipndm (k-diffusion ``sample_ipndm``, order 4): y' = y + (s' - s) sum_j c_j d_{i-j}, d = (y - D)/s, the
+  fixed-step Adams-Bashforth weights of order min(i + 1, 4).
+
+A chain that starts from pure noise (sigma_0 = inf, flow models) takes the exact limit of the first step,
+y_1 = sigma_1 xi (the denoiser of centred data returns 0 there), and every solver starts its history
+afterwards -- the convention of :mod:`pifskit.samplers`.
+
+Start laws (``start``): "prior" -- VP N(0, I) at sigma_0, VE std sqrt(1 + sigma_0^2) (DDIM/DPM-Solver in
+diffusers); "prior-ve" -- VE std sigma_0 (k-diffusion / EDM: randn * sigma_max); "marginal" -- the exact
+marginal sqrt(lambda + sigma_0^2) (the theory's surrogate; it does not charge a chain that starts low).
+
+Gradients: A_i depends on at most four levels (sigma_{i-2} .. sigma_{i+1}); dA_i/dlog sigma is taken by
+the complex step (exact to rounding) and combined with the forward states and backward co-states,
+
+    dm/du_j = sum_{i, q: i-2+q = j} w_i (dA_i/du_{i-2+q}) z_i,   w_i = e_0^T A_{N-1} ... A_{i+1},
+
+so a value and its full gradient cost O(N K m^2) for K spectrum bins (the recurrence itself is a loop
+over the N steps, vectorised over the spectrum and the history).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._validate import PifsError, as_float_array, check_choice
+
+__all__ = [
+    "SOLVERS",
+    "SOLVER_ORDER",
+    "START_LAWS",
+    "output_gain",
+    "solver_kl",
+    "solver_w2sq",
+]
+
+#: solvers with a closed form (state size = 1 + history length)
+SOLVERS: tuple[str, ...] = ("ddim", "euler", "heun", "dpmpp2m", "dpmpp3m", "ipndm")
+_STATE = {"ddim": 1, "euler": 1, "heun": 1, "dpmpp2m": 2, "dpmpp3m": 3, "ipndm": 4}
+#: which of the window slots (sigma_{i-2}, sigma_{i-1}, sigma_i, sigma_{i+1}) a step matrix depends on
+_SLOTS = {"ddim": (2, 3), "euler": (2, 3), "heun": (2, 3), "ipndm": (2, 3), "dpmpp2m": (1, 2, 3),
+          "dpmpp3m": (0, 1, 2, 3)}
+#: order of convergence (for documentation and tests)
+SOLVER_ORDER = {"ddim": 1, "euler": 1, "heun": 2, "dpmpp2m": 2, "dpmpp3m": 3, "ipndm": 4}
+START_LAWS = ("prior", "prior-ve", "marginal")
+
+_AB = {1: (1.0,), 2: (1.5, -0.5), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
+_H = 1e-20  # complex step in log sigma
+
+
+def _matrices(solver: str, S: list, lam: np.ndarray, idx: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Step matrices A_i(lambda), shape (n, K, m, m). ``S`` = [sigma_{i-2}, sigma_{i-1}, sigma_i, sigma_{i+1}]
+    as (n, 1) arrays (may be complex; entries a step does not use are finite dummies)."""
+    s_m2, s_m1, s0, s1 = S
+    n, K = s0.shape[0], lam.size
+    m = _STATE[solver]
+    dt = np.result_type(s0, s1, float)
+    A = np.zeros((n, K, m, m), dtype=dt)
+    g0 = lam / (lam + s0 * s0)
+    rho = s1 / s0
+    if solver in ("ddim", "euler"):
+        A[..., 0, 0] = rho + (1.0 - rho) * g0
+        return A
+    if solver == "heun":
+        ae = rho + (1.0 - rho) * g0
+        s1_safe = np.where(last[:, None], 1.0, s1)
+        g1 = lam / (lam + s1_safe * s1_safe)
+        heun = 1.0 + 0.5 * (s1_safe - s0) * ((1.0 - g0) / s0 + (1.0 - g1) / s1_safe * ae)
+        A[..., 0, 0] = np.where(last[:, None], ae, heun)
+        return A
+    if solver == "ipndm":
+        slope = (1.0 - g0) / s0                      # d = slope * y
+        step = s1 - s0
+        order = np.minimum(idx + 1, 4)
+        coef = np.zeros((n, 4))
+        for k, c in _AB.items():
+            coef[order == k, :k] = c
+        A[..., 0, 0] = 1.0 + step * coef[:, :1] * slope
+        for j in range(1, 4):
+            A[..., 0, j] = np.broadcast_to(step * coef[:, j:j + 1], (n, K))
+        A[..., 1, 0] = slope
+        A[..., 2, 1] = 1.0
+        A[..., 3, 2] = 1.0
+        return A
+    # exponential integrators in h = log(s / s'); the last step (s' = 0) is special-cased below
+    s1_safe = np.where(last[:, None], 0.5 * s0, s1)
+    rho_s = s1_safe / s0
+    h = np.log(s0 / s1_safe)
+    h1 = np.log(s_m1 / s0)
+    if solver == "dpmpp2m":
+        second = (idx >= 1) & ~last
+        c = np.where(second[:, None], h / (2.0 * h1), 0.0)         # 1 / 2r, r = h_prev / h
+        A[..., 0, 0] = np.where(last[:, None], g0, rho_s + (1.0 - rho_s) * (1.0 + c) * g0)
+        A[..., 0, 1] = np.broadcast_to(np.where(last[:, None], 0.0, -(1.0 - rho_s) * c), (n, K))
+        A[..., 1, 0] = g0
+        return A
+    if solver == "dpmpp3m":
+        h2 = np.log(s_m2 / s_m1)
+        phi2 = (rho_s - 1.0) / h + 1.0
+        phi3 = phi2 / h - 0.5
+        one = (idx == 1)[:, None]
+        three = (idx >= 2)[:, None]
+        r = h1 / h
+        r0, r1 = h1 / h, h2 / h
+        # coefficients on (D, D_prev, D_prev2)
+        cD = 1.0 - rho_s + np.where(one, phi2 / r, 0.0)
+        c1 = np.where(one, -phi2 / r, 0.0)
+        c2 = np.zeros_like(c1)
+        # third order: d1_0 = (D - D1)/r0, diff = d1_0 - (D1 - D2)/r1, d1 = d1_0 + diff r0/(r0+r1), d2 = diff/(r0+r1)
+        q = r0 + r1
+        diff = (1.0 / r0, -1.0 / r0 - 1.0 / r1, 1.0 / r1)
+        d10 = (1.0 / r0, -1.0 / r0, 0.0)
+        t = [phi2 * (d10[k] + diff[k] * r0 / q) - phi3 * diff[k] / q for k in range(3)]
+        cD = np.where(three, 1.0 - rho_s + t[0], cD)
+        c1 = np.where(three, t[1], c1)
+        c2 = np.where(three, t[2], c2)
+        lastc = last[:, None]
+        A[..., 0, 0] = np.where(lastc, g0, rho_s + cD * g0)
+        A[..., 0, 1] = np.broadcast_to(np.where(lastc, 0.0, c1), (n, K))
+        A[..., 0, 2] = np.broadcast_to(np.where(lastc, 0.0, c2), (n, K))
+        A[..., 1, 0] = g0
+        A[..., 2, 1] = 1.0
+        return A
+    raise PifsError(f"unknown solver {solver!r}")  # pragma: no cover
+
+
+def _start_std(sigma0, lam: np.ndarray, start: str):
+    """VE std of the start law at the (finite) first level sigma0."""
+    if start == "prior":
+        return np.sqrt(1.0 + sigma0 * sigma0) * np.ones_like(lam)
+    if start == "prior-ve":
+        return sigma0 * np.ones_like(lam)
+    return np.sqrt(lam + sigma0 * sigma0)
+
+
+def _split(sigmas) -> tuple[np.ndarray, bool]:
+    sig = as_float_array(sigmas, "sigmas", ndim=1, allow_inf=True)
+    if sig.size < 2:
+        raise PifsError("need at least 2 levels (1 step)")
+    if sig[-1] != 0.0:
+        raise PifsError("solver-aware W2 needs a chain that lands clean (last sigma 0)")
+    if (sig < 0).any() or not (np.diff(sig) < 0).all() or np.isinf(sig[1:]).any():
+        raise PifsError("sigmas must be >= 0, strictly decreasing, and only the first may be inf")
+    pure = bool(np.isinf(sig[0]))
+    return (sig[1:] if pure else sig), pure
+
+
+def _window(u: np.ndarray) -> list:
+    """[sigma_{i-2}, sigma_{i-1}, sigma_i, sigma_{i+1}] for steps i = 0..n-1 from log-levels u (last = -inf)."""
+    n = u.size - 1
+    i = np.arange(n)
+    cols = []
+    for q in range(4):
+        j = i - 2 + q
+        jj = np.where(j < 0, 0, j)
+        uq = u[jj]
+        if q < 2:  # dummies before the chain start: a finite value above sigma_0 (never used by the masks)
+            uq = np.where(j < 0, u[0] + (1.0 + np.abs(j)), uq)
+        cols.append(np.exp(uq)[:, None])
+    return cols
+
+
+def output_gain(solver: str, sigmas, lam, start: str = "prior", grad: bool = False):
+    """m(lambda): the chain's output std along each direction (sign kept), and optionally dm/dlog sigma_j.
+
+    ``sigmas``: the levels, noisiest first, ending 0 (the first may be inf). Returns ``m`` (K,) or
+    ``(m, dm)`` with dm of shape (L, K) for the L = len(sigmas) - 1 noisy levels (rows for an inf
+    first level are 0).
+    """
+    check_choice(solver, "solver", SOLVERS)
+    check_choice(start, "start", START_LAWS)
+    lam = np.asarray(lam, dtype=float)
+    lev, pure = _split(sigmas)
+    if lev.size == 1:  # [inf, 0]: x_0 = D(x_T) = 0
+        m = np.zeros_like(lam)
+        return (m, np.zeros((1, lam.size))) if grad else m
+    with np.errstate(divide="ignore"):
+        u = np.log(lev)
+    n = lev.size - 1
+    idx = np.arange(n)
+    last = idx == n - 1
+    M = _STATE[solver]
+    A = _matrices(solver, _window(u), lam, idx, last)
+    r0 = lev[0] * np.ones_like(lam) if pure else _start_std(lev[0], lam, start)
+    z = np.zeros((lam.size, M))
+    z[:, 0] = r0
+    zs = np.empty((n + 1, lam.size, M))
+    zs[0] = z
+    for i in range(n):
+        z = np.einsum("kab,kb->ka", A[i], z)
+        zs[i + 1] = z
+    m = zs[n][:, 0].copy()
+    if not grad:
+        return m
+    # backward co-states w_i = e0^T A_{n-1} ... A_{i+1}
+    ws = np.empty((n, lam.size, M))
+    w = np.zeros((lam.size, M))
+    w[:, 0] = 1.0
+    for i in range(n - 1, -1, -1):
+        ws[i] = w
+        w = np.einsum("ka,kab->kb", w, A[i])
+    dm_full = np.zeros((n + 1, lam.size))  # d m / d u_j for the levels of ``lev``
+    for q in _SLOTS[solver]:
+        up = u.astype(complex)
+        cols = _window(up)
+        cols[q] = cols[q] * np.exp(1j * _H)
+        dA = _matrices(solver, cols, lam, idx, last).imag / _H
+        contrib = np.einsum("nka,nkab,nkb->nk", ws, dA, zs[:n])
+        j = idx - 2 + q
+        ok = (j >= 0) & (j <= n)
+        np.add.at(dm_full, j[ok], contrib[ok])
+    # the start std depends on sigma_0 (m is linear in r0)
+    if pure:
+        dr = lev[0] * np.ones_like(lam)
+    elif start == "prior":
+        dr = lev[0] ** 2 / np.sqrt(1.0 + lev[0] ** 2) * np.ones_like(lam)
+    elif start == "prior-ve":
+        dr = lev[0] * np.ones_like(lam)
+    else:
+        dr = lev[0] ** 2 / np.sqrt(lam + lev[0] ** 2)
+    dm_full[0] += m / r0 * dr
+    dm = dm_full[:n]  # the last level (0) is not a variable
+    if pure:
+        dm = np.vstack([np.zeros((1, lam.size)), dm])
+    return m, dm
+
+
+def solver_w2sq(solver: str, sigmas, lam, count, start: str = "prior", grad: bool = False):
+    """W2^2 = sum_k count_k (sqrt(lambda_k) - |m_k|)^2 (and its gradient in log sigma of the noisy levels)."""
+    lam = np.asarray(lam, dtype=float)
+    count = np.asarray(count, dtype=float)
+    if not grad:
+        m = output_gain(solver, sigmas, lam, start)
+        return float(np.sum(count * (np.sqrt(lam) - np.abs(m)) ** 2))
+    m, dm = output_gain(solver, sigmas, lam, start, grad=True)
+    resid = np.sqrt(lam) - np.abs(m)
+    val = float(np.sum(count * resid**2))
+    g = (-2.0 * count * resid * np.sign(m))[None, :] * dm
+    return val, g.sum(axis=1)
+
+
+def solver_kl(solver: str, sigmas, lam, count, start: str = "prior") -> float:
+    """KL(sample law || data law) = 1/2 sum_k count_k (v/lambda - 1 - log(v/lambda)), v = m^2 (inf if some m = 0)."""
+    lam = np.asarray(lam, dtype=float)
+    m = output_gain(solver, sigmas, lam, start)
+    ratio = m * m / lam
+    with np.errstate(divide="ignore"):
+        return float(0.5 * np.sum(np.asarray(count, float) * (ratio - 1.0 - np.log(ratio))))
