@@ -247,7 +247,7 @@ def test_vectorised_bootstraps_equal_per_replicate_definitions():
                                [e, *_naive_ci(e, np.subtract(reps_a, reps_b))], rtol=1e-12, atol=1e-15)
     # MMD^2: per replicate the mean of H over pairs of distinct draws
     h = 1.3
-    k = lambda A, C: np.exp(-((A[:, None] - C[None]) ** 2).sum(-1) / (2 * h * h))  # noqa: E731
+    k = lambda A, C: np.exp(-((A[:, None] - C[None]) ** 2).sum(-1) / (2 * h * h))
     H = k(X, X) + k(Y, Y) - k(X, Y) - k(X, Y).T
     r = np.random.default_rng(4)
     reps = []
