@@ -251,7 +251,7 @@ class SlicedW2Reference:
     ``cache_bytes``: Y's resampled sorted slices are kept between comparisons when they fit.
     """
 
-    def __init__(self, Y, n_projections: int = 128, n_boot: int = 100, rng=None, *, cache_bytes: int = 64 << 20):
+    def __init__(self, Y, n_projections: int = 128, n_boot: int = 100, rng=None, *, cache_bytes: int = 128 << 20):
         Y = as_float_array(Y, "reference samples", ndim=2)
         if Y.shape[0] < 2:
             raise PifsError(f"need >= 2 samples in each set, got {Y.shape[0]}")

@@ -277,7 +277,7 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
 
 
 # ---------------------------------------------------------------------------
-# report: markdown tables and plots
+# report: markdown tables (the page and plots: pifskit.report.bench)
 # ---------------------------------------------------------------------------
 
 def _fmt(v: float) -> str:
@@ -287,7 +287,8 @@ def _fmt(v: float) -> str:
 
 
 def markdown_tables(report: dict) -> str:
-    """One table per metric: rows sampler x schedule, columns step counts; best value per column in bold."""
+    """One table per metric: rows sampler x schedule, columns step counts; best value per sampler and column
+    in bold; then the paired differences and the throughput."""
     res = report["results"]
     lines = [f"# Sampling benchmark: {report['data']['spec']}", ""]
     nr = report["noise_range"]
@@ -354,62 +355,10 @@ def markdown_tables(report: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_report(report: dict, out_dir: Path) -> list[Path]:
-    """error_vs_nfe_<metric>.png: one panel per sampler, one line per schedule, CI error bars, floor dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    res = report["results"]
-    floor = {f["metric"]: f for f in report.get("floor", [])}
-    paths = []
-    samplers = list(dict.fromkeys(r["sampler"] for r in res))
-    for m in dict.fromkeys(r["metric"] for r in res):
-        fig, axes = plt.subplots(1, len(samplers), figsize=(4.2 * len(samplers), 3.6), squeeze=False, sharey=True)
-        for ax, smp in zip(axes[0], samplers):
-            for sc in dict.fromkeys(r["schedule"] for r in res):
-                rows = sorted((r for r in res if r["metric"] == m and r["sampler"] == smp and r["schedule"] == sc),
-                              key=lambda r: r["nfe"])
-                if not rows:
-                    continue
-                x = np.array([r["nfe"] for r in rows], dtype=float)
-                y = np.array([r["value"] for r in rows], dtype=float)
-                lo = np.array([r["ci_low"] for r in rows], dtype=float)
-                hi = np.array([r["ci_high"] for r in rows], dtype=float)
-                ax.errorbar(x, y, yerr=[np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)], marker="o", ms=3,
-                            capsize=2, label=sc)
-            if m in floor:
-                ax.axhline(floor[m]["value"], color="k", ls="--", lw=0.8, label="true vs true")
-            ax.set_xscale("log")
-            ax.set_yscale("symlog" if m == "mmd2" else "log", **({"linthresh": 1e-4} if m == "mmd2" else {}))
-            ax.set_title(smp)
-            ax.set_xlabel("NFE")
-            ax.grid(alpha=0.3, which="both")
-        axes[0][0].set_ylabel(m)
-        axes[0][-1].legend(fontsize=7)
-        fig.suptitle(report["data"]["spec"], fontsize=9)
-        fig.tight_layout()
-        p = out_dir / f"error_vs_nfe_{m}.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
-    return paths
-
-
 def write_report(report: dict, out_dir, plots: bool = True) -> list[Path]:
-    """Write report.json, results.md and the plots into ``out_dir`` (created); return the paths."""
-    from ..cli._common import dump_json
+    """Write report.json, report.html, results.md and the plots into ``out_dir`` (created); return the paths.
 
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PifsError(f"cannot create output directory {out}: {exc}") from None
-    paths = [out / "report.json", out / "results.md"]
-    with open(paths[0], "w") as fh:
-        dump_json(report, fh)
-    paths[1].write_text(markdown_tables(report))
-    if plots:
-        paths += plot_report(report, out)
-    return paths
+    The page is :func:`pifskit.report.bench.write_bench_report` (the one report writer)."""
+    from ..report.bench import write_bench_report
+
+    return write_bench_report(report, out_dir, markdown_tables(report), plots=plots)

@@ -120,11 +120,39 @@ def from_json_float(x: Any) -> float:
     return float(x)
 
 
+class _Advance:
+    """The callback a library function gets: ``advance(n=1)`` adds n; ``advance(completed=k)`` sets the count;
+    keyword fields (e.g. ``loss=0.12``) are shown after the bar once given."""
+
+    def __init__(self, prog=None, task=None):
+        self.prog, self.task, self._first = prog, task, True
+
+    def __call__(self, n: int = 1, *, completed: int | None = None, **fields: Any) -> None:
+        if self.prog is None:
+            return
+        info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+        extra = {"info": info} if fields else {}
+        if completed is None:
+            self.prog.update(self.task, advance=n, **extra)
+        elif self._first:  # e.g. a resumed run: start the rate (and ETA) estimate here, not at 0
+            self.prog.reset(self.task, completed=completed, **extra)
+        else:
+            self.prog.update(self.task, completed=completed, **extra)
+        self._first = False
+
+    def __bool__(self) -> bool:
+        return self.prog is not None
+
+
 @contextmanager
-def progress(description: str, total: int, enabled: bool = True) -> Iterator:
-    """A rich progress bar on stderr; yields ``advance(n=1)``. Disabled -> no output."""
+def progress(description: str, total: int, enabled: bool = True, start: int = 0) -> Iterator[_Advance]:
+    """The one progress bar of the CLI (rich, on stderr, TTY only): count, elapsed time, ETA and fields.
+
+    Yields an :class:`_Advance` callback for the library (which never draws bars itself); disabled or
+    not a TTY -> a no-op callback.
+    """
     if not enabled or not sys.stderr.isatty():
-        yield lambda n=1: None
+        yield _Advance()
         return
     from rich.console import Console
     from rich.progress import (
@@ -133,9 +161,11 @@ def progress(description: str, total: int, enabled: bool = True) -> Iterator:
         Progress,
         TextColumn,
         TimeElapsedColumn,
+        TimeRemainingColumn,
     )
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
                   console=Console(stderr=True), transient=True) as prog:
-        task = prog.add_task(description, total=total)
-        yield lambda n=1: prog.advance(task, n)
+        task = prog.add_task(description, total=total, completed=start, info="")
+        yield _Advance(prog, task)
