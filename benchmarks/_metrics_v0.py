@@ -155,7 +155,7 @@ def mmd2_unbiased(X, Y, bandwidth: float | None = None, max_n: int = 1000, n_boo
     return MetricValue(est, lo, hi)
 
 
-def mode_coverage(model: GaussianMixtureModel, X, n_boot: int = 200, rng=None, level: float = 0.95
+def mode_coverage(model, X, n_boot: int = 200, rng=None, level: float = 0.95
                   ) -> tuple[MetricValue, np.ndarray]:
     """(TV distance between the posterior mass per component, mean_x p(k | x), and the true weights; the masses)."""
     if not hasattr(model, "responsibilities"):

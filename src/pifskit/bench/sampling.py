@@ -46,7 +46,8 @@ from ..samplers import parse_sampler, sampler_nfe
 from ..schedules import Schedule, get_schedule
 from ..spectra import Spectrum, powerlaw
 
-__all__ = ["BenchData", "BENCH_SCHEDULES", "DEFAULT_SCHEDULES", "DEFAULT_SAMPLERS", "DEFAULT_STEPS",
+__all__ = ["BenchData", "BENCH_SCHEDULES", "DEFAULT_SCHEDULES", "DEFAULT_SAMPLERS", "DEFAULT_STEPS", "DEFAULT_SAMPLES",
+           "DEFAULT_N_BOOT",
            "parse_bench_data", "bench_chain", "run_sampling_benchmark", "write_report", "markdown_tables"]
 
 #: schedules the benchmark knows: the core spacings and pifskit's W2-optimal design
@@ -54,6 +55,10 @@ BENCH_SCHEDULES: tuple[str, ...] = tuple(SPACINGS) + ("pifskit",)
 DEFAULT_SCHEDULES = ("trailing", "leading", "logsnr", "karras", "ays-sd15", "pifskit")
 DEFAULT_SAMPLERS = ("ddim", "euler", "heun", "dpmpp2m")
 DEFAULT_STEPS = (5, 10, 20, 50)
+#: samples per configuration and bootstrap replicates by default: the README tour (4 samplers x 6 schedules x
+#: 3 step counts) in well under a minute; the tables in docs/benchmarks.md use --samples 10000 --n-boot 100
+DEFAULT_SAMPLES = 1000
+DEFAULT_N_BOOT = 50
 
 
 @dataclass
@@ -157,8 +162,8 @@ def _batched(sampler: Callable, denoiser, chain: Chain, x_T: np.ndarray, rng, op
 
 
 def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEFAULT_STEPS,
-                           schedules=DEFAULT_SCHEDULES, n_samples: int = 10000, seed: int = 0,
-                           base_schedule: str = "sd", batch_size: int = 4096, n_boot: int = 100,
+                           schedules=DEFAULT_SCHEDULES, n_samples: int = DEFAULT_SAMPLES, seed: int = 0,
+                           base_schedule: str = "sd", batch_size: int = 4096, n_boot: int = DEFAULT_N_BOOT,
                            n_projections: int = 128, mmd_samples: int = 1000, paired: bool = True,
                            progress: Callable[[int], None] | None = None) -> dict:
     """Run the grid and return the report: ``results`` (one row per sampler/schedule/steps/metric),

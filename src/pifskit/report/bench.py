@@ -47,7 +47,7 @@ def markdown_html(md: str) -> str:
         if table:
             rows = [[c.strip() for c in r.strip().strip("|").split("|")] for r in table if not re.match(r"^\|[-|]+\|$", r)]
             head = "".join(f"<th>{_inline(c)}</th>" for c in rows[0])
-            body = "".join("<tr>" + "".join(f'<td class="{"num" if j > 1 else ""}">{_inline(c)}</td>'
+            body = "".join("<tr>" + "".join(f'<td{" class=num" if j > 1 else ""}>{_inline(c)}</td>'
                                             for j, c in enumerate(r)) + "</tr>" for r in rows[1:])
             out.append(f'<table class="steps"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
             table.clear()
