@@ -115,3 +115,20 @@ def test_bad_input_exit_2(capsys, args, msg):
     rc, out, err = _run(capsys, argv)
     assert rc == 2
     assert msg in err and err.count("\n") == 1
+
+
+def test_one_progress_bar_library_takes_callbacks():
+    """Only the CLI draws a progress bar (cli/_common.progress); library code takes a callback."""
+    from pathlib import Path
+
+    import pifskit
+    from pifskit.bench.sampling import parse_bench_data, run_sampling_benchmark
+
+    root = Path(pifskit.__file__).parent
+    drawing = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
+                     if "rich.progress" in p.read_text(encoding="utf-8") or "tqdm" in p.read_text(encoding="utf-8"))
+    assert drawing == [str(Path("cli") / "_common.py")]
+    calls = []
+    data = parse_bench_data("gaussian:powerlaw:2", resolution=4, channels=1)
+    run_sampling_benchmark(data, ["ddim", "euler"], [3, 5], ["trailing"], progress=lambda n=1: calls.append(n))
+    assert sum(calls) == 4  # one per configuration
