@@ -299,7 +299,9 @@ def markdown_tables(report: dict) -> str:
     nr = report["noise_range"]
     lines += [f"Noise range sigma {nr['sigma_min']:.4g} .. {nr['sigma_max']:.4g} ({report['settings']['base_schedule']}); "
               f"data sqrt(lambda) {nr['sqrt_lambda_min']:.3g} .. {nr['sqrt_lambda_max']:.3g}; "
-              f"{report['settings']['samples']} samples, seed {report['settings']['seed']}.", ""]
+              f"{report['settings']['samples']} samples per configuration, seed {report['settings']['seed']}"
+              + (f"; 95% CIs from {report['settings']['n_boot']} bootstrap replicates." if report["data"]["kind"] == "gmm"
+                 else "; closed form."), ""]
     for sk in report.get("skipped", []):
         lines += [f"*{sk['reason']}*", ""]
     metrics = list(dict.fromkeys(r["metric"] for r in res))
