@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from .._validate import PifsError
-from ._common import add_json_option, dump_json, progress
+from ._common import add_json_option, dump_json
 
 _HP_DEFAULTS = dict(model="dit", prediction="epsilon", schedule="cosine-discrete", batch_size=64, lr=5e-4,
                     weight_decay=0.0, warmup=100, grad_clip=1.0, ema_decay=0.999, seed=0, weighting="uniform",
@@ -149,16 +149,15 @@ def run_train(args) -> int:
                                    verify=stored.verify and not args.no_verify)
         overrides = dict(given)
         overrides["model_overrides"] = _model_overrides(args, None)
-        with progress("train", args.steps, enabled=not args.json and os.environ.get("RANK", "0") == "0") as bar:
-            summary = train(data, args.resume, args.steps, resume=True, resume_overrides=overrides,
-                            ckpt_every=args.ckpt_every, log_every=args.log_every, progress=bar, device=args.device)
+        summary = train(data, args.resume, args.steps, resume=True, resume_overrides=overrides,
+                        ckpt_every=args.ckpt_every, log_every=args.log_every, progress=not args.json,
+                        device=args.device)
     else:
         data = _data_spec(args)
         hp = {**_HP_DEFAULTS, **given}
         hp["model_overrides"] = _model_overrides(args, hp["model"])
-        with progress("train", args.steps, enabled=not args.json and os.environ.get("RANK", "0") == "0") as bar:
-            summary = train(data, args.out, args.steps, TrainConfig(**hp), ckpt_every=args.ckpt_every,
-                            log_every=args.log_every, progress=bar, device=args.device)
+        summary = train(data, args.out, args.steps, TrainConfig(**hp), ckpt_every=args.ckpt_every,
+                        log_every=args.log_every, progress=not args.json, device=args.device)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0
     if args.json:
@@ -177,7 +176,7 @@ def run_train_classifier(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     summary = train_classifier(_data_spec(args), args.out, epochs=args.epochs, batch_size=args.batch_size,
-                               lr=args.lr, seed=args.seed)
+                               lr=args.lr, seed=args.seed, progress=not args.json)
     if args.json:
         dump_json(summary)
     else:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -329,12 +330,9 @@ def _autocast(ctx: _Dist, precision: str):
 
 def train(data: DataSpec, out_dir: str | os.PathLike, steps: int, config: TrainConfig | None = None, *,
           resume: bool = False, resume_overrides: dict | None = None, ckpt_every: int = 0, log_every: int = 10,
-          progress: Callable[..., None] | bool | None = None, device: str | None = None,
+          progress: bool = True, device: str | None = None,
           on_step: Callable[[int, float], None] | None = None) -> dict:
     """Train to a total of ``steps`` steps; returns a summary dict.
-
-    ``progress``: a callback ``progress(completed=step, loss=...)`` after each step (rank 0), which the
-    CLI turns into its progress bar; the library draws no bar (True/False: no callback).
 
     New run: ``data`` and ``config`` define it; ``out_dir/checkpoint.pt`` must not exist.
     Resume (``resume=True``): the run's own data and hyper-parameters are reloaded from
@@ -449,7 +447,7 @@ def train(data: DataSpec, out_dir: str | os.PathLike, steps: int, config: TrainC
                                    "world_size": ctx.world, "device": str(ctx.device),
                                    "torch_threads": torch.get_num_threads()}) + "\n")
             logf.flush()
-        bar = progress if callable(progress) and ctx.main else None
+        bar = _Bar(progress and ctx.main, start, steps)
         t_last, n_imgs, last_loss = time.perf_counter(), 0, float("nan")
         t_start = t_last
         model.train()
@@ -501,8 +499,7 @@ def train(data: DataSpec, out_dir: str | os.PathLike, steps: int, config: TrainC
                 last_loss = _mean_over_ranks(float(loss.detach()), ctx)
                 if on_step is not None:
                     on_step(done, last_loss)
-                if bar is not None:
-                    bar(completed=done, loss=last_loss)
+                bar.update(done, last_loss)
                 if ctx.main and (done % max(log_every, 1) == 0 or done == steps):
                     now = time.perf_counter()
                     logf.write(json.dumps({"event": "step", "step": done, "loss": last_loss,
@@ -516,6 +513,7 @@ def train(data: DataSpec, out_dir: str | os.PathLike, steps: int, config: TrainC
                 if ctx.main and ((ckpt_every and done % ckpt_every == 0) or done == steps):
                     save_checkpoint(ck_path, payload(done))
         finally:
+            bar.close()
             if ctx.main:
                 logf.close()
         return {"out": str(out), "checkpoint": str(ck_path), "start_step": start, "step": steps,
@@ -527,3 +525,30 @@ def train(data: DataSpec, out_dir: str | os.PathLike, steps: int, config: TrainC
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+class _Bar:
+    """rich progress bar with loss and throughput on stderr (TTY only)."""
+
+    def __init__(self, enabled: bool, start: int, total: int):
+        self.prog = None
+        if not enabled or not sys.stderr.isatty():
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.prog = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.2f} it/s"),
+                             TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+        self.prog.start()
+        self.task = self.prog.add_task("train", total=total, completed=start, loss=float("nan"), rate=0.0)
+        self.t0, self.start = time.perf_counter(), start
+
+    def update(self, done: int, loss: float) -> None:
+        if self.prog is not None:
+            rate = (done - self.start) / max(time.perf_counter() - self.t0, 1e-9)
+            self.prog.update(self.task, completed=done, loss=loss, rate=rate)
+
+    def close(self) -> None:
+        if self.prog is not None:
+            self.prog.stop()
