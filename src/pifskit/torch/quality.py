@@ -99,7 +99,7 @@ def _floor(model, train_images: np.ndarray, ref_images: np.ndarray, n: int, seed
 
 
 def train_classifier(data: DataSpec, out_dir, *, epochs: int = 0, batch_size: int = 128, lr: float = 1e-3,
-                     seed: int = 0, k: int = 3) -> dict:
+                     seed: int = 0, k: int = 3, progress: bool = True) -> dict:
     """Train :class:`SmallClassifier` on the train split; evaluate accuracy and the metric floor on held-out.
 
     ``epochs = 0``: enough passes for ~600 optimiser steps, between 3 and 50.
