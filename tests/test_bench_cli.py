@@ -115,3 +115,48 @@ def test_bad_input_exit_2(capsys, args, msg):
     rc, out, err = _run(capsys, argv)
     assert rc == 2
     assert msg in err and err.count("\n") == 1
+
+
+def _bar_modules() -> list[str]:
+    from pathlib import Path
+
+    import pifskit
+
+    root = Path(pifskit.__file__).parent
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py")
+                  if any(w in p.read_text(encoding="utf-8") for w in ("rich.progress", "tqdm")))
+
+
+def test_one_progress_bar_library_takes_callbacks():
+    """Only the CLI draws a progress bar (cli/_common.progress); library code takes a callback."""
+    from pifskit.bench.sampling import parse_bench_data, run_sampling_benchmark
+
+    assert [m for m in _bar_modules() if m != "torch/train.py"] == ["cli/_common.py"]
+    calls = []
+    data = parse_bench_data("gaussian:powerlaw:2", resolution=4, channels=1)
+    run_sampling_benchmark(data, ["ddim", "euler"], [3, 5], ["trailing"], progress=lambda n=1: calls.append(n))
+    assert sum(calls) == 4  # one per configuration
+
+
+@pytest.mark.xfail(strict=True, reason="train()'s own bar (torch/train.py _Progress) is replaced by the CLI callback "
+                                       "when branch 'report' is merged over the training refactor (issue 10 item 6)")
+def test_train_draws_no_bar_of_its_own():
+    assert "torch/train.py" not in _bar_modules()
+
+
+def test_cli_progress_lines_when_not_a_tty(capsys):
+    """Redirected output: plain lines with count, fields, elapsed time and ETA (first and last update)."""
+    from pifskit.cli._common import progress
+
+    with progress("work", 4, lines_every_s=3600.0) as adv:
+        adv(completed=2, loss=0.5)
+        adv(completed=3, loss=0.4)  # within the interval: no line
+        adv(completed=4, loss=0.25)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    assert err[0].startswith("work 2/4 (50%)  loss 0.5  elapsed 0:00:00")
+    assert err[1].startswith("work 4/4 (100%)  loss 0.25") and "eta 0:00:00" in err[1]
+    with progress("quiet", 2) as adv:
+        adv()
+        adv()
+    assert capsys.readouterr().err == ""

@@ -135,24 +135,13 @@ def test_sliced_w2_bootstrap_replicate_equals_resorted_resample():
 
     rng = np.random.default_rng(7)
     X, Y = rng.standard_normal((50, 3)), rng.standard_normal((50, 3))
-    captured = {}
-    orig = metrics.bootstrap_ci
-
-    def spy(est, stat, n_boot, r, level=0.95):
-        captured["stat"] = stat
-        return orig(est, stat, n_boot, r, level)
-
-    metrics.bootstrap_ci = spy
-    try:
-        metrics.sliced_w2(X, Y, n_projections=5, n_boot=2, rng=np.random.default_rng(8))
-    finally:
-        metrics.bootstrap_ci = orig
-    P = np.random.default_rng(8).standard_normal((3, 5))
+    _, reps = metrics.sliced_w2_replicates(X, Y, n_projections=5, n_boot=2, rng=np.random.default_rng(8))
+    r2 = np.random.default_rng(8)
+    P = r2.standard_normal((3, 5))
     P /= np.linalg.norm(P, axis=0)
-    r1, r2 = np.random.default_rng(9), np.random.default_rng(9)
     ix, iy = r2.integers(0, 50, 50), r2.integers(0, 50, 50)
     direct = np.sqrt(np.mean((np.sort(X[ix] @ P, 0) - np.sort(Y[iy] @ P, 0)) ** 2))
-    assert captured["stat"](r1) == pytest.approx(direct, rel=1e-12)
+    assert reps[0] == pytest.approx(direct, rel=1e-12)
 
 
 def test_mmd2_unbiased_formula_and_behaviour():
@@ -216,3 +205,83 @@ def test_sliced_w2_paired_difference():
     assert same.value == same.ci_low == same.ci_high == 0.0
     with pytest.raises(PifsError, match="same shape"):
         sliced_w2_difference(Xa, Xa[:10], Y)
+
+
+# -- the vectorised bootstraps equal the per-replicate definitions (same RNG stream) ---------------
+
+def _naive_ci(est, reps, level=0.95):
+    from scipy.stats import norm
+
+    half = norm.ppf(0.5 + 0.5 * level) * np.std(reps, ddof=1)
+    return est - half, est + half
+
+
+def test_vectorised_bootstraps_equal_per_replicate_definitions():
+    """Each metric's interval equals the one computed replicate by replicate from explicit resamples,
+    drawing ``rng.integers(0, n, n)`` per resample in the order of the pre-vectorisation code."""
+    from pifskit.datamodels import GaussianMixtureModel
+    from pifskit.metrics import sliced_w2_difference
+
+    rng = np.random.default_rng(21)
+    n, d, L, B = 60, 4, 7, 6
+    X, Xb, Y = rng.standard_normal((n, d)), rng.standard_normal((n, d)) * 1.2, rng.standard_normal((n, d)) + 0.2
+    # sliced W2: P first, then per replicate a resample of X's rows and one of Y's
+    r = np.random.default_rng(3)
+    P = r.standard_normal((d, L))
+    P /= np.linalg.norm(P, axis=0)
+
+    def sw(A, C):
+        return np.sqrt(np.mean((np.sort(A @ P, 0) - np.sort(C @ P, 0)) ** 2))
+
+    reps_a, reps_b = [], []
+    for _ in range(B):
+        ix, iy = r.integers(0, n, n), r.integers(0, n, n)
+        reps_a.append(sw(X[ix], Y[iy]))
+        reps_b.append(sw(Xb[ix], Y[iy]))
+    got = sliced_w2(X, Y, n_projections=L, n_boot=B, rng=3)
+    np.testing.assert_allclose([got.value, got.ci_low, got.ci_high],
+                               [sw(X, Y), *_naive_ci(sw(X, Y), reps_a)], rtol=1e-12)
+    diff = sliced_w2_difference(X, Xb, Y, n_projections=L, n_boot=B, rng=3)
+    e = sw(X, Y) - sw(Xb, Y)
+    np.testing.assert_allclose([diff.value, diff.ci_low, diff.ci_high],
+                               [e, *_naive_ci(e, np.subtract(reps_a, reps_b))], rtol=1e-12, atol=1e-15)
+    # MMD^2: per replicate the mean of H over pairs of distinct draws
+    h = 1.3
+    k = lambda A, C: np.exp(-((A[:, None] - C[None]) ** 2).sum(-1) / (2 * h * h))
+    H = k(X, X) + k(Y, Y) - k(X, Y) - k(X, Y).T
+    r = np.random.default_rng(4)
+    reps = []
+    for _ in range(B):
+        idx = r.integers(0, n, n)
+        reps.append(H[np.ix_(idx, idx)][idx[:, None] != idx[None, :]].mean())
+    est = H[~np.eye(n, dtype=bool)].mean()
+    got = mmd2_unbiased(X, Y, bandwidth=h, n_boot=B, rng=4)
+    np.testing.assert_allclose([got.value, got.ci_low, got.ci_high], [est, *_naive_ci(est, reps)], rtol=1e-12)
+    # mode coverage: per replicate the TV of the resampled mean responsibilities
+    mix = GaussianMixtureModel([0.3, 0.7], [[0.0, 0.0], [2.0, 0.0]], np.ones((2, 2)), np.stack([np.eye(2)] * 2))
+    Z = mix.sample(80, np.random.default_rng(5))
+    R = mix.responsibilities(Z, np.inf)
+    r = np.random.default_rng(6)
+    reps = [0.5 * np.abs(R[r.integers(0, 80, 80)].mean(0) - mix.weights).sum() for _ in range(B)]
+    est = 0.5 * np.abs(R.mean(0) - mix.weights).sum()
+    tv, _ = mode_coverage(mix, Z, n_boot=B, rng=6)
+    np.testing.assert_allclose([tv.value, tv.ci_low, tv.ci_high], [est, *_naive_ci(est, reps)], rtol=1e-12)
+
+
+def test_sliced_w2_reference_reuse_equals_fresh_calls():
+    """One prepared reference (Y's cached resamples) gives the numbers of separate sliced_w2 calls."""
+    from pifskit.metrics import SlicedW2Reference
+
+    rng = np.random.default_rng(30)
+    Y = rng.standard_normal((40, 3))
+    ref = SlicedW2Reference(Y, 9, 5, np.random.default_rng(2))
+    nocache = SlicedW2Reference(Y, 9, 5, np.random.default_rng(2), cache_bytes=0)
+    for shift in (0.0, 0.5):
+        X = rng.standard_normal((40, 3)) + shift
+        est, reps = ref.compare(X)
+        est2, reps2 = nocache.compare(X)
+        fresh = sliced_w2(X, Y, 9, 5, np.random.default_rng(2))
+        assert est == fresh.value == est2
+        np.testing.assert_array_equal(reps, reps2)
+    with pytest.raises(PifsError):
+        ref.compare(X[:10])

@@ -328,3 +328,59 @@ def test_report_long_chain_and_pure_noise_start(tmp_path):
     assert len(step_rows) == 80
     html = (tmp_path / "report.html").read_text()
     assert "all steps are in report.json" in html
+
+
+# -- the analyze-model page goes through the same writer ------------------------------------------
+
+def _model_result(lower_bound: bool) -> dict:
+    n, k = 4, 3
+    ls = np.array([0.05, 0.3, 0.7, 1.0])
+    return {
+        "model": {"prediction_type": "epsilon", "sample_shape": [1, 4, 4]},
+        "chain": {"name": "trailing-4", "n_steps": n},
+        "d": 16, "patch": 2, "n_blocks": 4, "dtype": "float32", "block_norms_method": "exact",
+        "steps": {"logsnr": np.array([-3.0, -1.0, 1.0, 3.0]), "c": np.zeros(n), "d": np.ones(n),
+                  "contraction_threshold": ls, "block_max": np.array([0.5, 0.2, 0.8, 0.9]),
+                  "block_max_spread": np.full(n, 0.01), "block_max_frob": np.array([0.6, 0.25, 0.9, 1.1]),
+                  "contractive": np.array([0.5, 0.2, 0.8, 0.9]) < ls, "offdiag_mass": np.array([0.4, 0.3, 0.2, 0.1]),
+                  "surrogate_offdiag_mass": np.array([0.5, 0.3, 0.2, 0.1]),
+                  "surrogate_gaussian_block_max": np.array([0.1, 0.25, 0.85, 1.0])},
+        "regime_boundary_step": 2,
+        "numerical": {"k": k, "d": 16, "trajectories": 2, "exponents": [0.5, 0.2, 0.1 if lower_bound else -0.9],
+                      "spread": [0.01] * k, "kaplan_yorke": 3.0 if lower_bound else 2.33333,
+                      "kaplan_yorke_spread": 0.0, "kaplan_yorke_is_lower_bound": lower_bound},
+        "analytic": {"spectrum": "powerlaw:2", "d": 16, "exponents_top": np.array([0.4, 0.1, -0.2]),
+                     "kaplan_yorke": 2.5, "kaplan_yorke_top_k": 2.5},
+    }
+
+
+def test_model_page_same_writer_captions_labels_and_ky_lower_bound(tmp_path):
+    from pifskit.report.model import _FIGURES, write_model_report
+    from pifskit.report.page import new_figure
+
+    paths = write_model_report(_model_result(True), tmp_path)
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert paths["html"].endswith("report.html") and (tmp_path / "report.png").read_bytes().startswith(PNG_MAGIC)
+    # same skeleton as the geometry report: sections, embedded figures equal to their files, captions
+    page = parse_page(tmp_path / "report.html")
+    assert len(page.imgs) == len(_FIGURES) == 3
+    for img in page.imgs:
+        assert base64.b64decode(img["src"].split(",", 1)[1]) == (tmp_path / img["data-file"]).read_bytes()
+    for _, title, panel, caption in _FIGURES:
+        assert escape(caption) in html and escape(title) in html
+        fig, ax = new_figure()
+        panel(ax, _model_result(True))
+        assert ax.get_ylabel() and ax.get_xlabel()  # every panel labels both axes
+    assert '<section id="advice">' in html and "raise --k" in html
+    # KY of a lower bound reads ">= 3" (never "KY 3"); the JSON keeps the flag
+    assert data["numerical"]["kaplan_yorke_is_lower_bound"] is True
+    assert "\u2265 3" in html and "KY 3" not in html
+    for cell in page.cells:
+        assert json.loads(cell["value"]) == lookup(data, cell["key"]), cell["key"]
+    # steps 0 and 2: L_B >= L*; only step 0 also above the Gaussian-optimal norm
+    assert data["summary"]["steps_not_contractive"] == [0, 2]
+    assert data["summary"]["steps_above_gaussian_optimal"] == [0]
+    write_model_report(_model_result(False), tmp_path)
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "= 2.333" in html and "\u2265 2.333" not in html and "raise --k" not in html

@@ -19,7 +19,14 @@ Mixtures (Monte Carlo, against fresh true samples): sliced W2 (random unit
 projections, sorted-sample quantile matching), the unbiased MMD^2 with a
 Gaussian kernel (median heuristic bandwidth), and mode coverage: the posterior
 mass per component, mean_x p(k | x), against the true weights (total variation).
-Each comes with a bootstrap confidence interval (estimate -/+ z * bootstrap sd).
+Each comes with a bootstrap confidence interval (estimate -/+ z * bootstrap sd); the replicates
+are computed together (multiplicity matrices, one matrix product for MMD / mode coverage, one
+vectorised pass over all slices per sliced-W2 replicate).
+
+Feature sets (any features, e.g. a classifier's penultimate layer): the Frechet distance of
+Gaussian fits, ``||mu_a - mu_b||^2 + tr(C_a + C_b - 2 (C_a^{1/2} C_b C_a^{1/2})^{1/2})``, and k-NN
+precision / recall (Kynkaanniemi et al. 2019). The torch side (the classifier) is
+:mod:`pifskit.torch.quality`.
 """
 
 from __future__ import annotations
@@ -48,6 +55,14 @@ __all__ = [
     "median_bandwidth",
     "mode_coverage",
     "bootstrap_ci",
+    "bootstrap_counts",
+    "ci_from_replicates",
+    "SlicedW2Reference",
+    "sliced_w2_replicates",
+    "paired_difference",
+    "frechet_distance",
+    "frechet_distance_from_stats",
+    "precision_recall",
 ]
 
 
@@ -67,20 +82,41 @@ def _exact(v: float) -> MetricValue:
     return MetricValue(float(v), float(v), float(v))
 
 
+def bootstrap_counts(rng: np.random.Generator, n: int, n_boot: int, sets: int = 1) -> np.ndarray:
+    """Multiplicities (n_boot, sets, n) of ``n_boot * sets`` resamples of n rows with replacement.
+
+    Row b, set j holds ``bincount(rng.integers(0, n, n))`` of the (b * sets + j)-th draw: the stream is
+    the one of that many sequential ``rng.integers(0, n, n)`` calls, drawn in one call.
+    """
+    m = check_positive_int(n_boot, "n_boot") * sets
+    idx = rng.integers(0, n, (m, n))
+    idx += np.arange(m)[:, None] * n
+    return np.bincount(idx.ravel(), minlength=m * n).reshape(n_boot, sets, n)
+
+
+def ci_from_replicates(estimate: float, replicates, level: float = 0.95) -> tuple[float, float]:
+    """Normal-approximation interval estimate -/+ z_{(1+level)/2} * sd(replicates) (ddof = 1)."""
+    from scipy.stats import norm
+
+    if not (0 < level < 1):
+        raise PifsError(f"confidence level must lie in (0, 1), got {level}")
+    reps = np.asarray(replicates, dtype=np.float64)
+    half = float(norm.ppf(0.5 + 0.5 * level) * reps.std(ddof=1)) if reps.size > 1 else 0.0
+    return float(estimate - half), float(estimate + half)
+
+
 def bootstrap_ci(estimate: float, stat: Callable[[np.random.Generator], float], n_boot: int, rng,
                  level: float = 0.95) -> tuple[float, float]:
     """Normal-approximation bootstrap interval: estimate -/+ z * sd of ``stat(rng)`` over ``n_boot`` replicates.
 
     Centred on the estimate on purpose: resampling with replacement duplicates points, which shifts
     distance-type statistics (sliced W2, TV) upward, so a percentile interval can miss the estimate.
+    The metrics below compute all their replicates at once and call :func:`ci_from_replicates`.
     """
-    from scipy.stats import norm
-
     if not (0 < level < 1):
         raise PifsError(f"confidence level must lie in (0, 1), got {level}")
     reps = np.array([stat(rng) for _ in range(check_positive_int(n_boot, "n_boot"))])
-    half = float(norm.ppf(0.5 + 0.5 * level) * reps.std(ddof=1)) if reps.size > 1 else 0.0
-    return float(estimate - half), float(estimate + half)
+    return ci_from_replicates(estimate, reps, level)
 
 
 # ---------------------------------------------------------------------------
@@ -203,36 +239,88 @@ def _pair(X, Y) -> tuple[np.ndarray, np.ndarray]:
     return X, Y
 
 
+class SlicedW2Reference:
+    """A reference set Y prepared once for many sliced-W2 comparisons with the same projections and resamples.
+
+    Draws from ``rng`` (in this order) the unit projections P (d x L, ``standard_normal`` columns
+    normalised) and the bootstrap multiplicities (``n_boot`` x 2 x n: one resample of the compared
+    set's rows, one of Y's, per replicate); projects and sorts Y once. :meth:`compare` then costs
+    one (n x d) @ (d x L) product and one column sort for X, plus one vectorised pass over all L
+    slices per replicate. Comparisons made with one reference share their resamples, so the
+    replicates of two compared sets are paired (see :func:`paired_difference`).
+    ``cache_bytes``: Y's resampled sorted slices are kept between comparisons when they fit.
+    """
+
+    def __init__(self, Y, n_projections: int = 128, n_boot: int = 100, rng=None, *, cache_bytes: int = 128 << 20):
+        Y = as_float_array(Y, "reference samples", ndim=2)
+        if Y.shape[0] < 2:
+            raise PifsError(f"need >= 2 samples in each set, got {Y.shape[0]}")
+        rng = np.random.default_rng(rng)
+        self.n, self.dim = Y.shape
+        P = rng.standard_normal((self.dim, check_positive_int(n_projections, "n_projections")))
+        P /= np.linalg.norm(P, axis=0)
+        self.P = P
+        self.counts = bootstrap_counts(rng, self.n, n_boot, 2)
+        self._sy, self._oy = _sorted_slices(Y, P)
+        self._cache: list[np.ndarray] | None = None
+        if self.counts.shape[0] * self._sy.size * 8 <= cache_bytes:
+            self._cache = [np.repeat(self._sy, c[self._oy].ravel()) for c in self.counts[:, 1]]
+
+    def _y_replicate(self, b: int) -> np.ndarray:
+        if self._cache is not None:
+            return self._cache[b]
+        return np.repeat(self._sy, self.counts[b, 1][self._oy].ravel())
+
+    def compare(self, X) -> tuple[float, np.ndarray]:
+        """(SW2(X, Y), its n_boot bootstrap replicates); X must have Y's shape."""
+        X = as_float_array(X, "samples", ndim=2)
+        if X.shape[1] != self.dim:
+            raise PifsError(f"sample dimensions differ: {X.shape[1]} vs {self.dim}")
+        if X.shape[0] != self.n:
+            raise PifsError(f"need {self.n} samples to compare with this reference, got {X.shape[0]}")
+        sx, ox = _sorted_slices(X, self.P)
+        est = float(np.sqrt(np.mean((sx - self._sy) ** 2)))
+        reps = np.empty(self.counts.shape[0])
+        for b, c in enumerate(self.counts[:, 0]):  # one pass over all L slices per replicate
+            # a resample of a sorted column is the sorted column with each value repeated by its
+            # multiplicity (np.repeat): no re-sorting
+            dlt = np.repeat(sx, c[ox].ravel()) - self._y_replicate(b)
+            reps[b] = np.sqrt(np.dot(dlt, dlt) / dlt.size)
+        return est, reps
+
+
+def _sorted_slices(Z: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All slices at once: projections Z @ P sorted per column -> (sorted values flat (L*n,), order (L, n))."""
+    pz = Z @ P
+    o = np.argsort(pz, axis=0)
+    return np.take_along_axis(pz, o, 0).T.ravel(), np.ascontiguousarray(o.T)
+
+
+def sliced_w2_replicates(X, Y, n_projections: int = 128, n_boot: int = 100, rng=None) -> tuple[float, np.ndarray]:
+    """(sliced W2 estimate, its bootstrap replicates): the numbers behind :func:`sliced_w2`'s interval."""
+    X, Y = _pair(X, Y)
+    n = min(X.shape[0], Y.shape[0])
+    return SlicedW2Reference(Y[:n], n_projections, n_boot, rng).compare(X[:n])
+
+
 def sliced_w2(X, Y, n_projections: int = 128, n_boot: int = 100, rng=None, level: float = 0.95) -> MetricValue:
     """Sliced W2: sqrt(mean over random unit directions u of W2^2(u.X, u.Y)), 1-D W2 by sorted quantiles.
 
     Sets of unequal size are cut to the smaller size (first rows). The projections are drawn once
-    from ``rng``; the CI resamples the rows of both sets (percentile bootstrap).
+    from ``rng``; the CI resamples the rows of both sets (normal-approximation bootstrap).
     """
-    X, Y = _pair(X, Y)
-    n = min(X.shape[0], Y.shape[0])
-    rng = np.random.default_rng(rng)
-    P = rng.standard_normal((X.shape[1], check_positive_int(n_projections, "n_projections")))
-    P /= np.linalg.norm(P, axis=0)
-    px, py = X[:n] @ P, Y[:n] @ P
+    est, reps = sliced_w2_replicates(X, Y, n_projections, n_boot, rng)
+    return MetricValue(est, *ci_from_replicates(est, reps, level))
 
-    # sort once; a bootstrap replicate of a sorted column is the sorted column with each value
-    # repeated by its multiplicity in the resample (np.repeat), so no re-sorting is needed
-    ox, oy = np.argsort(px, axis=0), np.argsort(py, axis=0)
-    sx, sy = np.take_along_axis(px, ox, 0).T.ravel(), np.take_along_axis(py, oy, 0).T.ravel()
-    ox_t, oy_t = ox.T, oy.T
-    L = P.shape[1]
 
-    def resorted(sorted_flat, order_t, r):
-        counts = np.bincount(r.integers(0, n, n), minlength=n)
-        return np.repeat(sorted_flat, counts[order_t].ravel()).reshape(L, n)
-
-    def replicate(r):
-        return float(np.sqrt(np.mean((resorted(sx, ox_t, r) - resorted(sy, oy_t, r)) ** 2)))
-
-    est = float(np.sqrt(np.mean((sx - sy) ** 2)))
-    lo, hi = bootstrap_ci(est, replicate, n_boot, rng, level)
-    return MetricValue(est, lo, hi)
+def paired_difference(a: tuple[float, np.ndarray], b: tuple[float, np.ndarray], level: float = 0.95) -> MetricValue:
+    """est_a - est_b with the interval of the replicate differences (replicates made on the same resamples)."""
+    (ea, ra), (eb, rb) = a, b
+    ra, rb = np.asarray(ra, np.float64), np.asarray(rb, np.float64)
+    if ra.shape != rb.shape:
+        raise PifsError(f"paired replicates must have the same shape, got {ra.shape} and {rb.shape}")
+    est = float(ea - eb)
+    return MetricValue(est, *ci_from_replicates(est, ra - rb, level))
 
 
 def sliced_w2_difference(Xa, Xb, Y, n_projections: int = 128, n_boot: int = 100, rng=None,
@@ -247,29 +335,8 @@ def sliced_w2_difference(Xa, Xb, Y, n_projections: int = 128, n_boot: int = 100,
     if Xa.shape != Xb.shape:
         raise PifsError(f"paired sample sets must have the same shape, got {Xa.shape} and {Xb.shape}")
     n = min(Xa.shape[0], Y.shape[0])
-    rng = np.random.default_rng(rng)
-    P = rng.standard_normal((Xa.shape[1], check_positive_int(n_projections, "n_projections")))
-    P /= np.linalg.norm(P, axis=0)
-    L = P.shape[1]
-    sets = []
-    for Z in (Xa[:n], Xb[:n], Y[:n]):
-        pz = Z @ P
-        o = np.argsort(pz, axis=0)
-        sets.append((np.take_along_axis(pz, o, 0).T.ravel(), o.T))
-
-    def resorted(k, counts):
-        flat, order_t = sets[k]
-        return np.repeat(flat, counts[order_t].ravel()).reshape(L, n)
-
-    def diff(cx, cy):
-        ry = resorted(2, cy)
-        return float(np.sqrt(np.mean((resorted(0, cx) - ry) ** 2)) - np.sqrt(np.mean((resorted(1, cx) - ry) ** 2)))
-
-    ones = np.ones(n, dtype=np.int64)
-    est = diff(ones, ones)
-    lo, hi = bootstrap_ci(est, lambda r: diff(np.bincount(r.integers(0, n, n), minlength=n),
-                                              np.bincount(r.integers(0, n, n), minlength=n)), n_boot, rng, level)
-    return MetricValue(est, lo, hi)
+    ref = SlicedW2Reference(Y[:n], n_projections, n_boot, rng)
+    return paired_difference(ref.compare(Xa[:n]), ref.compare(Xb[:n]), level)
 
 
 def median_bandwidth(Z, max_points: int = 1000, rng=None) -> float:
@@ -308,14 +375,13 @@ def mmd2_unbiased(X, Y, bandwidth: float | None = None, max_n: int = 1000, n_boo
     Kxy = _gauss_kernel(X, Y, h)
     H = _gauss_kernel(X, X, h) + _gauss_kernel(Y, Y, h) - Kxy - Kxy.T
 
-    def stat(idx):
-        S = H[np.ix_(idx, idx)]
-        same = idx[:, None] == idx[None, :]
-        return float(S[~same].mean())
-
-    est = stat(np.arange(n))
-    lo, hi = bootstrap_ci(est, lambda r: stat(r.integers(0, n, n)), n_boot, rng, level)
-    return MetricValue(est, lo, hi)
+    # a replicate with row multiplicities w: mean of H over the ordered pairs of distinct draws,
+    # (w'Hw - sum_i w_i^2 H_ii) / (n^2 - sum_i w_i^2); all replicates in one product
+    est = float(H[~np.eye(n, dtype=bool)].mean())
+    W = bootstrap_counts(rng, n, n_boot)[:, 0].astype(np.float64)
+    W2 = W * W
+    reps = (np.einsum("bi,bi->b", W @ H, W) - W2 @ np.diag(H)) / (n * n - W2.sum(axis=1))
+    return MetricValue(est, *ci_from_replicates(est, reps, level))
 
 
 def mode_coverage(model: GaussianMixtureModel, X, n_boot: int = 200, rng=None, level: float = 0.95
@@ -329,9 +395,68 @@ def mode_coverage(model: GaussianMixtureModel, X, n_boot: int = 200, rng=None, l
     R = model.responsibilities(X, np.inf)
     rng = np.random.default_rng(rng)
 
-    def tv(Rs):
-        return float(0.5 * np.abs(Rs.mean(axis=0) - model.weights).sum())
+    est = float(0.5 * np.abs(R.mean(axis=0) - model.weights).sum())
+    W = bootstrap_counts(rng, R.shape[0], n_boot)[:, 0].astype(np.float64)
+    reps = 0.5 * np.abs(W @ R / R.shape[0] - model.weights).sum(axis=1)
+    return MetricValue(est, *ci_from_replicates(est, reps, level)), R.mean(axis=0)
 
-    est = tv(R)
-    lo, hi = bootstrap_ci(est, lambda r: tv(R[r.integers(0, R.shape[0], R.shape[0])]), n_boot, rng, level)
-    return MetricValue(est, lo, hi), R.mean(axis=0)
+
+# ---------------------------------------------------------------------------
+# Feature-space metrics (numpy): Frechet distance, k-NN precision / recall
+# ---------------------------------------------------------------------------
+
+def _feats(x, name: str) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] < 2:
+        raise PifsError(f"{name} must be (N >= 2, D) features, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise PifsError(f"{name} contains non-finite values")
+    return a
+
+
+def _psd_sqrt(C: np.ndarray) -> np.ndarray:
+    w, V = np.linalg.eigh(0.5 * (C + C.T))
+    return (V * np.sqrt(np.clip(w, 0.0, None))) @ V.T
+
+
+def frechet_distance_from_stats(mu_a, cov_a, mu_b, cov_b) -> float:
+    """``||mu_a - mu_b||^2 + tr(C_a) + tr(C_b) - 2 tr((C_a^{1/2} C_b C_a^{1/2})^{1/2})`` (symmetric PSD route)."""
+    mu_a, mu_b = np.asarray(mu_a, np.float64), np.asarray(mu_b, np.float64)
+    Ca, Cb = np.asarray(cov_a, np.float64), np.asarray(cov_b, np.float64)
+    if mu_a.shape != mu_b.shape or Ca.shape != Cb.shape or Ca.shape != (mu_a.size, mu_a.size):
+        raise PifsError("means and covariances must have matching shapes (D,), (D, D)")
+    sa = _psd_sqrt(Ca)
+    w = np.linalg.eigvalsh(sa @ Cb @ sa)
+    cross = np.sqrt(np.clip(w, 0.0, None)).sum()
+    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(Ca) + np.trace(Cb) - 2.0 * cross)
+
+
+def frechet_distance(feats_a, feats_b) -> float:
+    """Frechet distance between Gaussians fitted (mean, unbiased covariance) to two feature sets."""
+    a, b = _feats(feats_a, "feats_a"), _feats(feats_b, "feats_b")
+    if a.shape[1] != b.shape[1]:
+        raise PifsError(f"feature dimensions differ: {a.shape[1]} vs {b.shape[1]}")
+    return frechet_distance_from_stats(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+
+
+def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2.0 * a @ b.T, 0.0)
+
+
+def _knn_radii(x: np.ndarray, k: int) -> np.ndarray:
+    d = _sqdist(x, x)
+    np.fill_diagonal(d, np.inf)
+    return np.partition(d, k - 1, axis=1)[:, k - 1]  # squared distance to the k-th other point
+
+
+def precision_recall(real, fake, k: int = 3) -> tuple[float, float]:
+    """(precision, recall) of ``fake`` against ``real`` with k-NN manifolds (Kynkaenniemi et al. 2019)."""
+    r, f = _feats(real, "real"), _feats(fake, "fake")
+    k = check_positive_int(k, "k")
+    if k >= min(len(r), len(f)):
+        raise PifsError(f"k = {k} needs more than k points in each set ({len(r)} real, {len(f)} fake)")
+    rr, rf = _knn_radii(r, k), _knn_radii(f, k)
+    d = _sqdist(f, r)  # (fake, real)
+    precision = float(np.mean((d <= rr[None]).any(1)))
+    recall = float(np.mean((d.T <= rf[None]).any(1)))
+    return precision, recall

@@ -40,13 +40,14 @@ from ..chains import SPACINGS, Chain, make_chain, sigma_range
 from ..datamodels import GaussianMixtureModel, GaussianModel
 from ..datamodels.fit import (DIGITS_JITTER, MNIST_JITTER, digits_data, fit_gaussian, fit_mixture_em,
                               fit_mixture_per_class, mnist_data, pca_reduce)
-from ..metrics import (_exact, gaussian_kl, gaussian_output_moments, gaussian_w2, mmd2_unbiased, mode_coverage,
-                       sliced_w2, sliced_w2_difference)
+from ..metrics import (MetricValue, SlicedW2Reference, _exact, ci_from_replicates, gaussian_kl,
+                       gaussian_output_moments, gaussian_w2, mmd2_unbiased, mode_coverage, paired_difference)
 from ..samplers import parse_sampler, sampler_nfe
 from ..schedules import Schedule, get_schedule
 from ..spectra import Spectrum, powerlaw
 
-__all__ = ["BenchData", "BENCH_SCHEDULES", "DEFAULT_SCHEDULES", "DEFAULT_SAMPLERS", "DEFAULT_STEPS",
+__all__ = ["BenchData", "BENCH_SCHEDULES", "DEFAULT_SCHEDULES", "DEFAULT_SAMPLERS", "DEFAULT_STEPS", "DEFAULT_SAMPLES",
+           "DEFAULT_N_BOOT",
            "parse_bench_data", "bench_chain", "run_sampling_benchmark", "write_report", "markdown_tables"]
 
 #: schedules the benchmark knows: the core spacings and pifskit's W2-optimal design
@@ -55,6 +56,10 @@ BENCH_SCHEDULES: tuple[str, ...] = tuple(SPACINGS) + ("pifskit",) + tuple(
 DEFAULT_SCHEDULES = ("trailing", "leading", "logsnr", "karras", "ays-sd15", "pifskit")
 DEFAULT_SAMPLERS = ("ddim", "euler", "heun", "dpmpp2m")
 DEFAULT_STEPS = (5, 10, 20, 50)
+#: samples per configuration and bootstrap replicates by default: the README tour (4 samplers x 6 schedules x
+#: 3 step counts) in well under a minute; the tables in docs/benchmarks.md use --samples 10000 --n-boot 100
+DEFAULT_SAMPLES = 1000
+DEFAULT_N_BOOT = 50
 
 
 @dataclass
@@ -160,8 +165,8 @@ def _batched(sampler: Callable, denoiser, chain: Chain, x_T: np.ndarray, rng, op
 
 
 def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEFAULT_STEPS,
-                           schedules=DEFAULT_SCHEDULES, n_samples: int = 10000, seed: int = 0,
-                           base_schedule: str = "sd", batch_size: int = 4096, n_boot: int = 100,
+                           schedules=DEFAULT_SCHEDULES, n_samples: int = DEFAULT_SAMPLES, seed: int = 0,
+                           base_schedule: str = "sd", batch_size: int = 4096, n_boot: int = DEFAULT_N_BOOT,
                            n_projections: int = 128, mmd_samples: int = 1000, paired: bool = True,
                            progress: Callable[[int], None] | None = None) -> dict:
     """Run the grid and return the report: ``results`` (one row per sampler/schedule/steps/metric),
@@ -195,7 +200,7 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
     results: list[dict] = []
     floor: list[dict] = []
     paired_rows: list[dict] = []
-    t_sample, n_generated = 0.0, 0
+    t_sample, t_metrics, n_generated = 0.0, 0.0, 0
 
     def add(label, sc, N, nfe, metric, mv):
         results.append({"sampler": label, "schedule": sc, "steps": N, "nfe": nfe, "metric": metric,
@@ -215,11 +220,16 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
         ref = model.sample(n, np.random.default_rng([seed, 1]))
         ref2 = model.sample(n, np.random.default_rng([seed, 2]))
 
+        # one reference for every configuration: the same projections and resamples ([seed, 3]) for all,
+        # so the replicates of two schedules are paired and the paired difference costs nothing extra
+        sw_ref = SlicedW2Reference(ref, n_projections, n_boot, np.random.default_rng([seed, 3]))
+
         def score(X):
-            sw = sliced_w2(X, ref, n_projections, n_boot, np.random.default_rng([seed, 3]))
+            est, reps = sw_ref.compare(X)
+            sw = MetricValue(est, *ci_from_replicates(est, reps))
             mmd = mmd2_unbiased(X, ref, max_n=mmd_samples, n_boot=n_boot, rng=np.random.default_rng([seed, 4]))
             tv, mass = mode_coverage(model, X, n_boot, np.random.default_rng([seed, 5]))
-            return {"sw2": sw, "mmd2": mmd, "mode_tv": tv}, mass
+            return {"sw2": sw, "mmd2": mmd, "mode_tv": tv}, (est, reps)
 
         fl, _ = score(ref2)
         floor = [{"metric": k, **v.to_dict()} for k, v in fl.items()]
@@ -227,7 +237,7 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
         reference = "pifskit" if "pifskit" in scheds_run else (scheds_run[0] if scheds_run else None)
         for j, (label, fn, opts) in enumerate(parsed):
             for N in steps:
-                kept: dict[str, np.ndarray] = {}
+                kept: dict[str, tuple[float, np.ndarray]] = {}
                 for sc in scheds_run:
                     chain = chains.get((sc, N))
                     if chain is None:
@@ -239,18 +249,18 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
                     n_generated += n
                     if not np.isfinite(X).all():
                         raise PifsError(f"sampler {label} on schedule {sc} ({N} steps) produced non-finite samples")
-                    ms, _ = score(X)
+                    t0 = time.perf_counter()
+                    ms, kept[sc] = score(X)
+                    t_metrics += time.perf_counter() - t0
                     nfe = sampler_nfe(label, chain)
                     for k, mv in ms.items():
                         add(label, sc, N, nfe, k, mv)
-                    kept[sc] = X
                     advance(1)
                 if paired and reference in kept:
-                    for sc, X in kept.items():
+                    for sc, sw in kept.items():
                         if sc == reference:
                             continue
-                        mv = sliced_w2_difference(X, kept[reference], ref, n_projections, n_boot,
-                                                  np.random.default_rng([seed, 3]))
+                        mv = paired_difference(sw, kept[reference])
                         paired_rows.append({"sampler": label, "schedule": sc, "reference": reference, "steps": N,
                                             "metric": "sw2_minus_reference", "value": mv.value,
                                             "ci_low": mv.ci_low, "ci_high": mv.ci_high})
@@ -269,13 +279,13 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
         "paired": paired_rows,
         "skipped": skipped,
         "chains": [{"schedule": sc, "steps": N, "sigmas": ch.sigmas.tolist()} for (sc, N), ch in chains.items()],
-        "timing": {"sampling_seconds": t_sample, "samples_generated": n_generated,
+        "timing": {"sampling_seconds": t_sample, "metrics_seconds": t_metrics, "samples_generated": n_generated,
                    "samples_per_second": (n_generated / t_sample) if t_sample > 0 else None},
     }
 
 
 # ---------------------------------------------------------------------------
-# report: markdown tables and plots
+# report: markdown tables (the page and plots: pifskit.report.bench)
 # ---------------------------------------------------------------------------
 
 def _fmt(v: float) -> str:
@@ -285,13 +295,16 @@ def _fmt(v: float) -> str:
 
 
 def markdown_tables(report: dict) -> str:
-    """One table per metric: rows sampler x schedule, columns step counts; best value per column in bold."""
+    """One table per metric: rows sampler x schedule, columns step counts; best value per sampler and column
+    in bold; then the paired differences and the throughput."""
     res = report["results"]
     lines = [f"# Sampling benchmark: {report['data']['spec']}", ""]
     nr = report["noise_range"]
     lines += [f"Noise range sigma {nr['sigma_min']:.4g} .. {nr['sigma_max']:.4g} ({report['settings']['base_schedule']}); "
               f"data sqrt(lambda) {nr['sqrt_lambda_min']:.3g} .. {nr['sqrt_lambda_max']:.3g}; "
-              f"{report['settings']['samples']} samples, seed {report['settings']['seed']}.", ""]
+              f"{report['settings']['samples']} samples per configuration, seed {report['settings']['seed']}"
+              + (f"; 95% CIs from {report['settings']['n_boot']} bootstrap replicates." if report["data"]["kind"] == "gmm"
+                 else "; closed form."), ""]
     for sk in report.get("skipped", []):
         lines += [f"*{sk['reason']}*", ""]
     metrics = list(dict.fromkeys(r["metric"] for r in res))
@@ -352,62 +365,10 @@ def markdown_tables(report: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_report(report: dict, out_dir: Path) -> list[Path]:
-    """error_vs_nfe_<metric>.png: one panel per sampler, one line per schedule, CI error bars, floor dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    res = report["results"]
-    floor = {f["metric"]: f for f in report.get("floor", [])}
-    paths = []
-    samplers = list(dict.fromkeys(r["sampler"] for r in res))
-    for m in dict.fromkeys(r["metric"] for r in res):
-        fig, axes = plt.subplots(1, len(samplers), figsize=(4.2 * len(samplers), 3.6), squeeze=False, sharey=True)
-        for ax, smp in zip(axes[0], samplers):
-            for sc in dict.fromkeys(r["schedule"] for r in res):
-                rows = sorted((r for r in res if r["metric"] == m and r["sampler"] == smp and r["schedule"] == sc),
-                              key=lambda r: r["nfe"])
-                if not rows:
-                    continue
-                x = np.array([r["nfe"] for r in rows], dtype=float)
-                y = np.array([r["value"] for r in rows], dtype=float)
-                lo = np.array([r["ci_low"] for r in rows], dtype=float)
-                hi = np.array([r["ci_high"] for r in rows], dtype=float)
-                ax.errorbar(x, y, yerr=[np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)], marker="o", ms=3,
-                            capsize=2, label=sc)
-            if m in floor:
-                ax.axhline(floor[m]["value"], color="k", ls="--", lw=0.8, label="true vs true")
-            ax.set_xscale("log")
-            ax.set_yscale("symlog" if m == "mmd2" else "log", **({"linthresh": 1e-4} if m == "mmd2" else {}))
-            ax.set_title(smp)
-            ax.set_xlabel("NFE")
-            ax.grid(alpha=0.3, which="both")
-        axes[0][0].set_ylabel(m)
-        axes[0][-1].legend(fontsize=7)
-        fig.suptitle(report["data"]["spec"], fontsize=9)
-        fig.tight_layout()
-        p = out_dir / f"error_vs_nfe_{m}.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
-    return paths
-
-
 def write_report(report: dict, out_dir, plots: bool = True) -> list[Path]:
-    """Write report.json, results.md and the plots into ``out_dir`` (created); return the paths."""
-    from ..cli._common import dump_json
+    """Write report.json, report.html, results.md and the plots into ``out_dir`` (created); return the paths.
 
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PifsError(f"cannot create output directory {out}: {exc}") from None
-    paths = [out / "report.json", out / "results.md"]
-    with open(paths[0], "w") as fh:
-        dump_json(report, fh)
-    paths[1].write_text(markdown_tables(report))
-    if plots:
-        paths += plot_report(report, out)
-    return paths
+    The page is :func:`pifskit.report.bench.write_bench_report` (the one report writer)."""
+    from ..report.bench import write_bench_report
+
+    return write_bench_report(report, out_dir, markdown_tables(report), plots=plots)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -123,11 +125,74 @@ def from_json_float(x: Any) -> float:
     return float(x)
 
 
+def _duration(seconds: float) -> str:
+    m, sec = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{sec:02d}"
+
+
+class _Advance:
+    """The callback a library function gets: ``advance(n=1)`` adds n; ``advance(completed=k)`` sets the count;
+    keyword fields (e.g. ``loss=0.12``) are shown after the bar once given.
+
+    Modes: a rich bar (``prog``), plain stderr lines every ``lines_every_s`` seconds (output not a TTY),
+    or nothing.
+    """
+
+    def __init__(self, prog=None, task=None, *, description: str = "", total: int = 0,
+                 lines_every_s: float | None = None):
+        self.prog, self.task, self._first = prog, task, True
+        self.description, self.total, self.lines_every_s = description, total, lines_every_s
+        self.done, self.t0, self.start, self.t_line = 0, time.perf_counter(), 0, -math.inf
+
+    def _line(self, info: str) -> None:
+        now = time.perf_counter()
+        if not (now - self.t_line >= self.lines_every_s or self.done >= self.total or self._first):
+            return
+        self.t_line = now
+        rate = (self.done - self.start) / max(now - self.t0, 1e-9)
+        eta = (self.total - self.done) / rate if rate > 0 else math.inf
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        print(f"{self.description} {self.done}/{self.total} ({pct:.0f}%)  {info}  elapsed {_duration(now - self.t0)}"
+              + (f"  eta {_duration(eta)}" if math.isfinite(eta) else ""), file=sys.stderr, flush=True)
+
+    def __call__(self, n: int = 1, *, completed: int | None = None, **fields: Any) -> None:
+        info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+        if self.prog is None:
+            if self.lines_every_s is not None:
+                if completed is not None and self._first:  # e.g. a resumed run: rate and ETA from here
+                    self.start, self.t0 = completed - 1, time.perf_counter()
+                self.done = completed if completed is not None else self.done + n
+                self._line(info)
+                self._first = False
+            return
+        extra = {"info": info} if fields else {}
+        if completed is None:
+            self.prog.update(self.task, advance=n, **extra)
+        elif self._first:  # e.g. a resumed run: start the rate (and ETA) estimate here, not at 0
+            self.prog.reset(self.task, completed=completed, **extra)
+        else:
+            self.prog.update(self.task, completed=completed, **extra)
+        self._first = False
+
+    def __bool__(self) -> bool:
+        return self.prog is not None or self.lines_every_s is not None
+
+
 @contextmanager
-def progress(description: str, total: int, enabled: bool = True) -> Iterator:
-    """A rich progress bar on stderr; yields ``advance(n=1)``. Disabled -> no output."""
-    if not enabled or not sys.stderr.isatty():
-        yield lambda n=1: None
+def progress(description: str, total: int, enabled: bool = True, start: int = 0,
+             lines_every_s: float | None = None) -> Iterator[_Advance]:
+    """The one progress bar of the CLI (rich, on stderr): count, elapsed time, ETA and fields.
+
+    Yields an :class:`_Advance` callback for the library (which never draws bars itself). When stderr
+    is not a TTY: a plain line every ``lines_every_s`` seconds (and at the first and last update), or
+    nothing if that is None; disabled -> a no-op callback.
+    """
+    if not enabled:
+        yield _Advance()
+        return
+    if not sys.stderr.isatty():
+        yield _Advance(description=description, total=total, lines_every_s=lines_every_s)
         return
     from rich.console import Console
     from rich.progress import (
@@ -136,9 +201,11 @@ def progress(description: str, total: int, enabled: bool = True) -> Iterator:
         Progress,
         TextColumn,
         TimeElapsedColumn,
+        TimeRemainingColumn,
     )
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
                   console=Console(stderr=True), transient=True) as prog:
-        task = prog.add_task(description, total=total)
-        yield lambda n=1: prog.advance(task, n)
+        task = prog.add_task(description, total=total, completed=start, info="")
+        yield _Advance(prog, task)

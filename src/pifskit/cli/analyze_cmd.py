@@ -55,7 +55,8 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..spectra import parse_spectrum
-    from ..torch.analysis import analyze_model, load_model, model_info, write_report
+    from ..report.model import ky_text, write_model_report
+    from ..torch.analysis import analyze_model, load_model, model_info
 
     if args.diffusers:
         from .analyze_diffusers import load_for_args
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         result = analyze_model(model, info, chain, spectrum, patch=patch, points=args.points, k=args.k,
                                trajectories=args.trajectories, refine=args.refine, probes=args.probes, exact=exact,
                                float64=args.float64, seed=args.seed, schedule=schedule, progress=advance)
-    paths = write_report(result, args.out)
+    paths = write_model_report(result, args.out)
     result["report"] = paths
     if args.json:
         dump_json(result)
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{i:>4} {st['logsnr'][i]:>9.3f} {st['contraction_threshold'][i]:>9.4f} "
                   f"{st['block_max'][i]:>10.4g} {st['offdiag_mass'][i]:>7.3f}")
         num = result["numerical"]
-        rel = ">=" if num.get("kaplan_yorke_is_lower_bound") else "="
-        print(f"numerical KY (top {num['k']}) {rel} {num['kaplan_yorke']:.4g}"
-              f"{' (lower bound: raise --k)' if rel == '>=' else ''}; report: {paths['html']}")
+        low = bool(num.get("kaplan_yorke_is_lower_bound"))
+        print(f"numerical KY (top {num['k']}) {ky_text(num['kaplan_yorke'], low)}"
+              f"{' (lower bound: raise --k)' if low else ''}; report: {paths['html']}")
     return 0

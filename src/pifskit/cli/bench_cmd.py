@@ -28,7 +28,8 @@ def _ints(text: str, name: str) -> list[int]:
 
 
 def register(subparsers) -> None:
-    from ..bench.sampling import DEFAULT_SAMPLERS, DEFAULT_SCHEDULES, DEFAULT_STEPS, BENCH_SCHEDULES
+    from ..bench.sampling import (BENCH_SCHEDULES, DEFAULT_N_BOOT, DEFAULT_SAMPLERS, DEFAULT_SAMPLES, DEFAULT_SCHEDULES,
+                                  DEFAULT_STEPS)
     from ..samplers import SAMPLERS
 
     bench = subparsers.add_parser("bench", help="benchmarks against exact-score data models")
@@ -44,9 +45,11 @@ def register(subparsers) -> None:
     p.add_argument("--steps", default=",".join(map(str, DEFAULT_STEPS)), help="comma-separated step counts")
     p.add_argument("--schedules", default=",".join(DEFAULT_SCHEDULES),
                    help=f"comma-separated: {', '.join(BENCH_SCHEDULES)}")
-    p.add_argument("--samples", type=int, default=10000, help="samples per configuration (default 10000)")
+    p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
+                   help=f"samples per configuration (default {DEFAULT_SAMPLES}; the published tables use 10000)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, metavar="DIR", help="write report.json, results.md and plots here")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write report.html, report.json, results.md and the plots here")
     p.add_argument("--base-schedule", default="sd", help="training schedule whose noise range all chains span (default sd)")
     p.add_argument("--dim", type=int, default=None, help="PCA dimension (default: 64 for MNIST, none for digits)")
     p.add_argument("--fit", default="class", choices=("class", "em"), help="mixture per class or by EM")
@@ -57,7 +60,8 @@ def register(subparsers) -> None:
     p.add_argument("--channels", type=int, default=3, help="gaussian:powerlaw channels (default 3)")
     p.add_argument("--pixel-variance", type=float, default=0.205, help="gaussian:powerlaw mean variance (default 0.205)")
     p.add_argument("--batch-size", type=int, default=4096, help="rows per sampler call (bounds memory)")
-    p.add_argument("--n-boot", type=int, default=100, help="bootstrap replicates for the CIs (default 100)")
+    p.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT,
+                   help=f"bootstrap replicates for the CIs (default {DEFAULT_N_BOOT}; the published tables use 100)")
     p.add_argument("--mmd-samples", type=int, default=1000, help="samples used by MMD^2 (default 1000)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     add_json_option(p)

@@ -15,7 +15,6 @@ fragment's numbers with :func:`pifskit.report.html.fmt_number` from the same
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Sequence
@@ -25,13 +24,13 @@ from ..chains import Chain
 from ..schedules import Schedule
 from ..spectra import Spectrum
 from .data import compute_report_data, to_jsonable
-from .figures import FIGURES, render_png
-from .html import figure_html, render_html
+from .figures import FIGURES
+from .. import __version__
+from .html import FOOTER, render_sections, subtitle_html
+from .page import REPORT_HTML, REPORT_JSON, render_png, write_page
 
 __all__ = ["build_report", "REPORT_HTML", "REPORT_JSON", "figure_file"]
 
-REPORT_HTML = "report.html"
-REPORT_JSON = "report.json"
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 
@@ -60,16 +59,6 @@ def _check_sections(sections: Sequence[dict], reserved: set[str]) -> list[dict]:
     return out
 
 
-def _write(path: Path, content: bytes | str) -> None:
-    try:
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content, encoding="utf-8")
-    except OSError as exc:
-        raise PifsError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
 def build_report(schedule: Schedule, chain: Chain, spectrum: Spectrum, out_dir: str | Path, patch: int = 8, *,
                  schedule_label: str | None = None, extra_sections: Sequence[dict] = (),
                  lambda_points: int = 256, map_points: int = 96, dpi: int = 110,
@@ -81,59 +70,33 @@ def build_report(schedule: Schedule, chain: Chain, spectrum: Spectrum, out_dir: 
     one entry per extra section. ``progress``, if given, is called once per
     figure drawn (for a progress bar).
     """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise PifsError(f"--out {out} exists and is not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PifsError(f"cannot create output directory {out}: {exc.strerror or exc}") from None
-
     raw = compute_report_data(schedule, chain, spectrum, patch=patch, schedule_label=schedule_label,
                               lambda_points=lambda_points, map_points=map_points)
-    sections = _check_sections(list(extra_sections or ()), set(raw) | {"files"})
+    extras = _check_sections(list(extra_sections or ()), set(raw) | {"files"})
 
     figures, files = [], {}
     for i, spec in enumerate(FIGURES):
         name = figure_file(i, spec.key)
         fig = spec.draw(raw)
-        label = "abcdefghijklmnopqrstuvwxyz"[i]
+        note = None
         if fig is None:
-            stale = out / name
-            if stale.is_file():
-                stale.unlink()
             note = raw["block_mass"]["note"] if spec.key == "block_mass" else "not available for these inputs"
-            figures.append({"key": spec.key, "label": label, "title": spec.title, "note": note, "png": None})
-            files[spec.key] = None
-        else:
-            png = render_png(fig, dpi=dpi)
-            _write(out / name, png)
-            figures.append({"key": spec.key, "label": label, "title": spec.title, "caption": spec.caption,
-                            "file": name, "png": png})
-            files[spec.key] = name
+        figures.append({"key": spec.key, "label": "abcdefghijklmnopqrstuvwxyz"[i], "title": spec.title,
+                        "caption": spec.caption, "note": note, "file": name,
+                        "png": None if fig is None else render_png(fig, dpi=dpi)})
+        files[spec.key] = None if fig is None else name
         if progress is not None:
             progress()
-
-    section_html = []
-    for s in sections:
-        frag = s["html"]
-        sec_files = {}
-        for f in s.get("figures", ()) or ():
-            name = f"{s['key']}-{f['key']}.png"
-            _write(out / name, f["png"])
-            sec_files[f["key"]] = name
-            frag += figure_html(f["png"], name, f"{s['key']}", f["title"], f.get("caption", ""))
-        section_html.append({"key": s["key"], "title": s["title"], "html": frag})
-        if sec_files:
-            files[s["key"]] = sec_files
+    for s in extras:
+        if s.get("figures"):
+            files[s["key"]] = {f["key"]: f"{s['key']}-{f['key']}.png" for f in s["figures"]}
 
     data = to_jsonable(raw)
-    data["files"] = {"html": REPORT_HTML, "json": REPORT_JSON, "figures": files}
-    for s in sections:
+    data["files"] = {"figures": files}
+    for s in extras:
         data[s["key"]] = to_jsonable(s["data"])
-    # the JSON must round-trip: serialise first, render the page from the parsed copy
-    text = json.dumps(data, indent=1, allow_nan=False)
-    data = json.loads(text)
-    _write(out / REPORT_JSON, text + "\n")
-    _write(out / REPORT_HTML, render_html(data, figures, section_html))
-    return data
+    inp, sm = raw["inputs"], raw["summary"]
+    return write_page(out_dir, data, render_sections(figures, extras),
+                      title=f"PIFS geometry report \u2014 {inp['schedule']}, {inp['chain']}",
+                      heading="PIFS geometry of a DDIM chain", subtitle=subtitle_html(inp, sm),
+                      footer=FOOTER.format(version=__version__))

@@ -8,16 +8,15 @@ PNG bytes. Importing this module never opens a window.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .data import DYNAMIC_RANGE
+from .page import new_figure, render_png
 
 __all__ = ["FigureSpec", "FIGURES", "render_png"]
 
@@ -27,17 +26,7 @@ _HIGH_NOISE = "#f3e6d0"  # shading of the high-noise regime (steps before the bo
 
 
 def _new(size=_SIZE, ncols: int = 1) -> tuple[Figure, object]:
-    fig = Figure(figsize=size, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, ncols)
-    return fig, axes
-
-
-def render_png(fig: Figure, dpi: int = _DPI) -> bytes:
-    """PNG bytes of a figure (Agg)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
+    return new_figure(size, ncols)
 
 
 def _shade_high_noise(ax, boundary: int, n_steps: int, label: bool = True) -> None:

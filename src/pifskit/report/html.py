@@ -9,12 +9,11 @@ correspondence is machine-checkable.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 from typing import Any, Sequence
 
-__all__ = ["fmt_number", "png_data_uri", "figure_html", "render_html", "KEY_NUMBERS", "lookup"]
+__all__ = ["fmt_number", "lookup", "render_sections", "subtitle_html", "KEY_NUMBERS", "FOOTER"]
 
 
 def fmt_number(v: Any) -> str:
@@ -52,19 +51,6 @@ def _cell(data: dict, path: str, cls: str = "num") -> str:
     v = lookup(data, path)
     return (f'<td class="{cls}" data-key="{html.escape(path)}" '
             f'data-value="{html.escape(json.dumps(v), quote=True)}">{fmt_number(v)}</td>')
-
-
-def png_data_uri(png: bytes) -> str:
-    """``data:image/png;base64,...`` for embedding a PNG in the HTML."""
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def figure_html(png: bytes, file_name: str, label: str, title: str, caption: str) -> str:
-    """One <figure> with the embedded PNG (the file name is kept as data-file for reference)."""
-    return (f'<figure id="fig-{html.escape(file_name.rsplit(".", 1)[0])}">'
-            f'<img src="{png_data_uri(png)}" alt="{html.escape(title)}" data-file="{html.escape(file_name)}">'
-            f"<figcaption><b>({html.escape(label)}) {html.escape(title)}.</b> {html.escape(caption)} "
-            f'<span class="file">[{html.escape(file_name)}]</span></figcaption></figure>')
 
 
 #: (label, path in the report dict, explanation) of the key-numbers table; path None starts a group
@@ -112,41 +98,6 @@ _STEP_COLUMNS: tuple[tuple[str, str], ...] = (
     ("c", "c"), ("d", "d"), ("L_star", "L*"), ("lambda_star", "\u03bb*"), ("M_off", "M_off"),
     ("released", "released"),
 )
-
-_CSS = """
-:root { --ink:#1d2733; --muted:#5b6775; --line:#d8dee6; --band:#f5f7fa; --accent:#1f4e9c; --warm:#f3e6d0; }
-* { box-sizing: border-box; }
-body { margin:0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
-       color: var(--ink); background:#fff; }
-main { max-width: 1040px; margin: 0 auto; padding: 24px 28px 48px; }
-header h1 { margin: 0 0 4px; font-size: 26px; color: var(--accent); }
-header p.sub { margin: 0; color: var(--muted); }
-h2 { font-size: 19px; border-bottom: 2px solid var(--line); padding-bottom: 4px; margin-top: 36px; }
-table { border-collapse: collapse; width: 100%; margin: 8px 0 4px; font-size: 14px; }
-th, td { padding: 4px 10px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
-th { background: var(--band); font-weight: 600; }
-tr:nth-child(even) td { background: #fafbfc; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap;
-         font-family: ui-monospace, "DejaVu Sans Mono", Menlo, monospace; font-size: 13px; }
-td.expl { color: var(--muted); }
-table.kv td:first-child { white-space: nowrap; font-weight: 500; }
-table.kv td.num { width: 9em; }
-table.steps th { text-align: right; } table.steps th:first-child { text-align: left; }
-tr.group th { background: #fff; color: var(--accent); font-size: 13px; text-transform: uppercase;
-               letter-spacing: .04em; padding-top: 12px; border-bottom: 1px solid var(--line); }
-tr.high td:first-child { border-left: 4px solid #e0b56b; }
-tr.low td:first-child { border-left: 4px solid #7fa6d6; }
-.grid-figs { display: block; }
-figure { margin: 22px 0; padding: 12px; border: 1px solid var(--line); border-radius: 6px; background: #fff; }
-figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; }
-figcaption { margin-top: 8px; color: var(--ink); font-size: 14px; }
-figcaption .file { color: var(--muted); font-size: 12px; }
-p.note { background: #fff7e0; border-left: 4px solid #e0b56b; padding: 8px 12px; }
-.legend { color: var(--muted); font-size: 13px; }
-footer { margin-top: 40px; color: var(--muted); font-size: 13px; border-top: 1px solid var(--line); padding-top: 8px; }
-code { background: var(--band); padding: 0 4px; border-radius: 3px; }
-"""
-
 
 def _key_table(data: dict) -> str:
     rows = []
@@ -198,64 +149,29 @@ def _inputs_table(data: dict) -> str:
     return f'<table class="kv"><tbody>{body}</tbody></table>'
 
 
-def render_html(data: dict, figures: Sequence[dict], extra_sections: Sequence[dict] = ()) -> str:
-    """The report page. ``figures``: dicts with label, title, caption, file, png (bytes) or note (str).
+def subtitle_html(inp: dict, sm: dict) -> str:
+    """The page's subtitle: schedule, chain (steps, landing), spectrum."""
+    return (f"schedule <b>{html.escape(str(inp['schedule']))}</b> \u00b7 chain <b>{html.escape(str(inp['chain']))}</b> "
+            f"({sm['n_steps']} steps, {'lands' if sm['lands_clean'] else 'does not land'} on the clean endpoint) "
+            f"\u00b7 spectrum <b>{html.escape(str(inp['spectrum']))}</b> (d = {sm['d']})")
 
-    ``extra_sections``: dicts with key, title, html (trusted fragment), appended before the footer.
+
+FOOTER = ("Generated by pifskit {version}. Every number on this page is formatted from <code>report.json</code> "
+          "in the same folder (the figures are also saved there as PNG files). Model-free: no denoiser was "
+          "evaluated; the geometry follows from the schedule, the chain and the data spectrum (Gaussian surrogate).")
+
+
+def render_sections(figures: Sequence[dict], extra_sections: Sequence[dict] = ()) -> list[dict]:
+    """The geometry report's sections for :func:`pifskit.report.page.write_page`.
+
+    ``figures``: the built-in figures (key, label, title, caption, file, png or note);
+    ``extra_sections``: dicts with key, title, html (trusted fragment), optional figures, appended last.
     """
-    inp, sm = data["inputs"], data["summary"]
-    title = f"PIFS geometry report \u2014 {inp['schedule']}, {inp['chain']}"
-    figs = []
-    for f in figures:
-        if f.get("png") is not None:
-            figs.append(figure_html(f["png"], f["file"], f["label"], f["title"], f["caption"]))
-        else:
-            figs.append(f'<p class="note" id="fig-{html.escape(f["key"])}"><b>({html.escape(f["label"])}) '
-                        f'{html.escape(f["title"])}:</b> not drawn \u2014 {html.escape(f["note"])}</p>')
-    extras = "".join(
-        f'<section id="{html.escape(s["key"])}" class="extra"><h2>{html.escape(s["title"])}</h2>{s["html"]}</section>'
-        for s in extra_sections)
-    sub = (f"schedule <b>{html.escape(str(inp['schedule']))}</b> \u00b7 chain <b>{html.escape(str(inp['chain']))}</b> "
-           f"({sm['n_steps']} steps, {'lands' if sm['lands_clean'] else 'does not land'} on the clean endpoint) "
-           f"\u00b7 spectrum <b>{html.escape(str(inp['spectrum']))}</b> (d = {sm['d']})")
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<main>
-<header>
-<h1>PIFS geometry of a DDIM chain</h1>
-<p class="sub">{sub}</p>
-</header>
-<section id="key-numbers">
-<h2>Key numbers</h2>
-{_key_table(data)}
-</section>
-<section id="figures">
-<h2>Figures</h2>
-<div class="grid-figs">
-{''.join(figs)}
-</div>
-</section>
-<section id="steps">
-<h2>Per-step geometry</h2>
-{_steps_table(data)}
-</section>
-<section id="inputs">
-<h2>Inputs</h2>
-{_inputs_table(data)}
-</section>
-{extras}
-<footer>Generated by pifskit {html.escape(str(data['pifskit_version']))}. Every number on this page is formatted
-from <code>report.json</code> in the same folder (the figures are also saved there as PNG files). Model-free:
-no denoiser was evaluated; the geometry follows from the schedule, the chain and the data spectrum
-(Gaussian surrogate).</footer>
-</main>
-</body>
-</html>
-"""
+    return [
+        {"key": "key-numbers", "title": "Key numbers", "html": _key_table},
+        {"key": "figures", "title": "Figures", "html": "", "figures": list(figures)},
+        {"key": "steps", "title": "Per-step geometry", "html": _steps_table},
+        {"key": "inputs", "title": "Inputs", "html": _inputs_table},
+        *({"key": s["key"], "title": s["title"], "html": s["html"], "extra": True,
+           "figures": [{"label": s["key"], **f} for f in s.get("figures") or ()]} for s in extra_sections),
+    ]

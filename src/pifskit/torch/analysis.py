@@ -4,19 +4,15 @@
 measures the block Jacobian of D_t at the visited states (exact full Jacobian for small d,
 probe estimates otherwise), puts L_B(D_t) beside L*_t and the Gaussian-optimal L_B, M_off(t)
 beside the surrogate's :func:`pifskit.blockmass.offdiag_block_mass`, and the numerical top-k
-Lyapunov spectrum / Kaplan-Yorke dimension beside the analytic ones. :func:`write_report`
-writes ``report.json``, ``report.png`` and ``report.html``.
+Lyapunov spectrum / Kaplan-Yorke dimension beside the analytic ones. ``write_report``
+(:func:`pifskit.report.model.write_model_report`) writes the page.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import importlib
-import json
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -218,103 +214,5 @@ def analyze_model(model, info: dict, chain: Chain, spectrum: Spectrum | None = N
     return result
 
 
-# ---------------------------------------------------------------------------
-# report
-# ---------------------------------------------------------------------------
-
-def _plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    st = result["steps"]
-    n = np.arange(len(st["logsnr"]))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    ax = axes[0]
-    if np.isfinite(st["block_max"]).any():
-        ax.errorbar(n, st["block_max"], yerr=st["block_max_spread"], fmt="o-", label="measured $L_B(D_t)$ (spectral)")
-    ax.plot(n, st["block_max_frob"], "s--", label="measured Frobenius row sum")
-    ax.plot(n, st["contraction_threshold"], "k-", lw=2, label="$L^*_t$")
-    if "surrogate_gaussian_block_max" in st:
-        ax.plot(n, st["surrogate_gaussian_block_max"], "g:", label="Gaussian-optimal $L_B$")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_title("block-max norm vs contraction threshold")
-    ax.legend(fontsize=8)
-    ax = axes[1]
-    ax.plot(n, st["offdiag_mass"], "o-", label="measured $M_{off}$")
-    if "surrogate_offdiag_mass" in st:
-        ax.plot(n, st["surrogate_offdiag_mass"], "g--", label="surrogate $M_{off}$")
-    ax.axvline(result["regime_boundary_step"] - 0.5, color="grey", ls=":", label="logSNR = 0")
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("step")
-    ax.set_title("off-diagonal block mass")
-    ax.legend(fontsize=8)
-    ax = axes[2]
-    num = result["numerical"]
-    kk = np.arange(1, num["k"] + 1)
-    ax.errorbar(kk, num["exponents"], yerr=num["spread"], fmt="o-", label=f"numerical (KY {num['kaplan_yorke']:.3g})")
-    if "analytic" in result:
-        ana = result["analytic"]
-        ax.plot(kk, ana["exponents_top"], "g--", label=f"analytic surrogate (KY {ana['kaplan_yorke']:.3g})")
-    ax.axhline(0, color="grey", lw=0.5)
-    ax.set_xlabel("index i")
-    ax.set_title("Lyapunov exponents (per chain)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _fmt(x) -> str:
-    try:
-        return f"{float(x):.4g}"
-    except (TypeError, ValueError):
-        return html.escape(str(x))
-
-
-def write_report(result: dict, out_dir: str | os.PathLike) -> dict[str, str]:
-    """Write report.json, report.png and report.html (PNG embedded) to ``out_dir``; returns the paths."""
-    from ..cli._common import to_jsonable
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "report.json", "png": out / "report.png", "html": out / "report.html"}
-    clean = to_jsonable(result)
-    paths["json"].write_text(json.dumps(clean, indent=1, allow_nan=False) + "\n")
-    _plot(result, paths["png"])
-    st = result["steps"]
-    cols = [("logSNR", "logsnr"), ("L*_t", "contraction_threshold"), ("L_B(D_t)", "block_max"),
-            ("Frobenius row sum", "block_max_frob"), ("Gaussian-optimal L_B", "surrogate_gaussian_block_max"),
-            ("contractive", "contractive"), ("M_off", "offdiag_mass"), ("surrogate M_off", "surrogate_offdiag_mass")]
-    cols = [(h, k) for h, k in cols if k in st]
-    rows = "".join("<tr><td>{}</td>{}</tr>".format(i, "".join(f"<td>{_fmt(st[k][i])}</td>" for _, k in cols))
-                   for i in range(len(st["logsnr"])))
-    num = result["numerical"]
-    ana = result.get("analytic")
-    lyap_rows = "".join(
-        f"<tr><td>{i + 1}</td><td>{_fmt(num['exponents'][i])}</td><td>{_fmt(num['spread'][i])}</td>"
-        f"<td>{_fmt(ana['exponents_top'][i]) if ana else ''}</td></tr>" for i in range(num["k"]))
-    img = base64.b64encode(paths["png"].read_bytes()).decode()
-    model = html.escape(json.dumps(to_jsonable(result["model"])))
-    ky_ana = f"{_fmt(ana['kaplan_yorke'])} (top-{num['k']}: {_fmt(ana['kaplan_yorke_top_k'])})" if ana else "n/a"
-    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>pifskit analyze-model</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
-padding:2px 6px;text-align:right}}</style></head><body>
-<h1>PIFS analysis of a denoiser</h1>
-<p>model: <code>{model}</code><br>chain: {html.escape(str(result['chain']['name']))}, {result['chain']['n_steps']} steps;
-d = {result['d']}, {result['n_blocks']} blocks of patch {result['patch']}; block norms: {html.escape(result['block_norms_method'])};
-{result['dtype']}.</p>
-<img src="data:image/png;base64,{img}" style="max-width:100%">
-<h2>Per step: measured L_B(D_t) beside L*_t, M_off beside the surrogate</h2>
-<table><tr><th>step</th>{''.join(f'<th>{h}</th>' for h, _ in cols)}</tr>{rows}</table>
-<h2>Lyapunov spectrum (top {num['k']}, {num['trajectories']} trajectories)</h2>
-<p>numerical Kaplan-Yorke: {_fmt(num['kaplan_yorke'])} &plusmn; {_fmt(num['kaplan_yorke_spread'])}
-{'(lower bound: all top-k partial sums are non-negative)' if num['kaplan_yorke_is_lower_bound'] else ''};
-analytic surrogate: {ky_ana}</p>
-<table><tr><th>i</th><th>numerical</th><th>spread</th><th>analytic</th></tr>{lyap_rows}</table>
-</body></html>
-"""
-    paths["html"].write_text(doc)
-    return {k: str(v) for k, v in paths.items()}
+# the page is written by the one report writer (numpy + matplotlib, no torch)
+from ..report.model import write_model_report as write_report  # noqa: E402  (re-exported)

@@ -6,12 +6,16 @@ This is NOT Inception FID: the features are the penultimate layer (``feat_dim`` 
 classifier file. Its floor -- the distance between two disjoint sets of REAL images of the
 same size -- is reported beside every value (finite-sample bias makes it > 0).
 
+The metrics themselves are numpy and live in :mod:`pifskit.metrics` (re-exported here):
+
 * Frechet distance of Gaussians fitted to two feature sets:
   ``||mu_a - mu_b||^2 + tr(C_a + C_b - 2 (C_a^{1/2} C_b C_a^{1/2})^{1/2})``.
 * Precision / recall (Kynkaenniemi et al. 2019, "Improved precision and recall"): a point is
   inside a set's manifold if it lies within the k-th-nearest-neighbour radius of some point of
   that set. precision = share of generated points inside the real manifold; recall = share of
   real points inside the generated manifold.
+
+This module holds the torch part: the feature network, its training and the sample report.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from torch import nn
 
 from .._validate import PifsError, check_positive_int
 from ..datasets import DataSpec
+from ..metrics import frechet_distance, frechet_distance_from_stats, precision_recall  # re-exported
 from .checkpoint import atomic_write_bytes
 
 __all__ = ["frechet_distance", "frechet_distance_from_stats", "precision_recall", "SmallClassifier",
@@ -35,67 +40,6 @@ __all__ = ["frechet_distance", "frechet_distance_from_stats", "precision_recall"
            "CLASSIFIER_NAME"]
 
 CLASSIFIER_NAME = "classifier.pt"
-
-
-# ---------------------------------------------------------------------------
-# the metric (numpy)
-# ---------------------------------------------------------------------------
-
-def _feats(x, name: str) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim != 2 or a.shape[0] < 2:
-        raise PifsError(f"{name} must be (N >= 2, D) features, got shape {a.shape}")
-    if not np.isfinite(a).all():
-        raise PifsError(f"{name} contains non-finite values")
-    return a
-
-
-def _psd_sqrt(C: np.ndarray) -> np.ndarray:
-    w, V = np.linalg.eigh(0.5 * (C + C.T))
-    return (V * np.sqrt(np.clip(w, 0.0, None))) @ V.T
-
-
-def frechet_distance_from_stats(mu_a, cov_a, mu_b, cov_b) -> float:
-    """``||mu_a - mu_b||^2 + tr(C_a) + tr(C_b) - 2 tr((C_a^{1/2} C_b C_a^{1/2})^{1/2})`` (symmetric PSD route)."""
-    mu_a, mu_b = np.asarray(mu_a, np.float64), np.asarray(mu_b, np.float64)
-    Ca, Cb = np.asarray(cov_a, np.float64), np.asarray(cov_b, np.float64)
-    if mu_a.shape != mu_b.shape or Ca.shape != Cb.shape or Ca.shape != (mu_a.size, mu_a.size):
-        raise PifsError("means and covariances must have matching shapes (D,), (D, D)")
-    sa = _psd_sqrt(Ca)
-    w = np.linalg.eigvalsh(sa @ Cb @ sa)
-    cross = np.sqrt(np.clip(w, 0.0, None)).sum()
-    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(Ca) + np.trace(Cb) - 2.0 * cross)
-
-
-def frechet_distance(feats_a, feats_b) -> float:
-    """Frechet distance between Gaussians fitted (mean, unbiased covariance) to two feature sets."""
-    a, b = _feats(feats_a, "feats_a"), _feats(feats_b, "feats_b")
-    if a.shape[1] != b.shape[1]:
-        raise PifsError(f"feature dimensions differ: {a.shape[1]} vs {b.shape[1]}")
-    return frechet_distance_from_stats(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
-
-
-def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2.0 * a @ b.T, 0.0)
-
-
-def _knn_radii(x: np.ndarray, k: int) -> np.ndarray:
-    d = _sqdist(x, x)
-    np.fill_diagonal(d, np.inf)
-    return np.partition(d, k - 1, axis=1)[:, k - 1]  # squared distance to the k-th other point
-
-
-def precision_recall(real, fake, k: int = 3) -> tuple[float, float]:
-    """(precision, recall) of ``fake`` against ``real`` with k-NN manifolds (Kynkaenniemi et al. 2019)."""
-    r, f = _feats(real, "real"), _feats(fake, "fake")
-    k = check_positive_int(k, "k")
-    if k >= min(len(r), len(f)):
-        raise PifsError(f"k = {k} needs more than k points in each set ({len(r)} real, {len(f)} fake)")
-    rr, rf = _knn_radii(r, k), _knn_radii(f, k)
-    d = _sqdist(f, r)  # (fake, real)
-    precision = float(np.mean((d <= rr[None]).any(1)))
-    recall = float(np.mean((d.T <= rf[None]).any(1)))
-    return precision, recall
 
 
 # ---------------------------------------------------------------------------

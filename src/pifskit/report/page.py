@@ -1,0 +1,135 @@
+"""The one report writer: ``report.json``, the PNG figures and a self-contained ``report.html``.
+
+    write_page(out_dir, data, sections, title=..., heading=..., subtitle=..., footer=...) -> dict
+
+Every pifskit page (``pifskit report``, ``analyze-model``, ``bench sampling``) is the Jinja2
+skeleton ``templates/page.html``: a header, one ``<section id=key>`` per section -- its HTML
+fragment, then its figures embedded as data URIs with a caption (or a note where a figure is
+not drawn) -- and a footer. A section is a dict
+
+    {"key": str, "title": str, "html": str | callable(data) -> str,
+     "figures": [{"key", "title", "caption", "png": bytes | None, "note": str, "file": str, "label": str}]}
+
+``html`` may be a function of the JSON-parsed data, so that every number on the page is formatted
+from what ``report.json`` holds. A figure's file defaults to ``<section key>-<figure key>.png``;
+a figure with ``png`` None is written as a note and its stale file removed. Figures are drawn
+with :class:`matplotlib.figure.Figure` on the Agg canvas (:func:`new_figure`, :func:`render_png`);
+no pyplot, no global backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+from .._json import to_jsonable
+from .._validate import PifsError
+
+__all__ = ["write_page", "prepare_out_dir", "write_file", "png_data_uri", "new_figure", "render_png",
+           "REPORT_HTML", "REPORT_JSON"]
+
+REPORT_HTML = "report.html"
+REPORT_JSON = "report.json"
+
+
+def png_data_uri(png: bytes) -> str:
+    """``data:image/png;base64,...`` for embedding a PNG in the HTML."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def new_figure(size: tuple[float, float] = (7.6, 4.2), ncols: int = 1, **subplots: Any):
+    """(Figure, axes) on its own Agg canvas, constrained layout; nothing global is touched."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, ncols, **subplots)
+
+
+def render_png(fig, dpi: int = 110) -> bytes:
+    """PNG bytes of a figure (Agg)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def prepare_out_dir(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` (PifsError if it is a file or cannot be created)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise PifsError(f"--out {out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PifsError(f"cannot create output directory {out}: {exc.strerror or exc}") from None
+    return out
+
+
+def write_file(path: Path, content: bytes | str) -> None:
+    """Write bytes or UTF-8 text; OSError -> PifsError naming the file."""
+    try:
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    except OSError as exc:
+        raise PifsError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+@lru_cache(maxsize=1)
+def _template():
+    from jinja2 import Environment, PackageLoader, select_autoescape
+    from markupsafe import Markup
+
+    env = Environment(loader=PackageLoader("pifskit.report", "templates"), autoescape=select_autoescape(["html"]),
+                      keep_trailing_newline=True)
+    env.filters["data_uri"] = png_data_uri
+    env.filters["esc"] = lambda v: Markup(html.escape(str(v)))
+    return env.get_template("page.html")
+
+
+def write_page(out_dir: str | Path, data: dict, sections: Sequence[dict], *, title: str, heading: str,
+               subtitle: str = "", footer: str = "") -> dict:
+    """Write the figures, ``report.json`` (``data`` plus ``files``) and ``report.html``; return the JSON dict.
+
+    ``data["files"]`` becomes {"html", "json", "figures": {section key: {figure key: file or None}}}
+    unless ``data`` already has a ``files`` entry (then its ``figures`` are kept as given).
+    ``subtitle`` and ``footer`` are trusted HTML.
+    """
+    out = prepare_out_dir(out_dir)
+    shown, fig_files = [], {}
+    for s in sections:
+        figs, names = [], {}
+        for i, f in enumerate(s.get("figures") or ()):
+            name = f.get("file") or f"{s['key']}-{f['key']}.png"
+            if f.get("png") is None:
+                if (out / name).is_file():
+                    (out / name).unlink()
+                names[f["key"]] = None
+            else:
+                write_file(out / name, f["png"])
+                names[f["key"]] = name
+            figs.append({"label": f.get("label") or f"{s['key']}{'' if i == 0 else i + 1}", "note": "", "caption": "",
+                         **f, "file": name})
+        if names:
+            fig_files[s["key"]] = names
+        shown.append({**s, "figures": figs})
+    data = dict(data)
+    files = data.get("files") or {}
+    data["files"] = {"html": REPORT_HTML, "json": REPORT_JSON, "figures": files.get("figures", fig_files)}
+    # the JSON must round-trip: serialise first, render the page from the parsed copy
+    text = json.dumps(to_jsonable(data), indent=1, allow_nan=False)
+    parsed = json.loads(text)
+    write_file(out / REPORT_JSON, text + "\n")
+    for s in shown:
+        if callable(s.get("html")):
+            s["html"] = s["html"](parsed)
+    page = _template().render(title=title, heading=heading, subtitle=subtitle, footer=footer, sections=shown)
+    write_file(out / REPORT_HTML, page)
+    return parsed
