@@ -73,7 +73,8 @@ def test_svd_config_cli(tmp_path):
     assert d["sigma_max"] == pytest.approx(700.0) and d["sigma_min"] == pytest.approx(0.002)
     ref_sig, _ = _reference(SVD, 10)
     np.testing.assert_allclose(d["baselines"]["config"]["sigmas"], ref_sig, rtol=2e-6)
-    assert d["sigmas"][0] == pytest.approx(700.0, rel=1e-6)
+    assert max(d["sigmas"]) <= 700.0 * (1 + 1e-9)
+    assert d["w2"] <= d["baselines"]["config"]["w2"]
 
 
 @pytest.mark.parametrize("bad, msg", [

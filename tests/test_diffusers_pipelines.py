@@ -88,8 +88,9 @@ def test_multistep_sd_pipeline_model_sees_designed_timesteps(tmp_path, make):
     d = designed(SD_SCHEDULE, plan.solver)
     assert seen.tolist() == d.timesteps.tolist()
     np.testing.assert_allclose(TABLE[seen.astype(int)], d.timestep_chain.sigmas[:-1], rtol=1e-6)
-    # the solver stepped on exactly those levels and landed clean
-    np.testing.assert_allclose(pipe.scheduler.sigmas.numpy(), d.timestep_chain.sigmas, rtol=1e-5)
+    # the solver stepped on exactly those levels and landed clean (diffusers forms sqrt((1 - ab) / ab) in
+    # float32: at timestep 0, 1 - ab = 8.5e-4 carries ~1e-5 relative rounding; the issue asks for 1e-4)
+    np.testing.assert_allclose(pipe.scheduler.sigmas.numpy(), d.timestep_chain.sigmas, rtol=1e-4)
 
 
 def test_unipc_without_the_wrapper_is_refused_with_the_swap(tmp_path):
