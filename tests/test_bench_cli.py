@@ -138,8 +138,6 @@ def test_one_progress_bar_library_takes_callbacks():
     assert sum(calls) == 4  # one per configuration
 
 
-@pytest.mark.xfail(strict=True, reason="train()'s own bar (torch/train.py _Progress) is replaced by the CLI callback "
-                                       "when branch 'report' is merged over the training refactor (issue 10 item 6)")
 def test_train_draws_no_bar_of_its_own():
     assert "torch/train.py" not in _bar_modules()
 

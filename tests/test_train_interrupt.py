@@ -219,12 +219,13 @@ def test_progress_lines_without_tty_and_no_nan_on_bar(tmp_path, capsys, monkeypa
 
     buf = Tty()
     monkeypatch.setattr(sys, "stderr", buf)
-    bar = tr._Progress(True, 0, 10)
-    bar.prog.refresh()
-    shown0 = buf.getvalue()
-    bar.update(1, 0.25)
-    bar.prog.refresh()
-    bar.close()
+    from pifskit.cli._common import progress  # the one bar train's callback drives
+
+    with progress("train step", 10) as bar:
+        bar.prog.refresh()
+        shown0 = buf.getvalue()
+        bar(completed=1, loss=f"{0.25:.4f}")
+        bar.prog.refresh()
     assert "0/10" in shown0 and "nan" not in shown0 and "loss" not in shown0
     assert "loss 0.2500" in buf.getvalue()
 

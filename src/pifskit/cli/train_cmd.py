@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .._validate import PifsError
 from ..torch.config import DEFAULT_CKPT_MINUTES, TRAIN_PREDICTIONS, TrainConfig, cli_fields
-from ._common import add_json_option, dump_json
+from ._common import add_json_option, dump_json, progress
 
 
 _MODEL_FLAGS = {"dit": ("width", "depth", "heads", "patch_size", "pos_emb"),
@@ -133,7 +133,7 @@ def run_train(args) -> int:
         given["prediction"] = normalize_prediction(given["prediction"], TRAIN_PREDICTIONS)
     out = check_out_dir(args.out) if args.out else None  # before any work
     run_opts = dict(ckpt_every=args.ckpt_every, ckpt_minutes=args.ckpt_minutes, log_every=args.log_every,
-                    progress=not args.json, device=args.device)
+                    device=args.device)
     if args.resume:
         data = None
         if args.data:  # unspecified split options default to the run's own
@@ -146,17 +146,18 @@ def run_train(args) -> int:
                                    verify=stored.verify and not args.no_verify)
         overrides = dict(given)
         overrides["model_overrides"] = _model_overrides(args, None)
-        job = lambda: train(data, args.resume, args.steps, resume=True, resume_overrides=overrides,  # noqa: E731
-                            **run_opts)
+        job = lambda **kw: train(data, args.resume, args.steps, resume=True,  # noqa: E731
+                                 resume_overrides=overrides, **run_opts, **kw)
     else:
         data = _data_spec(args)
         hp = dict(given)
         hp["model_overrides"] = _model_overrides(args, hp.get("model", TrainConfig.model))
         cfg = TrainConfig(**hp)
-        job = lambda: train(data, out, args.steps, cfg, **run_opts)  # noqa: E731
+        job = lambda **kw: train(data, out, args.steps, cfg, **run_opts, **kw)  # noqa: E731
     rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     try:
-        summary = job()
+        with progress("train step", args.steps, enabled=not args.json, lines_every_s=30.0) as bar:
+            summary = job(progress=bar)
     except TrainingInterrupted as exc:
         if rank0:
             run_dir = args.resume or args.out

@@ -41,10 +41,8 @@ as EDM); buffers are copied.
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -636,8 +634,8 @@ def _rewrite_log(log_path: Path, upto_step: int) -> None:
 
 def train(data: DataSpec | None, out_dir: str | os.PathLike, steps: int, config: TrainConfig | None = None, *,
           resume: bool = False, resume_overrides: dict | None = None, ckpt_every: int = 0,
-          ckpt_minutes: float = DEFAULT_CKPT_MINUTES, log_every: int = 10, progress: bool = True,
-          progress_every_s: float = 30.0, device: str | None = None,
+          ckpt_minutes: float = DEFAULT_CKPT_MINUTES, log_every: int = 10,
+          progress: Callable[..., None] | None = None, device: str | None = None,
           on_step: Callable[[int, float], None] | None = None) -> dict:
     """Train to a total of ``steps`` steps; returns a summary dict.
 
@@ -646,8 +644,8 @@ def train(data: DataSpec | None, out_dir: str | os.PathLike, steps: int, config:
     ``out_dir``; ``resume_overrides`` (hyper-parameters the user gave again) must match them
     (``precision`` may change). A checkpoint is written every ``ckpt_every`` steps (0: off), every
     ``ckpt_minutes`` minutes (0: off), at the end, and on SIGINT / SIGTERM, after which
-    :class:`TrainingInterrupted` is raised. ``progress``: a bar on a TTY, else a line on stderr
-    every ``progress_every_s`` seconds (and at the first and last step).
+    :class:`TrainingInterrupted` is raised. ``progress``: a callback ``progress(completed=step,
+    loss="0.1234")`` called on the main rank after each step (the CLI draws the bar; None: quiet).
     """
     steps = check_positive_int(steps, "steps")
     out = check_out_dir(out_dir)
@@ -664,7 +662,6 @@ def train(data: DataSpec | None, out_dir: str | os.PathLike, steps: int, config:
             def save(step: int) -> None:
                 save_checkpoint(ck_path, run.payload(step, ctx.world))
 
-            bar = _Progress(progress and ctx.main, run.start, steps, every_s=progress_every_s)
             last_loss, done = float("nan"), run.start
             run.model.train()
             try:
@@ -675,11 +672,11 @@ def train(data: DataSpec | None, out_dir: str | os.PathLike, steps: int, config:
                     done, last_loss = step + 1, res.loss
                     if on_step is not None:
                         on_step(done, last_loss)
-                    bar.update(done, last_loss)
+                    if progress and ctx.main:
+                        progress(completed=done, loss=f"{last_loss:.4f}")
                     policy.after_step(done, res, save)
                 policy.stop_if_signalled(done, int(ctx.reduce(float(stop.signum), "max")), save, ck_path)
             finally:
-                bar.close()
                 policy.close()
         seconds = time.perf_counter() - policy.t_start
         return {"out": str(out), "checkpoint": str(ck_path), "start_step": run.start, "step": steps,
@@ -693,45 +690,3 @@ def train(data: DataSpec | None, out_dir: str | os.PathLike, steps: int, config:
             dist.destroy_process_group()
 
 
-def _fmt_duration(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-class _Progress:
-    """Progress on stderr: a rich bar on a TTY; otherwise a plain line every ``every_s`` seconds
-    (and at the first and the last step), so redirected output still shows the run advancing."""
-
-    def __init__(self, enabled: bool, start: int, total: int, every_s: float = 30.0):
-        self.prog, self.lines = None, False
-        self.t0, self.start, self.total, self.every_s = time.perf_counter(), start, total, every_s
-        self.t_line = -math.inf
-        if not enabled:
-            return
-        if not sys.stderr.isatty():
-            self.lines = True
-            return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.prog = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                             TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
-                             console=Console(stderr=True), transient=True)
-        self.prog.start()
-        self.task = self.prog.add_task("train", total=total, completed=start, stats="")
-
-    def update(self, done: int, loss: float) -> None:
-        now = time.perf_counter()
-        rate = (done - self.start) / max(now - self.t0, 1e-9)
-        if self.prog is not None:
-            self.prog.update(self.task, completed=done, stats=f"loss {loss:.4f}  {rate:.2f} it/s")
-        elif self.lines and (now - self.t_line >= self.every_s or done == self.total or done == self.start + 1):
-            self.t_line = now
-            eta = (self.total - done) / rate if rate > 0 else math.inf
-            print(f"train step {done}/{self.total} ({100.0 * done / self.total:.0f}%)  loss {loss:.4f}  "
-                  f"{rate:.2f} it/s  elapsed {_fmt_duration(now - self.t0)}"
-                  + (f"  eta {_fmt_duration(eta)}" if math.isfinite(eta) else ""), file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.prog is not None:
-            self.prog.stop()
