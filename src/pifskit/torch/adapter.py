@@ -52,6 +52,7 @@ __all__ = [
     "GaussianDenoiser",
     "ModelDenoiser",
     "model_output_tensor",
+    "rollout",
 ]
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction", "flow")
@@ -192,9 +193,9 @@ class ChainDenoiser(nn.Module):
         if conv == "discrete" and chain.timesteps is None and getattr(denoiser, "timestep_fn", None) is None:
             raise PifsError("the model uses discrete training timesteps but the chain has none; build the chain "
                             "from a discrete schedule (e.g. --schedule sd/ddpm) or Chain.from_timesteps")
-        c, d = step_coefficients(chain)
+        c, d_coef = step_coefficients(chain)
         self.c = c
-        self.d = d
+        self.d_coef = d_coef  # DDIM coefficient of D_i (not a dimension)
         self.lstar = contraction_threshold(chain)
         self.n_steps = chain.n_steps
 
@@ -214,25 +215,48 @@ class ChainDenoiser(nn.Module):
         idx = np.asarray(i.detach().cpu().numpy() if isinstance(i, torch.Tensor) else i)
         shape = (-1,) + (1,) * (like.dim() - 1) if idx.ndim else ()
         c = torch.as_tensor(self.c[idx], dtype=like.dtype, device=like.device).reshape(shape)
-        d = torch.as_tensor(self.d[idx], dtype=like.dtype, device=like.device).reshape(shape)
+        d = torch.as_tensor(self.d_coef[idx], dtype=like.dtype, device=like.device).reshape(shape)
         return c, d
 
-    def step(self, x: torch.Tensor, i) -> torch.Tensor:
+    def step(self, x: torch.Tensor, i, clip_x0: float | None = None) -> torch.Tensor:
+        """F_i(x) = c_i x + d_i D_i(x); ``clip_x0`` clamps D_i to [-clip_x0, clip_x0] (diffusers' clip_sample)."""
         c, d = self.coefficients(i, x)
-        return c * x + d * self.denoise(x, i)
+        x0 = self.denoise(x, i)
+        if clip_x0 is not None:
+            x0 = x0.clamp(-clip_x0, clip_x0)
+        return c * x + d * x0
 
     def forward(self, x: torch.Tensor, i) -> torch.Tensor:
         return self.step(x, i)
 
-    @torch.no_grad()
-    def sample(self, x_init: torch.Tensor, return_trajectory: bool = False):
-        """Run the whole chain from ``x_init`` (level 0); optionally return all N + 1 states."""
-        xs = [x_init]
-        x = x_init
-        for i in range(self.n_steps):
-            x = self.step(x, i)
-            xs.append(x)
-        return torch.stack(xs) if return_trajectory else x
+    def sample(self, x_init: torch.Tensor, return_trajectory: bool = False, clip_x0: float | None = None):
+        """Run the whole chain from ``x_init`` (level 0) with :func:`rollout`; optionally all N + 1 states."""
+        xs = rollout(self, x_init, clip_x0=clip_x0)
+        return xs if return_trajectory else xs[-1]
+
+
+@torch.no_grad()
+def rollout(model: ChainDenoiser, x: torch.Tensor, chain: Chain | None = None, callback: Callable | None = None,
+            *, clip_x0: float | None = None) -> torch.Tensor:
+    """The one DDIM rollout: x_{i+1} = c_i x_i + d_i clamp(D_i(x_i)) over the chain; returns (N + 1, B, ...).
+
+    ``model`` is a :class:`ChainDenoiser` (``chain``, when given, must be its chain: the
+    k-diffusion-like signature model, x, chain, callback); ``callback(i, x_i, x0_i)`` after
+    each step; ``clip_x0`` clamps the x0 estimate to [-clip_x0, clip_x0] (None: no clamp).
+    """
+    if chain is not None and chain is not model.chain:
+        raise PifsError("rollout: the chain differs from the ChainDenoiser's chain")
+    xs = [x]
+    for i in range(model.n_steps):
+        c, d = model.coefficients(i, x)
+        x0 = model.denoise(x, i)
+        if clip_x0 is not None:
+            x0 = x0.clamp(-clip_x0, clip_x0)
+        x = c * x + d * x0
+        xs.append(x)
+        if callback is not None:
+            callback(i, x, x0)
+    return torch.stack(xs)
 
 
 class GaussianDenoiser(nn.Module):
