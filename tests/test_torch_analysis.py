@@ -54,8 +54,9 @@ def test_analyze_model_exact_and_estimated_block_norms_agree():
 
 
 def test_analyze_model_checkpoint(tmp_path, capsys):
-    ckpt = pytest.importorskip("pifskit.torch.checkpoint")
-    models = pytest.importorskip("pifskit.torch.models")
+    import pifskit.torch.checkpoint as ckpt
+    import pifskit.torch.models as models
+
     cfg = models.default_config("dit", (1, 8, 8), "epsilon")
     model = models.build_model(cfg)
     state = model.state_dict()

@@ -76,18 +76,25 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.clip(np.round((np.asarray(images, dtype=np.float64) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-def save_grid(images: np.ndarray, path: str | Path, nrow: int | None = None, pad: int = 1) -> Path:
-    """Save (N, C, H, W) images in [-1, 1] as one PNG grid (``nrow`` per row; default ceil(sqrt(N)))."""
+def save_grid(images: np.ndarray, path: str | Path, nrow: int | None = None, pad: int = 2,
+              scale: int | None = None) -> Path:
+    """Save (N, C, H, W) images in [-1, 1] as one PNG grid (``nrow`` per row; default ceil(sqrt(N))).
+
+    Each image is upscaled by ``scale`` (nearest neighbour; default: to at least 32 px a side)
+    and separated by ``pad`` pixels of white.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     x = to_uint8(images)
+    scale = max(1, -(-32 // max(x.shape[2:]))) if scale is None else check_positive_int(scale, "scale")
+    x = x.repeat(scale, axis=2).repeat(scale, axis=3)
     N, C, H, W = x.shape
     nrow = nrow or int(math.ceil(math.sqrt(N)))
     rows = int(math.ceil(N / nrow))
-    grid = np.zeros((rows * (H + pad) + pad, nrow * (W + pad) + pad, C), np.uint8)
+    grid = np.full((rows * (H + pad) + pad, nrow * (W + pad) + pad, C), 255, np.uint8)
     for k in range(N):
         r, q = divmod(k, nrow)
         grid[pad + r * (H + pad):pad + r * (H + pad) + H, pad + q * (W + pad):pad + q * (W + pad) + W] = \
