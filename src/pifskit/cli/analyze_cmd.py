@@ -52,7 +52,9 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..spectra import parse_spectrum
     from ..torch.analysis import analyze_model, load_model, model_info, write_report
+    from ..torch.train import check_out_dir
 
+    check_out_dir(args.out)  # before any work: an existing file or an unwritable folder -> one line, exit 2
     model, info = load_model(args.model)
     info = model_info(info)
     shape = info["sample_shape"]

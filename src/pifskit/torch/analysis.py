@@ -66,9 +66,12 @@ def load_entry_point(spec: str) -> tuple[Any, dict]:
     if factory is None or not callable(factory):
         raise PifsError(f"{mod_name!r} has no callable {attr!r}")
     out = factory()
-    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict):
-        return out[0], dict(out[1])
-    return out, {}
+    model, info = (out[0], dict(out[1])) if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict) \
+        else (out, {})
+    if not callable(model):
+        raise PifsError(f"{spec} returned {type(out).__name__}; a model factory must return a model (callable "
+                        "model(x, t)) or (model, info) with info['sample_shape'] = (C, H, W)")
+    return model, info
 
 
 def load_checkpoint_model(path: str | os.PathLike) -> tuple[Any, dict]:
