@@ -42,6 +42,7 @@ from torch import nn
 from .._validate import PifsError, check_choice
 from ..chains import Chain
 from ..geometry import contraction_threshold, step_coefficients
+from ..parameterization import INPUT_SPACES, PREDICTION_TYPES, input_scale, normalize_prediction, x0_scalings
 from ..schedules import Schedule
 
 __all__ = [
@@ -55,17 +56,7 @@ __all__ = [
     "rollout",
 ]
 
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction", "flow")
-_PREDICTION_ALIASES = {"eps": "epsilon", "x0": "sample", "v": "v_prediction", "velocity": "flow",
-                       "flow_prediction": "flow"}
 TIMESTEP_CONVENTIONS = ("discrete", "continuous", "sigma", "logsnr", "flow")
-INPUT_SPACES = ("vp", "ve", "flow")
-
-
-def normalize_prediction(pred: str) -> str:
-    """Accept diffusers' names and the short aliases eps / x0 / v / velocity."""
-    pred = _PREDICTION_ALIASES.get(pred, pred)
-    return check_choice(pred, "prediction type", PREDICTION_TYPES)
 
 
 def model_output_tensor(out: Any) -> torch.Tensor:
@@ -148,33 +139,17 @@ class ModelDenoiser(nn.Module):
         l_np = np.array(np.broadcast_to(np.asarray(logsnr, dtype=np.float64), (B,)))
         ts_np = None if timestep is None else np.array(np.broadcast_to(np.asarray(timestep, dtype=np.float64), (B,)))
         t_model = torch.as_tensor(self.model_time(l_np, ts_np), dtype=x.dtype, device=x.device)
-        l = torch.as_tensor(l_np, dtype=torch.float64)
-        a64, s64 = _vp_coords(l)
-        if self.input_space == "vp":
-            scale64 = torch.ones_like(a64)
-        elif self.input_space == "ve":
-            if (a64 == 0).any():
-                raise PifsError("a VE/EDM model cannot be evaluated at pure noise (a = 0, sigma = inf)")
-            scale64 = 1.0 / a64
-        else:
-            scale64 = 1.0 / (a64 + s64)
+        a64, s64 = _vp_coords(torch.as_tensor(l_np, dtype=torch.float64))
+        if (a64 == 0).any() and (self.input_space == "ve" or self.prediction == "epsilon"):
+            raise PifsError(f"a{'n epsilon-prediction' if self.prediction == 'epsilon' else ' VE/EDM'} model has no "
+                            "x0 estimate at pure noise (a = 0); use a chain that does not start from pure noise")
         shape = (B,) + (1,) * (x.dim() - 1)
-        a, s, scale = (v.to(dtype=x.dtype, device=x.device).reshape(shape) for v in (a64, s64, scale64))
-        x_in = x * scale
-        out = model_output_tensor(self.model(x_in, t_model, **self.cond))
+        c_in, (c_skip, c_out) = input_scale(self.input_space, a64, s64), x0_scalings(self.prediction, a64, s64)
+        c_in, c_skip, c_out = (v.to(dtype=x.dtype, device=x.device).reshape(shape) for v in (c_in, c_skip, c_out))
+        out = model_output_tensor(self.model(x * c_in, t_model, **self.cond))
         if out.shape != x.shape:
             raise PifsError(f"model output has shape {tuple(out.shape)}, expected the input shape {tuple(x.shape)}")
-        if self.prediction == "sample":
-            return out
-        if self.prediction == "epsilon":
-            if (a64 == 0).any():
-                raise PifsError("an epsilon-prediction model has no x0 estimate at pure noise (a = 0); "
-                                "use a chain that does not start from pure noise")
-            return (x - s * out) / a
-        if self.prediction == "v_prediction":
-            return a * x - s * out
-        t_f = s / (a + s)
-        return x_in - t_f * out  # flow: x0 = x_f - t_f (e - x0)
+        return c_skip * x + c_out * out  # parameterization.x0_scalings: D = c_skip x + c_out F
 
 
 class ChainDenoiser(nn.Module):
