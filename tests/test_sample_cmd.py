@@ -55,3 +55,18 @@ def test_save_grid_upscales_and_spaces(tmp_path):
     assert (w, h) == (8 * (32 + 2) + 2,) * 2  # 8 x 8 grid of 32-px digits with 2-px white gaps, not 73 x 73
     arr = np.asarray(Image.open(p).convert("L"))
     assert (arr[:2] == 255).all() and (arr[:, 34:36] == 255).all()
+
+
+def test_train_then_sample_with_defaults_stays_in_data_range(tmp_path, capsys):
+    """Issue 9.1: a few-hundred-step training with the default prediction / schedule / EMA (tiny width for
+    speed), sampled with the default command, stays within the data range [-1, 1] and warns nothing."""
+    run = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--steps", "300", "--out", str(run), "--width", "32", "--depth", "1",
+                 "--heads", "2", "--threads", "1"]) == 0
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(run), "--out", str(tmp_path / "s"), "--n", "16", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    x = np.load(tmp_path / "s" / "samples.npz")["samples"]
+    assert json.loads(str(np.load(tmp_path / "s" / "samples.npz")["meta"]))["prediction_type"] == "v_prediction"
+    assert np.isfinite(x).all() and np.abs(x).max() <= 1.0 + 1e-5
+    assert 0.05 < res["std"] < 1.0  # not collapsed to a constant, not noise-scale
