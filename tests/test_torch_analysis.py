@@ -54,8 +54,9 @@ def test_analyze_model_exact_and_estimated_block_norms_agree():
 
 
 def test_analyze_model_checkpoint(tmp_path, capsys):
-    ckpt = pytest.importorskip("pifskit.torch.checkpoint")
-    models = pytest.importorskip("pifskit.torch.models")
+    import pifskit.torch.checkpoint as ckpt
+    import pifskit.torch.models as models
+
     cfg = models.default_config("dit", (1, 8, 8), "epsilon")
     model = models.build_model(cfg)
     state = model.state_dict()
@@ -92,3 +93,35 @@ def test_analyze_model_bad_input(tmp_path, monkeypatch, capsys, extra, message):
     rc = main(["analyze-model", "--steps", "3", "--out", str(tmp_path / "rep")] + extra)
     assert rc == 2
     assert message in capsys.readouterr().err
+
+
+def test_analyze_model_factory_message(tmp_path, capsys):
+    rc = main(["analyze-model", "--steps", "3", "--model", "os:getcwd", "--out", str(tmp_path / "rep")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "factory must return a model" in err[0] and "sample_shape" in err[0]
+
+
+@pytest.mark.parametrize("kind", ["file", "readonly"])
+def test_analyze_model_checks_out_before_work(tmp_path, monkeypatch, capsys, kind):
+    import os
+
+    import pifskit.torch.analysis as an
+
+    if kind == "file":
+        out = tmp_path / "taken"
+        out.write_text("keep")
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        os.chmod(ro, 0o500)
+        if os.access(ro, os.W_OK):  # root ignores permissions
+            pytest.skip("running as root: permissions not enforced")
+        out = ro / "rep"
+    called = []
+    monkeypatch.setattr(an, "load_model", lambda spec: called.append(spec))  # any work would record a call
+    rc = main(["analyze-model", "--steps", "3", "--model", "pifskit.torch.testing:tiny_dit", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--out" in err[0] and not called
+    if kind == "file":
+        assert out.read_text() == "keep"

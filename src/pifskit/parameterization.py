@@ -13,13 +13,26 @@ canonical          aliases                     x0 estimate D(x) in VP coordinate
 =================  ==========================  =====================================
 
 (a, s) = (sqrt(sigmoid(l)), sqrt(sigmoid(-l))) at logSNR l; t_f = s / (a + s).
+
+The same table as scalings (EDM's c_skip / c_out / c_in, k-diffusion's ``get_scalings``), for
+VP states x = a x0 + s e and the network output F:
+
+* :func:`input_scale`:    the network sees x_in = c_in x; c_in = 1 (vp), 1 / a (ve), 1 / (a + s) (flow)
+* :func:`x0_scalings`:    D(x) = c_skip x + c_out F
+* :func:`target_scalings`: the regression target is t_x0 x0 + t_eps e
+
+The functions use only + - * / on ``a`` and ``s``, so numpy arrays and torch tensors work alike.
 """
 
 from __future__ import annotations
 
 from ._validate import PifsError
 
-__all__ = ["PREDICTION_TYPES", "PREDICTION_ALIASES", "SHORT_NAMES", "normalize_prediction", "short_prediction"]
+__all__ = ["PREDICTION_TYPES", "PREDICTION_ALIASES", "SHORT_NAMES", "INPUT_SPACES", "input_scale",
+           "normalize_prediction", "short_prediction", "target_scalings", "x0_scalings"]
+
+#: input spaces of a model: VP (DDPM / SD), VE (EDM, alpha = 1), rectified flow
+INPUT_SPACES: tuple[str, ...] = ("vp", "ve", "flow")
 
 #: canonical names (diffusers' ``prediction_type``)
 PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "sample", "v_prediction", "flow")
@@ -45,3 +58,40 @@ def normalize_prediction(name: str, allowed: tuple[str, ...] = PREDICTION_TYPES)
 def short_prediction(name: str, allowed: tuple[str, ...] = PREDICTION_TYPES) -> str:
     """Any accepted spelling -> the short name eps / x0 / v / flow."""
     return SHORT_NAMES[normalize_prediction(name, allowed)]
+
+
+def input_scale(space: str, a, s):
+    """c_in with x_in = c_in x: 1 (vp), 1 / a (ve: x_ve = x0 + sigma e), 1 / (a + s) (flow: x_f = (1 - t_f) x0 + t_f e)."""
+    if space == "vp":
+        return a * 0 + 1
+    if space == "ve":
+        return 1 / a
+    if space == "flow":
+        return 1 / (a + s)
+    raise PifsError(f"unknown input space {space!r}; accepted: {', '.join(INPUT_SPACES)}")
+
+
+def x0_scalings(prediction: str, a, s):
+    """(c_skip, c_out) with the x0 estimate D = c_skip x + c_out F (x in VP coordinates).
+
+    epsilon: (1 / a, -s / a); sample: (0, 1); v_prediction: (a, -s); flow: (1 / (a + s), -s / (a + s)).
+    """
+    p = normalize_prediction(prediction)
+    if p == "epsilon":
+        return 1 / a, -s / a
+    if p == "sample":
+        return a * 0, a * 0 + 1
+    if p == "v_prediction":
+        return a, -s
+    r = 1 / (a + s)  # flow: D = x_f - t_f u, x_f = r x, t_f = r s
+    return r, -s * r
+
+
+def target_scalings(prediction: str, a, s):
+    """(t_x0, t_eps) with the regression target t_x0 x0 + t_eps e.
+
+    epsilon: (0, 1); sample: (1, 0); v_prediction: (-s, a) (v = a e - s x0); flow: (-1, 1) (u = e - x0).
+    """
+    p = normalize_prediction(prediction)
+    zero, one = a * 0, a * 0 + 1
+    return {"epsilon": (zero, one), "sample": (one, zero), "v_prediction": (-s, a), "flow": (-one, one)}[p]

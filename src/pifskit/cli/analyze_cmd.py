@@ -57,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
     from ..spectra import parse_spectrum
     from ..report.model import ky_text, write_model_report
     from ..torch.analysis import analyze_model, load_model, model_info
+    from ..torch.train import check_out_dir
 
+    check_out_dir(args.out)  # before any work: an existing file or an unwritable folder -> one line, exit 2
     if args.diffusers:
         from .analyze_diffusers import load_for_args
 

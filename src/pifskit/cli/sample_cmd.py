@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import numpy as np
 
 from .._validate import PifsError
+from ..schedules import DiscreteSchedule
+
+#: |sample| above this (data in [-1, 1]) draws a one-line warning on stderr
+RANGE_WARN = 1.5
 from ._common import add_json_option, chain_from_args, dump_json
 
 
@@ -25,7 +30,10 @@ def register(subparsers) -> None:
                    help="trailing (default), leading, linspace, uniform, logsnr, karras, ays-*")
     p.add_argument("--timesteps", default=None, metavar="LIST", help="explicit training timesteps, noisiest first")
     p.add_argument("--sigmas", default=None, metavar="LIST", help="explicit VE sigmas, noisiest first (0 = clean)")
-    p.add_argument("--clip", action="store_true", help="clamp the x0 estimate to [-1, 1] at each step")
+    p.add_argument("--clip", action=argparse.BooleanOptionalAction, default=True,
+                   help="clamp the x0 estimate to the data range [-1, 1] at each step (default on: keeps any "
+                        "checkpoint, eps-prediction from near pure noise included, from diverging; "
+                        "--no-clip for the raw DDIM map)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu")
@@ -46,10 +54,15 @@ def run_sample(args) -> int:
     ns = argparse.Namespace(schedule=info["schedule"], diffusers_config=None, steps=args.steps,
                             spacing=args.spacing, timesteps=args.timesteps, sigmas=args.sigmas)
     schedule, chain = chain_from_args(ns)
-    if getattr(schedule, "num_train_timesteps", None) is None:
+    if not isinstance(schedule, DiscreteSchedule):  # continuous schedules have num_train_timesteps too
         raise PifsError(f"checkpoint schedule {info['schedule']!r} is not discrete")
     x = ddim_sample(model, info["prediction_type"], schedule, chain, args.n, info["image_shape"], seed=args.seed,
                     batch_size=args.batch_size, device=args.device, clip=args.clip)
+    outside = float(np.mean(np.abs(x) > RANGE_WARN))
+    if outside > 0:
+        print(f"warning: {outside:.1%} of sample values lie outside [-{RANGE_WARN:g}, {RANGE_WARN:g}] (data range "
+              f"[-1, 1]; max |x| {float(np.abs(x).max()):.3g}): the model or chain diverged"
+              f"{'; try --clip' if not args.clip else ''}", file=sys.stderr)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     png = save_grid(x, out / "samples.png")

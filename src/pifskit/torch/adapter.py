@@ -42,6 +42,7 @@ from torch import nn
 from .._validate import PifsError, check_choice
 from ..chains import Chain
 from ..geometry import contraction_threshold, step_coefficients
+from ..parameterization import INPUT_SPACES, PREDICTION_TYPES, input_scale, normalize_prediction, x0_scalings
 from ..schedules import Schedule
 
 __all__ = [
@@ -52,19 +53,10 @@ __all__ = [
     "GaussianDenoiser",
     "ModelDenoiser",
     "model_output_tensor",
+    "rollout",
 ]
 
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction", "flow")
-_PREDICTION_ALIASES = {"eps": "epsilon", "x0": "sample", "v": "v_prediction", "velocity": "flow",
-                       "flow_prediction": "flow"}
 TIMESTEP_CONVENTIONS = ("discrete", "continuous", "sigma", "logsnr", "flow")
-INPUT_SPACES = ("vp", "ve", "flow")
-
-
-def normalize_prediction(pred: str) -> str:
-    """Accept diffusers' names and the short aliases eps / x0 / v / velocity."""
-    pred = _PREDICTION_ALIASES.get(pred, pred)
-    return check_choice(pred, "prediction type", PREDICTION_TYPES)
 
 
 def model_output_tensor(out: Any) -> torch.Tensor:
@@ -147,33 +139,17 @@ class ModelDenoiser(nn.Module):
         l_np = np.array(np.broadcast_to(np.asarray(logsnr, dtype=np.float64), (B,)))
         ts_np = None if timestep is None else np.array(np.broadcast_to(np.asarray(timestep, dtype=np.float64), (B,)))
         t_model = torch.as_tensor(self.model_time(l_np, ts_np), dtype=x.dtype, device=x.device)
-        l = torch.as_tensor(l_np, dtype=torch.float64)
-        a64, s64 = _vp_coords(l)
-        if self.input_space == "vp":
-            scale64 = torch.ones_like(a64)
-        elif self.input_space == "ve":
-            if (a64 == 0).any():
-                raise PifsError("a VE/EDM model cannot be evaluated at pure noise (a = 0, sigma = inf)")
-            scale64 = 1.0 / a64
-        else:
-            scale64 = 1.0 / (a64 + s64)
+        a64, s64 = _vp_coords(torch.as_tensor(l_np, dtype=torch.float64))
+        if (a64 == 0).any() and (self.input_space == "ve" or self.prediction == "epsilon"):
+            raise PifsError(f"a{'n epsilon-prediction' if self.prediction == 'epsilon' else ' VE/EDM'} model has no "
+                            "x0 estimate at pure noise (a = 0); use a chain that does not start from pure noise")
         shape = (B,) + (1,) * (x.dim() - 1)
-        a, s, scale = (v.to(dtype=x.dtype, device=x.device).reshape(shape) for v in (a64, s64, scale64))
-        x_in = x * scale
-        out = model_output_tensor(self.model(x_in, t_model, **self.cond))
+        c_in, (c_skip, c_out) = input_scale(self.input_space, a64, s64), x0_scalings(self.prediction, a64, s64)
+        c_in, c_skip, c_out = (v.to(dtype=x.dtype, device=x.device).reshape(shape) for v in (c_in, c_skip, c_out))
+        out = model_output_tensor(self.model(x * c_in, t_model, **self.cond))
         if out.shape != x.shape:
             raise PifsError(f"model output has shape {tuple(out.shape)}, expected the input shape {tuple(x.shape)}")
-        if self.prediction == "sample":
-            return out
-        if self.prediction == "epsilon":
-            if (a64 == 0).any():
-                raise PifsError("an epsilon-prediction model has no x0 estimate at pure noise (a = 0); "
-                                "use a chain that does not start from pure noise")
-            return (x - s * out) / a
-        if self.prediction == "v_prediction":
-            return a * x - s * out
-        t_f = s / (a + s)
-        return x_in - t_f * out  # flow: x0 = x_f - t_f (e - x0)
+        return c_skip * x + c_out * out  # parameterization.x0_scalings: D = c_skip x + c_out F
 
 
 class ChainDenoiser(nn.Module):
@@ -192,9 +168,9 @@ class ChainDenoiser(nn.Module):
         if conv == "discrete" and chain.timesteps is None and getattr(denoiser, "timestep_fn", None) is None:
             raise PifsError("the model uses discrete training timesteps but the chain has none; build the chain "
                             "from a discrete schedule (e.g. --schedule sd/ddpm) or Chain.from_timesteps")
-        c, d = step_coefficients(chain)
+        c, d_coef = step_coefficients(chain)
         self.c = c
-        self.d = d
+        self.d_coef = d_coef  # DDIM coefficient of D_i (not a dimension)
         self.lstar = contraction_threshold(chain)
         self.n_steps = chain.n_steps
 
@@ -214,25 +190,48 @@ class ChainDenoiser(nn.Module):
         idx = np.asarray(i.detach().cpu().numpy() if isinstance(i, torch.Tensor) else i)
         shape = (-1,) + (1,) * (like.dim() - 1) if idx.ndim else ()
         c = torch.as_tensor(self.c[idx], dtype=like.dtype, device=like.device).reshape(shape)
-        d = torch.as_tensor(self.d[idx], dtype=like.dtype, device=like.device).reshape(shape)
+        d = torch.as_tensor(self.d_coef[idx], dtype=like.dtype, device=like.device).reshape(shape)
         return c, d
 
-    def step(self, x: torch.Tensor, i) -> torch.Tensor:
+    def step(self, x: torch.Tensor, i, clip_x0: float | None = None) -> torch.Tensor:
+        """F_i(x) = c_i x + d_i D_i(x); ``clip_x0`` clamps D_i to [-clip_x0, clip_x0] (diffusers' clip_sample)."""
         c, d = self.coefficients(i, x)
-        return c * x + d * self.denoise(x, i)
+        x0 = self.denoise(x, i)
+        if clip_x0 is not None:
+            x0 = x0.clamp(-clip_x0, clip_x0)
+        return c * x + d * x0
 
     def forward(self, x: torch.Tensor, i) -> torch.Tensor:
         return self.step(x, i)
 
-    @torch.no_grad()
-    def sample(self, x_init: torch.Tensor, return_trajectory: bool = False):
-        """Run the whole chain from ``x_init`` (level 0); optionally return all N + 1 states."""
-        xs = [x_init]
-        x = x_init
-        for i in range(self.n_steps):
-            x = self.step(x, i)
-            xs.append(x)
-        return torch.stack(xs) if return_trajectory else x
+    def sample(self, x_init: torch.Tensor, return_trajectory: bool = False, clip_x0: float | None = None):
+        """Run the whole chain from ``x_init`` (level 0) with :func:`rollout`; optionally all N + 1 states."""
+        xs = rollout(self, x_init, clip_x0=clip_x0)
+        return xs if return_trajectory else xs[-1]
+
+
+@torch.no_grad()
+def rollout(model: ChainDenoiser, x: torch.Tensor, chain: Chain | None = None, callback: Callable | None = None,
+            *, clip_x0: float | None = None) -> torch.Tensor:
+    """The one DDIM rollout: x_{i+1} = c_i x_i + d_i clamp(D_i(x_i)) over the chain; returns (N + 1, B, ...).
+
+    ``model`` is a :class:`ChainDenoiser` (``chain``, when given, must be its chain: the
+    k-diffusion-like signature model, x, chain, callback); ``callback(i, x_i, x0_i)`` after
+    each step; ``clip_x0`` clamps the x0 estimate to [-clip_x0, clip_x0] (None: no clamp).
+    """
+    if chain is not None and chain is not model.chain:
+        raise PifsError("rollout: the chain differs from the ChainDenoiser's chain")
+    xs = [x]
+    for i in range(model.n_steps):
+        c, d = model.coefficients(i, x)
+        x0 = model.denoise(x, i)
+        if clip_x0 is not None:
+            x0 = x0.clamp(-clip_x0, clip_x0)
+        x = c * x + d * x0
+        xs.append(x)
+        if callback is not None:
+            callback(i, x, x0)
+    return torch.stack(xs)
 
 
 class GaussianDenoiser(nn.Module):

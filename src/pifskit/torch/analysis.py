@@ -25,13 +25,14 @@ from ..geometry import contraction_threshold, regime_boundary_step, step_coeffic
 from ..lyapunov import kaplan_yorke, lyapunov_exponents
 from ..schedules import get_schedule
 from ..spectra import Spectrum
-from .adapter import ChainDenoiser, ModelDenoiser
+from .adapter import ChainDenoiser, ModelDenoiser, rollout
 from .blocks import (
     Partition,
     block_norms,
     estimate_block_frob2_matrix,
     gaussian_block_row_sums,
 )
+from .checkpoint import load_checkpoint_model as _load_checkpoint_model
 from .lyapunov import lyapunov_spectrum
 
 __all__ = [
@@ -61,9 +62,12 @@ def load_entry_point(spec: str) -> tuple[Any, dict]:
     if factory is None or not callable(factory):
         raise PifsError(f"{mod_name!r} has no callable {attr!r}")
     out = factory()
-    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict):
-        return out[0], dict(out[1])
-    return out, {}
+    model, info = (out[0], dict(out[1])) if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict) \
+        else (out, {})
+    if not callable(model):
+        raise PifsError(f"{spec} returned {type(out).__name__}; a model factory must return a model (callable "
+                        "model(x, t)) or (model, info) with info['sample_shape'] = (C, H, W)")
+    return model, info
 
 
 def load_checkpoint_model(path: str | os.PathLike) -> tuple[Any, dict]:
@@ -72,11 +76,7 @@ def load_checkpoint_model(path: str | os.PathLike) -> tuple[Any, dict]:
     The hook the training issue implements: a ``torch.save`` dict with 'model_config' and
     'model_state' (plus the EMA weights and metadata).
     """
-    try:
-        from .checkpoint import load_checkpoint_model as _load
-    except ImportError:  # pragma: no cover - the training layer is absent
-        raise PifsError("loading checkpoints needs pifskit.torch.checkpoint (the training layer)") from None
-    return _load(path)
+    return _load_checkpoint_model(path)
 
 
 def load_model(spec: str) -> tuple[Any, dict]:
@@ -126,11 +126,18 @@ def _check_model_output(cd: ChainDenoiser, shape: tuple[int, ...], dtype) -> Non
 def analyze_model(model, info: dict, chain: Chain, spectrum: Spectrum | None = None, *, patch: int = 2,
                   points: int = 2, k: int = 8, trajectories: int = 2, refine: int = 1, probes: int = 8,
                   exact: bool | None = None, float64: bool = False, seed: int = 0, schedule=None,
+                  clip_x0: float | None | str = "auto",
                   progress: Callable[[int], None] | None = None) -> dict:
     """Block and Lyapunov analysis of a model over a chain; returns a JSON-ready dict (numpy values).
 
     ``points``: chain states per step at which block norms are measured (the first trajectories);
     ``exact``: full Jacobian (None: when d <= 1024) or probe estimates with ``probes`` probes per block.
+    ``clip_x0``: the visited states come from the sampler's rollout with the x0 estimate clamped to
+    [-clip_x0, clip_x0] ("auto": 1.0 for pifskit checkpoints, whose data lie in [-1, 1], or
+    info['clip_x0']; None: no clamp). Without it an eps model started near pure noise (a ~ 5e-5)
+    throws the states to |x| ~ 1e4, where a LayerNorm network is flat and D_t = x / a exactly.
+    The Jacobians measured are always those of the unclamped D_t; the Lyapunov spectrum is still
+    that of the unclamped step map (unchanged; not yet consistent with the clamped rollout).
     """
     info = model_info(info)
     shape = info["sample_shape"]
@@ -148,11 +155,11 @@ def analyze_model(model, info: dict, chain: Chain, spectrum: Spectrum | None = N
     gen = torch.Generator().manual_seed(seed)
     x_init = torch.randn((M,) + shape, generator=gen, dtype=dtype)
     N = chain.n_steps
-    with torch.no_grad():
-        xs = [x_init]
-        for i in range(N):
-            xs.append(cd.step(xs[-1], i))
-    if not all(torch.isfinite(x).all() for x in xs):
+    if clip_x0 == "auto":
+        clip_x0 = info.get("clip_x0", 1.0 if "data" in info else None)
+    clip_x0 = None if clip_x0 is None else float(clip_x0)
+    xs = rollout(cd, x_init, chain, clip_x0=clip_x0)
+    if not torch.isfinite(xs).all():
         raise PifsError("the chain produced non-finite states with this model (check prediction type / schedule)")
 
     LB, LB_F, Moff, LB_spread = np.zeros(N), np.zeros(N), np.zeros(N), np.zeros(N)
@@ -192,7 +199,7 @@ def analyze_model(model, info: dict, chain: Chain, spectrum: Spectrum | None = N
     result: dict[str, Any] = {
         "model": {k_: v for k_, v in info.items() if isinstance(v, (str, int, float, bool, list, tuple))},
         "chain": chain.to_dict(),
-        "d": d, "patch": int(patch), "n_blocks": partition.n_blocks, "dtype": "float64" if float64 else "float32",
+        "d": d, "clip_x0": clip_x0, "patch": int(patch), "n_blocks": partition.n_blocks, "dtype": "float64" if float64 else "float32",
         "block_norms_method": "exact" if exact else f"probe estimate ({probes} probes per block, Frobenius)",
         "steps": {
             "logsnr": levels, "c": c, "d": dcoef,

@@ -2,7 +2,8 @@
 
 Step i (level t_i -> t_{i+1}): x <- c_i x + d_i D_i(x), with (c_i, d_i) from
 :func:`pifskit.geometry.step_coefficients` and D_i the model's x0 estimate at level i
-(epsilon: (x - s eps)/a; x0; v: a x - s v). The model receives the chain's training
+(epsilon: (x - s eps)/a; x0; v: a x - s v; :mod:`pifskit.parameterization`), one
+:func:`pifskit.torch.adapter.rollout` for every sampler and the analysis. The model receives the chain's training
 timesteps, or for chains given by sigmas / logSNR the fractional timestep of the level
 (``DiscreteSchedule.timestep_of_sigma``, log-sigma interpolation as diffusers).
 """
@@ -17,9 +18,8 @@ import torch
 
 from .._validate import PifsError, check_positive_int
 from ..chains import Chain
-from ..geometry import step_coefficients
 from ..schedules import DiscreteSchedule
-from .models import prediction_to_x0
+from .adapter import ChainDenoiser, ModelDenoiser, rollout
 
 __all__ = ["chain_model_timesteps", "ddim_sample", "save_grid", "to_uint8"]
 
@@ -43,9 +43,10 @@ def ddim_sample(model: torch.nn.Module, prediction: str, schedule: DiscreteSched
     if prediction == "epsilon" and chain.starts_from_noise:
         raise PifsError("an epsilon-prediction model has no x0 estimate at pure noise (a = 0); use a chain "
                         "that starts below pure noise (e.g. trailing spacing of the training schedule)")
-    c, d = step_coefficients(chain)
-    ts = chain_model_timesteps(chain, schedule)
-    a, s = chain.a[:-1], chain.s[:-1]
+    ts_fn = None
+    if chain.timesteps is None:  # sigma / logSNR chains: fractional training timesteps of the levels
+        ts_fn = lambda l: schedule.timestep_of_sigma(np.exp(-0.5 * np.asarray(l, dtype=np.float64)))  # noqa: E731
+    cd = ChainDenoiser(ModelDenoiser(model, prediction, "discrete", timestep_fn=ts_fn), chain)
     if x_init is None:
         g = torch.Generator().manual_seed(int(seed))
         x_init = torch.randn((n,) + tuple(image_shape), generator=g)
@@ -56,15 +57,7 @@ def ddim_sample(model: torch.nn.Module, prediction: str, schedule: DiscreteSched
     outs = []
     for lo in range(0, n, batch_size):
         x = x_init[lo:lo + batch_size].to(device=device, dtype=torch.float32)
-        B = x.shape[0]
-        for i in range(chain.n_steps):
-            t = torch.full((B,), float(ts[i]), device=device)
-            ai = torch.full((B,), float(a[i]), device=device)
-            si = torch.full((B,), float(s[i]), device=device)
-            x0 = prediction_to_x0(prediction, model(x, t), x, ai, si)
-            if clip:
-                x0 = x0.clamp(-1.0, 1.0)
-            x = float(c[i]) * x + float(d[i]) * x0
+        x = rollout(cd, x, chain, clip_x0=1.0 if clip else None)[-1]
         if not torch.isfinite(x).all():
             raise PifsError("sampling produced non-finite values (diverged model or chain)")
         outs.append(x.cpu())
@@ -76,18 +69,25 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.clip(np.round((np.asarray(images, dtype=np.float64) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-def save_grid(images: np.ndarray, path: str | Path, nrow: int | None = None, pad: int = 1) -> Path:
-    """Save (N, C, H, W) images in [-1, 1] as one PNG grid (``nrow`` per row; default ceil(sqrt(N)))."""
+def save_grid(images: np.ndarray, path: str | Path, nrow: int | None = None, pad: int = 2,
+              scale: int | None = None) -> Path:
+    """Save (N, C, H, W) images in [-1, 1] as one PNG grid (``nrow`` per row; default ceil(sqrt(N))).
+
+    Each image is upscaled by ``scale`` (nearest neighbour; default: to at least 32 px a side)
+    and separated by ``pad`` pixels of white.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     x = to_uint8(images)
+    scale = max(1, -(-32 // max(x.shape[2:]))) if scale is None else check_positive_int(scale, "scale")
+    x = x.repeat(scale, axis=2).repeat(scale, axis=3)
     N, C, H, W = x.shape
     nrow = nrow or int(math.ceil(math.sqrt(N)))
     rows = int(math.ceil(N / nrow))
-    grid = np.zeros((rows * (H + pad) + pad, nrow * (W + pad) + pad, C), np.uint8)
+    grid = np.full((rows * (H + pad) + pad, nrow * (W + pad) + pad, C), 255, np.uint8)
     for k in range(N):
         r, q = divmod(k, nrow)
         grid[pad + r * (H + pad):pad + r * (H + pad) + H, pad + q * (W + pad):pad + q * (W + pad) + W] = \

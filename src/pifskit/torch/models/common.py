@@ -7,15 +7,14 @@ import math
 import torch
 from torch import nn
 
-from ..._validate import PifsError, check_choice
+from ..._validate import PifsError
+from ...parameterization import normalize_prediction, target_scalings, x0_scalings
 
+__all__ = ["PREDICTIONS", "TimestepEmbedder", "as_time_tensor", "count_parameters", "normalize_prediction",
+           "prediction_to_x0", "timestep_embedding", "training_target"]
+
+#: what pifskit's own networks can be trained to predict (canonical names of pifskit.parameterization)
 PREDICTIONS = ("epsilon", "sample", "v_prediction")
-_ALIASES = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
-
-
-def normalize_prediction(name: str) -> str:
-    """'eps' / 'x0' / 'v' or diffusers' names -> 'epsilon' / 'sample' / 'v_prediction'."""
-    return check_choice(_ALIASES.get(name, name), "prediction type", PREDICTIONS)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -57,22 +56,16 @@ def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def training_target(prediction: str, x0: torch.Tensor, eps: torch.Tensor, a: torch.Tensor,
                     s: torch.Tensor) -> torch.Tensor:
-    """What the network regresses: eps; x0; or v = a eps - s x0 (a, s per sample)."""
-    if prediction == "epsilon":
-        return eps
-    if prediction == "sample":
-        return x0
-    return _bcast(a, x0) * eps - _bcast(s, x0) * x0
+    """What the network regresses: t_x0 x0 + t_eps eps (eps; x0; v = a eps - s x0), a, s per sample."""
+    t_x0, t_eps = target_scalings(prediction, _bcast(a, x0), _bcast(s, x0))
+    return t_x0 * x0 + t_eps * eps
 
 
 def prediction_to_x0(prediction: str, out: torch.Tensor, x: torch.Tensor, a: torch.Tensor,
                      s: torch.Tensor) -> torch.Tensor:
-    """The x0 estimate D(x): (x - s eps)/a; x0; or a x - s v."""
-    if prediction == "sample":
-        return out
-    if prediction == "epsilon":
-        return (x - _bcast(s, x) * out) / _bcast(a, x)
-    return _bcast(a, x) * x - _bcast(s, x) * out
+    """The x0 estimate D(x) = c_skip x + c_out out: (x - s eps)/a; x0; or a x - s v."""
+    c_skip, c_out = x0_scalings(prediction, _bcast(a, x), _bcast(s, x))
+    return c_skip * x + c_out * out
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

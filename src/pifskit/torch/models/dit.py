@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from ..._validate import PifsError, check_choice, check_positive_int
-from .common import TimestepEmbedder, as_time_tensor, normalize_prediction
+from ...parameterization import normalize_prediction
+from .common import PREDICTIONS, TimestepEmbedder, as_time_tensor
 
 
 @dataclass
@@ -44,7 +45,7 @@ class DiTConfig:
         if self.width % 4:
             raise PifsError(f"width must be a multiple of 4 (2-D sin-cos embedding), got {self.width}")
         check_choice(self.pos_emb, "pos_emb", ("sincos", "learned"))
-        self.prediction = normalize_prediction(self.prediction)
+        self.prediction = normalize_prediction(self.prediction, PREDICTIONS)
         if self.arch != "dit":
             raise PifsError(f"DiTConfig has arch 'dit', got {self.arch!r}")
 

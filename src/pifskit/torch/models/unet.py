@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..._validate import PifsError, check_positive_int
-from .common import TimestepEmbedder, as_time_tensor, normalize_prediction
+from ...parameterization import normalize_prediction
+from .common import PREDICTIONS, TimestepEmbedder, as_time_tensor
 
 
 @dataclass
@@ -44,7 +45,7 @@ class UNetConfig:
         for m in self.channel_mult:
             if (self.base_channels * m) % self.groups:
                 raise PifsError(f"channels {self.base_channels * m} not divisible by groups {self.groups}")
-        self.prediction = normalize_prediction(self.prediction)
+        self.prediction = normalize_prediction(self.prediction, PREDICTIONS)
         if self.arch != "unet":
             raise PifsError(f"UNetConfig has arch 'unet', got {self.arch!r}")
 
