@@ -74,7 +74,7 @@ def worker(method: str, k: int, steps: int, device: str, threads: int, dtype_nam
     frame = random_frame(1, d, d, dtype, "cpu", torch.Generator().manual_seed(2)).to(device)
     # warm-up on one step with the same shapes (first-call allocation / kernel selection)
     if method == "topk":
-        lyapunov_spectrum(cd.step, 1, x, k, frame=frame[..., :k].clone(), ritz=False)
+        lyapunov_spectrum(cd.step, 1, x, k, method="benettin", frame=frame[..., :k].clone(), ritz=False)
     else:
         lyapunov_full_jacobian(cd.step, 1, x, frame=frame)
     if device == "cuda":
@@ -84,7 +84,7 @@ def worker(method: str, k: int, steps: int, device: str, threads: int, dtype_nam
     rss0 = _rss_now_kb()
     t0 = time.perf_counter()
     if method == "topk":
-        res = lyapunov_spectrum(cd.step, chain.n_steps, x, k, frame=frame[..., :k].clone(), ritz=False)
+        res = lyapunov_spectrum(cd.step, chain.n_steps, x, k, method="benettin", frame=frame[..., :k].clone(), ritz=False)
     else:
         res = lyapunov_full_jacobian(cd.step, chain.n_steps, x, frame=frame)
     if device == "cuda":
