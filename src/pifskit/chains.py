@@ -245,7 +245,11 @@ def sigma_range(schedule: Schedule) -> tuple[float, float]:
     if isinstance(schedule, DiscreteSchedule):
         table = schedule.sigmas_table
         finite = table[np.isfinite(table)]
-        return float(finite[0]), float(finite[-1])
+        cfg = schedule.config  # a diffusers config's sigma_min / sigma_max set the range its sampler uses
+        convert = any(cfg.get(f"use_{k}_sigmas") for k in ("karras", "exponential", "beta"))
+        lo = cfg.get("sigma_min") if convert and cfg.get("sigma_min") is not None else finite[0]
+        hi = cfg.get("sigma_max") if convert and cfg.get("sigma_max") is not None else finite[-1]
+        return float(lo), float(hi)
     smin = float(schedule.sigma(1e-3))
     smax = float(schedule.sigma(1.0))
     if not np.isfinite(smax):

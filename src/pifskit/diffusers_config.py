@@ -13,9 +13,14 @@ numpy's by one ulp):
   shift t / (1 + (shift - 1) t), mapped to VP as l = 2 log((1 - t')/t').
 * the inference chain of ``set_timesteps`` for the DDIM family (DDIM, DDPM,
   PNDM: integer timesteps by ``timestep_spacing``, last step to alpha_bar = 1
-  iff ``set_alpha_to_one``), the Euler family (Euler, Euler ancestral, Heun,
-  LMS: sigmas interpolated linearly at the spaced timesteps, then 0) and flow
-  matching.
+  iff ``set_alpha_to_one``; PNDM is analysed as DDIM, with a notice), the
+  Euler family (Euler, Euler ancestral, Heun, LMS: sigmas interpolated linearly
+  at the spaced timesteps, or Karras / exponential / beta sigmas between the
+  config's ``sigma_max`` and ``sigma_min``; then 0 or sigma_min per
+  ``final_sigmas_type``), the multistep solvers and flow matching.
+
+Every field of a config is honoured as diffusers honours it, known not to
+change the noise levels, or rejected by name: nothing is ignored silently.
 """
 
 from __future__ import annotations
@@ -27,16 +32,21 @@ from typing import Any
 import numpy as np
 
 from ._validate import PifsError, check_choice, check_positive_int
-from .chains import Chain, diffusers_timesteps, make_chain
+from .parameterization import normalize_prediction
+from .chains import Chain, diffusers_timesteps, karras_sigmas, make_chain
 from .schedules import DiscreteSchedule, RectifiedFlowSchedule, Schedule, logsnr_from_sigma
 
 __all__ = ["load_scheduler_config", "schedule_from_config", "chain_from_config", "betas_from_config",
-           "rescale_zero_terminal_snr", "DDIM_FAMILY", "EULER_FAMILY", "FLOW_FAMILY"]
+           "rescale_zero_terminal_snr", "DDIM_FAMILY", "EULER_FAMILY", "FLOW_FAMILY",
+           "MULTISTEP_FAMILY"]
 
 DDIM_FAMILY = ("DDIMScheduler", "DDPMScheduler", "PNDMScheduler", "DDIMParallelScheduler", "DDPMParallelScheduler")
 EULER_FAMILY = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler",
                 "LMSDiscreteScheduler")
 FLOW_FAMILY = ("FlowMatchEulerDiscreteScheduler",)
+#: multistep solvers: integer timesteps by spacing over N + 1 points (linspace / leading), sigmas
+#: interpolated, final sigma per ``final_sigmas_type``
+MULTISTEP_FAMILY = ("DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
 _DEFAULTS: dict[str, Any] = {
@@ -52,6 +62,89 @@ _DEFAULTS: dict[str, Any] = {
     "shift": 1.0,
     "use_dynamic_shifting": False,
     "use_karras_sigmas": False,
+}
+
+
+#: fields read by every family (the training schedule and the timestep rule)
+_COMMON_FIELDS = frozenset({"num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
+                            "rescale_betas_zero_snr", "prediction_type", "timestep_spacing", "steps_offset"})
+#: fields each family's reader honours on top of the common ones
+_FAMILY_FIELDS: dict[str, frozenset] = {
+    **{c: frozenset({"set_alpha_to_one"}) for c in DDIM_FAMILY},
+    **{c: frozenset({"sigma_min", "sigma_max", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas",
+                     "final_sigmas_type", "interpolation_type", "timestep_type"}) for c in EULER_FAMILY},
+    **{c: frozenset({"lambda_min_clipped", "final_sigmas_type", "use_karras_sigmas"}) for c in MULTISTEP_FAMILY},
+    **{c: frozenset({"shift", "use_dynamic_shifting", "base_shift", "max_shift", "base_image_seq_len",
+                     "max_image_seq_len"}) for c in FLOW_FAMILY},
+}
+#: fields that shape the update or post-process the output, never the noise levels a chain visits
+_NEUTRAL_FIELDS = frozenset({
+    "_class_name", "_diffusers_version", "_use_default_values", "clip_sample", "clip_sample_range",
+    "thresholding", "dynamic_thresholding_ratio", "sample_max_value", "variance_type", "skip_prk_steps",
+    "solver_order", "algorithm_type", "solver_type", "lower_order_final", "euler_at_final", "predict_x0",
+    "solver_p", "disable_corrector", "s_churn", "s_tmin", "s_tmax", "s_noise", "eta",
+    # read only together with a switch that is refused when on (use_flow_sigmas, use_dynamic_shifting)
+    "flow_shift", "time_shift_type",
+})
+_BOOL_FIELDS = ("rescale_betas_zero_snr", "set_alpha_to_one", "use_karras_sigmas", "use_exponential_sigmas",
+                "use_beta_sigmas", "use_dynamic_shifting", "clip_sample", "thresholding")
+_FLOAT_FIELDS = ("beta_start", "beta_end", "sigma_min", "sigma_max", "shift", "base_shift", "max_shift",
+                 "lambda_min_clipped")
+_STRING_CHOICES = {
+    "timestep_spacing": ("leading", "trailing", "linspace"),
+    "final_sigmas_type": ("zero", "sigma_min"),
+    "interpolation_type": ("linear",),
+    "timestep_type": ("discrete", "continuous"),
+}
+
+
+def _check_fields(raw: dict, cls: str) -> None:
+    """Reject, by name, a field that would change the noise levels but that this reader does not reproduce,
+    and fields of the wrong type (a string where diffusers needs a number, ...)."""
+    # A field of another scheduler class (configs converted with from_config carry them) is ignored by
+    # diffusers for this class, and so here; an unknown field that is switched on is refused.
+    known = _COMMON_FIELDS | _NEUTRAL_FIELDS | frozenset().union(*_FAMILY_FIELDS.values())
+    for key, val in raw.items():
+        if key in known or val is None or val is False:
+            continue
+        raise PifsError(f"config field {key!r} = {val!r} is not reproduced by pifskit for {cls}; "
+                        f"remove it or use a supported scheduler class")
+    for key in _BOOL_FIELDS:
+        if key in raw and raw[key] is not None and not isinstance(raw[key], bool):
+            raise PifsError(f"config field {key!r} must be true or false, got {raw[key]!r}")
+    for key in _FLOAT_FIELDS:
+        v = raw.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise PifsError(f"config field {key!r} must be a number, got {v!r}")
+        if key != "lambda_min_clipped" and not np.isfinite(v):
+            raise PifsError(f"config field {key!r} must be finite, got {v!r}")
+    for key, choices in _STRING_CHOICES.items():
+        if key in raw and raw[key] is not None:
+            if key == "interpolation_type" and raw[key] == "log_linear":
+                raise PifsError("config field 'interpolation_type' = 'log_linear' is not reproduced by pifskit "
+                                "(diffusers then builds N + 1 noisy sigmas for N timesteps); use 'linear'")
+            check_choice(str(raw[key]), key, choices)
+    if "prediction_type" in raw:
+        normalize_prediction(str(raw["prediction_type"]))
+    if sum(bool(raw.get(k)) for k in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")) > 1:
+        raise PifsError("only one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas may be true")
+    lo, hi = raw.get("sigma_min"), raw.get("sigma_max")
+    if (lo is not None and lo <= 0) or (hi is not None and hi <= 0) or (lo is not None and hi is not None
+                                                                        and lo >= hi):
+        raise PifsError(f"config needs 0 < sigma_min < sigma_max, got sigma_min={lo!r}, sigma_max={hi!r}")
+    if raw.get("trained_betas") is None and raw.get("beta_schedule", "linear") in ("linear", "scaled_linear"):
+        defaults = {**_DEFAULTS, **_CLASS_DEFAULTS.get(cls, {})}
+        b0, b1 = raw.get("beta_start", defaults["beta_start"]), raw.get("beta_end", defaults["beta_end"])
+        if not (0 < b0 < b1 <= 1):
+            raise PifsError(f"config needs 0 < beta_start < beta_end <= 1, got beta_start={b0!r}, beta_end={b1!r}")
+
+
+#: where a class's own defaults differ from ``_DEFAULTS`` (checked against diffusers in the tests)
+_CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
+    **{c: {"timestep_spacing": "linspace"} for c in EULER_FAMILY + MULTISTEP_FAMILY},
+    "HeunDiscreteScheduler": {"timestep_spacing": "linspace", "beta_start": 0.00085, "beta_end": 0.012},
 }
 
 
@@ -102,7 +195,11 @@ def betas_from_config(cfg: dict) -> np.ndarray:
 
 
 def schedule_from_config(cfg: dict) -> Schedule:
-    """The training schedule a config describes (DiscreteSchedule, or RectifiedFlowSchedule for flow matching)."""
+    """The training schedule a config describes (DiscreteSchedule, or RectifiedFlowSchedule for flow matching).
+
+    Euler-family and multistep schedulers with ``rescale_betas_zero_snr`` set the last alpha_bar to
+    2^-24 (not 0) as diffusers does, so their first sigma is finite (4096).
+    """
     cls = cfg.get("_class_name", "DDIMScheduler")
     if cls in FLOW_FAMILY:
         if cfg.get("use_dynamic_shifting"):
@@ -111,39 +208,75 @@ def schedule_from_config(cfg: dict) -> Schedule:
         return RectifiedFlowSchedule(float(cfg.get("shift", 1.0)))
     betas = betas_from_config(cfg)
     ab = _cumprod32(np.float32(1.0) - betas).astype(np.float64)
+    if cfg.get("rescale_betas_zero_snr") and cls in EULER_FAMILY + MULTISTEP_FAMILY:
+        ab[-1] = 2.0**-24
     return DiscreteSchedule(ab, name=f"{cls}:{cfg.get('beta_schedule', 'trained')}",
                             prediction_type=str(cfg.get("prediction_type", "epsilon")), config=dict(cfg))
 
 
+def _config_file(p: Path) -> Path:
+    """The scheduler_config.json a path names: the file itself, or inside a model/scheduler folder."""
+    if p.is_dir():
+        for cand in (p / "scheduler_config.json", p / "scheduler" / "scheduler_config.json"):
+            if cand.is_file():
+                return cand
+        raise PifsError(f"{p} is a folder without scheduler_config.json (or scheduler/scheduler_config.json); "
+                        "pass the config file or a diffusers model folder")
+    if not p.exists():
+        raise PifsError(f"diffusers config not found: {p}")
+    return p
+
+
 def load_scheduler_config(path_or_dict: str | Path | dict) -> tuple[Schedule, dict]:
-    """Read a scheduler_config.json (or a dict): returns (schedule, config with diffusers' defaults filled in)."""
+    """Read a scheduler_config.json (or a dict): returns (schedule, config with diffusers' defaults filled in).
+
+    A folder is searched for ``scheduler_config.json`` and ``scheduler/scheduler_config.json`` (a saved
+    pipeline). Every field either changes what pifskit computes exactly as in diffusers, or is rejected
+    by name (see ``_FAMILY_FIELDS`` / ``_NEUTRAL_FIELDS``).
+    """
     if isinstance(path_or_dict, dict):
         raw = dict(path_or_dict)
     else:
-        p = Path(path_or_dict)
-        if not p.is_file():
-            raise PifsError(f"diffusers config not found: {p}")
+        p = _config_file(Path(path_or_dict))
         try:
-            raw = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PifsError(f"malformed diffusers config {p}: {exc}") from None
+            text = p.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PifsError(f"cannot read diffusers config {p}: {exc}") from None
+        if not text.strip():
+            raise PifsError(f"diffusers config {p} is empty")
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PifsError(f"diffusers config {p} is malformed JSON ({exc.msg} at line {exc.lineno}, "
+                            f"column {exc.colno})") from None
         if not isinstance(raw, dict):
-            raise PifsError(f"malformed diffusers config {p}: top level is not an object")
+            raise PifsError(f"diffusers config {p}: top level is not an object")
     cls = raw.get("_class_name", "DDIMScheduler")
-    supported = DDIM_FAMILY + EULER_FAMILY + FLOW_FAMILY
+    supported = DDIM_FAMILY + EULER_FAMILY + FLOW_FAMILY + MULTISTEP_FAMILY
     if cls not in supported:
         raise PifsError(f"unsupported scheduler class {cls!r}; accepted: {', '.join(supported)}")
-    cfg = {**_DEFAULTS, **raw, "_class_name": cls}
+    for key in ("num_train_timesteps", "steps_offset"):
+        if key in raw and (not isinstance(raw[key], int) or isinstance(raw[key], bool)):
+            raise PifsError(f"config field {key!r} must be an integer, got {raw[key]!r}")
+    _check_fields(raw, cls)
+    cfg = {**_DEFAULTS, **_CLASS_DEFAULTS.get(cls, {}), **raw, "_class_name": cls}
     if "set_alpha_to_one" not in raw:
         cfg["set_alpha_to_one"] = cls != "PNDMScheduler"
-    for key in ("num_train_timesteps", "steps_offset"):
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool):
-            raise PifsError(f"config key {key!r} must be an integer, got {cfg[key]!r}")
-    check_choice(str(cfg["timestep_spacing"]), "timestep_spacing", ("leading", "trailing", "linspace"))
     return schedule_from_config(cfg), cfg
 
 
+def _beta_sigmas(sigma_min: float, sigma_max: float, n: int, alpha: float = 0.6, beta: float = 0.6) -> np.ndarray:
+    """diffusers' ``use_beta_sigmas`` (Lee et al. 2024): sigma_min + ppf(1 - i/(n-1); a, b) (sigma_max - sigma_min)."""
+    from scipy.stats import beta as beta_dist
+
+    return sigma_min + beta_dist.ppf(1.0 - np.linspace(0, 1, n), alpha, beta) * (sigma_max - sigma_min)
+
+
 def _euler_chain(sched: DiscreteSchedule, cfg: dict, steps: int) -> Chain:
+    """Euler-family ``set_timesteps(steps)``: spaced timesteps, sigmas interpolated in the float32 table;
+    with ``use_karras/exponential/beta_sigmas`` the N sigmas run from ``sigma_max`` to ``sigma_min`` (the
+    config's, else the table's ends) and the timesteps follow by log-sigma interpolation; the last level
+    is 0 or, with ``final_sigmas_type = sigma_min``, the table's first sigma."""
     T = sched.num_train_timesteps
     spacing = cfg["timestep_spacing"]
     if spacing == "linspace":
@@ -152,12 +285,54 @@ def _euler_chain(sched: DiscreteSchedule, cfg: dict, steps: int) -> Chain:
         ts = (np.arange(0, steps) * (T // steps)).round()[::-1].copy().astype(np.float32) + cfg["steps_offset"]
     else:
         ts = (np.arange(T, 0, -T / steps)).round().copy().astype(np.float32) - 1
-    table = sched.sigmas_table
+    table = sched.sigmas_table.astype(np.float32)
+    sig = np.interp(ts, np.arange(T), table)
+    kind = next((k for k in ("karras", "exponential", "beta") if cfg.get(f"use_{k}_sigmas")), None)
+    if kind is not None:
+        lo = float(sig[-1]) if cfg.get("sigma_min") is None else float(cfg["sigma_min"])
+        hi = float(sig[0]) if cfg.get("sigma_max") is None else float(cfg["sigma_max"])
+        if kind == "karras":
+            sig = karras_sigmas(lo, hi, steps) if steps > 1 else np.array([hi])
+        elif kind == "exponential":
+            sig = np.exp(np.linspace(np.log(hi), np.log(lo), steps))
+        else:
+            sig = _beta_sigmas(lo, hi, steps)
+        ts = sched.timestep_of_sigma(sig)
+    last = float(table[0]) if cfg.get("final_sigmas_type", "zero") == "sigma_min" else 0.0
+    sig = np.concatenate([np.asarray(sig, dtype=np.float32), [np.float32(last)]]).astype(np.float64)
+    meta: dict[str, Any] = {}
+    if cfg.get("timestep_type") == "continuous" and normalize_prediction(str(cfg["prediction_type"])) == "v_prediction":
+        ts = 0.25 * np.log(sig[:-1].astype(np.float32))  # diffusers' EDM-style c_noise for this combination
+        meta["timestep_type"] = "continuous (0.25 log sigma)"
+    if (np.diff(sig) >= 0).any():
+        raise PifsError(f"{cfg['_class_name']} with these settings gives repeated sigmas at {steps} steps; "
+                        "use fewer steps")
+    return Chain(logsnr_from_sigma(sig), timesteps=np.asarray(ts, dtype=np.float64),
+                 name=f"{cfg['_class_name']}:{kind or spacing}-{steps}", meta=meta)
+
+
+def _multistep_chain(sched: DiscreteSchedule, cfg: dict, steps: int) -> Chain:
+    """DPMSolverMultistep / UniPC ``set_timesteps(steps)``: spacing over N + 1 points for linspace and
+    leading (DPM-Solver clips at ``lambda_min_clipped``), final sigma 0 or sigma_min."""
     if cfg.get("use_karras_sigmas"):
         return make_chain(sched, steps, "karras")
-    sig = np.interp(ts, np.arange(T), table)
-    return Chain(logsnr_from_sigma(np.concatenate([sig, [0.0]])), timesteps=ts.astype(np.float64),
-                 name=f"{cfg['_class_name']}:{spacing}-{steps}")
+    T = sched.num_train_timesteps
+    last = T
+    lmin = cfg.get("lambda_min_clipped", -np.inf)
+    if cfg["_class_name"] == "DPMSolverMultistepScheduler" and lmin is not None and np.isfinite(float(lmin)):
+        ab = sched.alphas_cumprod.astype(np.float32)
+        lam = 0.5 * np.log(ab) - 0.5 * np.log1p(-ab)
+        last = T - int(np.searchsorted(lam[::-1], float(lmin)))
+    spacing = cfg["timestep_spacing"]
+    if spacing == "linspace":
+        ts = np.linspace(0, last - 1, steps + 1).round()[::-1][:-1].astype(np.int64)
+    elif spacing == "leading":
+        ts = (np.arange(0, steps + 1) * (last // (steps + 1))).round()[::-1][:-1].astype(np.int64)
+        ts = ts + int(cfg["steps_offset"])
+    else:
+        ts = np.arange(last, 0, -T / steps).round().astype(np.int64) - 1
+    zero = cfg.get("final_sigmas_type", "zero") == "zero"
+    return Chain.from_timesteps(sched, ts, set_alpha_to_one=zero, name=f"{cfg['_class_name']}:{spacing}-{steps}")
 
 
 def _flow_chain(cfg: dict, steps: int) -> Chain:
@@ -195,9 +370,14 @@ def chain_from_config(schedule: Schedule, cfg: dict, steps: int, spacing: str | 
     check_positive_int(steps, "steps", maximum=T)
     if cls in EULER_FAMILY:
         return _euler_chain(schedule, cfg, steps)
+    if cls in MULTISTEP_FAMILY:
+        return _multistep_chain(schedule, cfg, steps)
     ts = diffusers_timesteps(T, steps, cfg["timestep_spacing"], cfg["steps_offset"])
     if ts.max() > T - 1:
         raise PifsError(f"steps_offset {cfg['steps_offset']} pushes a timestep past T - 1 = {T - 1}")
     chain = Chain.from_timesteps(schedule, ts, set_alpha_to_one=bool(cfg["set_alpha_to_one"]),
                                  name=f"{cls}:{cfg['timestep_spacing']}-{steps}")
+    if cls == "PNDMScheduler":
+        chain.meta["notices"] = ["PNDMScheduler is analysed as DDIM over the same timesteps (PNDM's "
+                                 "pseudo-numerical multistep update is not modelled)"]
     return chain

@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "pifskit.cli.train_cmd", "pifskit.cli.sample_cmd",
     "pifskit.cli.bench_cmd",
     "pifskit.cli.design_cmd",
+    "pifskit.cli.diffusers_cmd",
 ]
 
 

@@ -102,7 +102,10 @@ def chain_from_args(args: argparse.Namespace) -> tuple[Schedule, Chain]:
     if cfg:
         from ..diffusers_config import chain_from_config
 
-        return sched, chain_from_config(sched, cfg, args.steps, spacing=args.spacing)
+        chain = chain_from_config(sched, cfg, args.steps, spacing=args.spacing)
+        for note in chain.meta.get("notices", ()):
+            print(f"pifskit: note: {note}", file=sys.stderr)
+        return sched, chain
     return sched, make_chain(sched, args.steps, args.spacing or DEFAULT_SPACING)
 
 

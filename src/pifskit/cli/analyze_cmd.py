@@ -25,8 +25,12 @@ from ._common import (
 def register(subparsers) -> None:
     p = subparsers.add_parser("analyze-model", help="block Jacobian and Lyapunov analysis of a denoiser",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, metavar="ENTRY",
-                   help="checkpoint path or 'module:factory' (e.g. pifskit.torch.testing:tiny_dit)")
+    p.add_argument("--model", default=None, metavar="ENTRY",
+                   help="checkpoint path or 'module:factory' (e.g. pifskit.torch.testing:tiny_dit); "
+                        "or --diffusers PATH")
+    from .analyze_diffusers import add_diffusers_options
+
+    add_diffusers_options(p)
     add_chain_options(p)
     p.set_defaults(schedule=None)
     g = p.add_argument_group("data spectrum (analytic surrogate)")
@@ -53,7 +57,14 @@ def run(args: argparse.Namespace) -> int:
     from ..spectra import parse_spectrum
     from ..torch.analysis import analyze_model, load_model, model_info, write_report
 
-    model, info = load_model(args.model)
+    if args.diffusers:
+        from .analyze_diffusers import load_for_args
+
+        model, info = load_for_args(args)
+    elif args.model:
+        model, info = load_model(args.model)
+    else:
+        raise PifsError("give --model ENTRY or --diffusers PATH")
     info = model_info(info)
     shape = info["sample_shape"]
     if args.schedule is None:
@@ -78,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
         dump_json(result)
     else:
         st = result["steps"]
-        print(f"analyzed {args.model} over {chain.name} ({chain.n_steps} steps), d = {result['d']}")
+        print(f"analyzed {args.model or args.diffusers} over {chain.name} ({chain.n_steps} steps), d = {result['d']}")
+        if args.diffusers:
+            print(f"conditioning: {info['conditioning']}" + (f"; {info['notes']}" if info.get("notes") else ""))
         print(f"{'step':>4} {'logSNR':>9} {'L*':>9} {'L_B':>10} {'M_off':>7}")
         for i in range(chain.n_steps):
             print(f"{i:>4} {st['logsnr'][i]:>9.3f} {st['contraction_threshold'][i]:>9.4f} "
