@@ -248,3 +248,17 @@ def test_henon_long_time_exponents_match_published_values():
     assert lam[1] == pytest.approx(-1.62319, abs=0.01)
     assert res.kaplan_yorke == pytest.approx(1.2583, abs=0.01)
     assert lam.sum() == pytest.approx(np.log(0.3), abs=1e-9)
+
+
+def test_cli_table_shows_bounds_and_marks_unconverged(capsys):
+    base = ["lyapunov", "--schedule", "cosine", "--steps", "6", "--spectrum", "powerlaw:2", "--resolution", "4",
+            "--channels", "2", "--numerical", "--float64", "--k", "4", "--top", "4"]
+    assert main(base) == 0
+    out = capsys.readouterr().out
+    assert "bound" in out and "Krylov: converged" in out and " *" not in out
+    assert main(base + ["--oversample", "0", "--max-matvecs", "8", "--tol", "1e-14"]) == 0
+    out = capsys.readouterr().out
+    assert "NOT CONVERGED" in out and " *" in out and "NO" in out
+    assert main(base + ["--oversample", "0", "--max-matvecs", "8", "--tol", "1e-14", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["converged"] is False and not all(res["exponent_converged"])
