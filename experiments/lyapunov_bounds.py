@@ -5,7 +5,8 @@ J_i by ``jacrev`` (d = 784 VJPs), multiplied out in float64, and its exact singu
 (numpy SVD): Lambda_i = log sigma_i(J). Tested: ``pifskit.torch.lyapunov.lyapunov_spectrum``
 (block Krylov, the default) for each k in float32 (the reference's product and SVD in float64); for every exponent the script
 checks |Lambda_i(Krylov) - Lambda_i(reference)| <= error_bound_i and prints the worst ratio.
-The data folder gives the Gaussian surrogate's analytic exponents (PCA spectrum of the images) for context.
+The data folder gives the Gaussian surrogate's analytic exponents (PCA spectrum of the images),
+for context.
 
     python experiments/lyapunov_bounds.py --checkpoint RUN_DIR --data mnist:MNIST_DIR --steps 10 --k 8 32
 """

@@ -231,7 +231,8 @@ def _krylov(step: StepFn, N: int, flats: list[torch.Tensor], shape: tuple[int, .
     Z_j = Mhat^T W_j (b VJP chains). SVD of B = [W_0 ...] = Mhat Q = U S Y^T gives the Ritz
     triplets (s_i, u_i, Q y_i); Mhat^T u_i = Z y_i / s_i costs nothing, so the residual
     r_i = Z y_i / s_i - s_i Q y_i is free (if it stalls above the tolerance, one more block of VJP
-    chains computes Mhat^T u_i directly, which does not square the dynamic range). Some singular value lies within ||r_i|| / sqrt(2) of s_i
+    chains computes Mhat^T u_i directly, which does not square the dynamic range). Some singular
+    value lies within ||r_i|| / sqrt(2) of s_i
     (the augmented matrix [[0, M], [M^T, 0]] is symmetric), hence the exponent bound
     -log(1 - e_i / s_i) with e_i = ||r_i|| / sqrt(2), or the quadratic bound sum_C e_j^2 / gap_C
     of its cluster C when the Ritz-estimated gap makes it smaller (:func:`_quadratic`).
