@@ -3,7 +3,7 @@
 Analytic (Gaussian surrogate): Lambda_k = sum_t log f_t(lambda_k), sorted
 descending; the Kaplan-Yorke dimension is the root of the discrete Moran
 equation. A numerical (QR / Benettin, trained denoiser) branch plugs in beside
-analytic_result() and returns the same keys.
+analytic_result() and returns the same keys (plus error bounds and convergence flags).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ._common import (
     dump_json,
     spectrum_from_args,
 )
+from .lyapunov_numerical import add_numerical_options, numerical_options, numerical_result
 
 
 def register(subparsers) -> None:
@@ -32,8 +33,6 @@ def register(subparsers) -> None:
     add_chain_options(p)
     add_spectrum_options(p)
     p.add_argument("--top", type=int, default=10, help="exponents shown in the table (default 10; JSON has all)")
-    from .lyapunov_numerical import add_numerical_options
-
     add_numerical_options(p)
     add_json_option(p)
     p.set_defaults(handler=run)
@@ -81,14 +80,33 @@ def _print_summary(result: dict, schedule_label: str, top: int) -> None:
     table.add_column("i", justify="right")
     table.add_column("\u03bb_i", justify="right")
     table.add_column("\u039b_i", justify="right")
+    bound, conv = result.get("error_bound"), result.get("exponent_converged")
+    if bound is not None:
+        table.add_column("\u00b1 bound", justify="right")
+        table.add_column("converged", justify="center")
+
+    def row(i: int) -> list[str]:
+        cells = [str(i + 1), _fmt(ev[i]), _fmt(ex[i]) + ("" if conv is None or conv[i] else " *")]
+        if bound is not None:
+            cells += [f"{float(bound[i]):.1e}", "yes" if conv[i] else "NO"]
+        return cells
+
     ev, ex = result["eigenvalues"], result["exponents"]
     n = min(max(top, 0), len(ex))
     for i in range(n):
-        table.add_row(str(i + 1), _fmt(ev[i]), _fmt(ex[i]))
+        table.add_row(*row(i))
     if n < len(ex):
-        table.add_row("...", "", "")
-        table.add_row(str(len(ex)), _fmt(ev[-1]), _fmt(ex[-1]))
+        table.add_row("...", "", "", *([""] * (2 if bound is not None else 0)))
+        table.add_row(*row(len(ex) - 1))
     console.print(table)
+    if bound is not None:
+        status = "converged" if result["converged"] else "NOT CONVERGED (* marks exponents above the tolerance)"
+        console.print(f"Krylov: {status}; tol {result['tol']:.0e}, {result['matvecs']} chain products "
+                      f"({result['jvps']} JVPs + {result['vjps']} VJPs), basis {result['basis_size']}")
+        for a, b in result.get("clusters", []):
+            console.print(f"cluster: exponents {a}..{b} agree within their bounds"
+                          + (" (straddles the cut at k; the top-k set is not unique)"
+                             if result.get("cut_in_cluster") and b > result["k"] else ""))
     console.print(f"Kaplan-Yorke dimension = {_fmt(result['kaplan_yorke'])} of d = {result['d']}   "
                   f"positive exponents = {result['n_positive']}   sum = {_fmt(result['exponent_sum'])}")
 
@@ -96,10 +114,9 @@ def _print_summary(result: dict, schedule_label: str, top: int) -> None:
 def run(args: argparse.Namespace) -> int:
     spectrum = spectrum_from_args(args)
     schedule, chain = chain_from_args(args)
-    if getattr(args, "numerical", False):
-        from .lyapunov_numerical import numerical_result
-
-        result = numerical_result(args, schedule, chain, spectrum)
+    if args.numerical:
+        body = numerical_result(schedule, chain, spectrum, **numerical_options(args))
+        result = {**result_header("numerical", chain, spectrum.name, body["d"]), **body}
     else:
         result = analytic_result(chain, spectrum)
     label = args.diffusers_config or args.schedule

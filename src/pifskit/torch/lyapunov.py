@@ -1,26 +1,34 @@
-"""Numerical finite-time Lyapunov spectrum of a DDIM chain (theory section 5), top-k by batched JVPs.
+"""Numerical finite-time Lyapunov spectrum of a DDIM chain (theory section 5), matrix-free.
 
 The chain x_{i+1} = F_i(x_i), i = 0..N-1, has the product Jacobian M = J_{N-1} ... J_0 along a
-trajectory. Benettin's method propagates an orthonormal d x k frame Q:
+trajectory; its finite-time exponents are Lambda_j = log sigma_j(M) (totals over the N steps,
+not rates). Two methods, both driven by ``torch.func`` JVPs / VJPs batched with ``vmap``:
 
-    Z = J_i Q  (k JVPs, one vmapped call),   Q R_i = Z  (thin QR),   Lambda_j += log |(R_i)_jj|.
+* ``method="krylov"`` (default): randomized block Krylov SVD of M (Musco & Musco 2015; Halko,
+  Martinsson & Tropp 2011) with block size b = k + p. The basis of span{Omega, (M^T M) Omega, ...}
+  grows one block per iteration (b JVP chains forward, b VJP chains backward, block Gram-Schmidt
+  twice); Rayleigh-Ritz on it (SVD of M Q) gives the exponents, and the residuals of the Ritz
+  triplets bound their errors: some singular value lies within ||M^T u - s v|| / sqrt(2) of each
+  Ritz value s, i.e. |Delta Lambda| <= -log(1 - ||r|| / (sqrt(2) s)), plus a rounding floor
+  N eps exp(Lambda_1 - Lambda_j). It stops when every bound is below ``tol`` (relative to
+  max(1, |Lambda|)), so the convergence rate is set by sigma_{k+p} / sigma_k and the Krylov
+  polynomial, not sigma_{k+1} / sigma_k per sweep. Memory: 3 d x (basis) float64 blocks per
+  trajectory -- linear in d and k, never d x d. Degenerate clusters up to b wide are resolved;
+  neighbours that agree within their bounds are reported as clusters.
+* ``method="benettin"``: an orthonormal d x k frame propagated with a thin QR per step,
+  Lambda_j += log |(R_i)_jj|, optionally after ``refine`` forward-backward sweeps (block power
+  on M^T M) and a Ritz rotation. One pass (``refine=0, ritz=False``) is the classic method: on
+  a long trajectory of an ergodic map its sums / N converge to the long-time exponents, where M
+  itself over- or underflows (the Krylov method's dynamic range is ~log(1/eps)).
 
-Cost per step: k JVPs + a d x k QR, against d VJPs (``jacrev``) + a d x d QR for the
-textbook full-Jacobian method (:func:`lyapunov_full_jacobian`), i.e. a speed-up of order d / k.
-
-Finite chains: the one-pass Benettin sums depend on the initial frame (they converge to the
-exponents only as N -> inf). The finite-time exponents proper are the log singular values of M.
-``refine`` forward-backward sweeps (Q <- orth(M^T M Q): forward JVPs, then backward VJPs with QR
-at each step, the block power method on M^T M) rotate the initial frame onto the top-k right
-singular vectors of M; Benettin from that frame gives M Q = U_k Sigma_k with orthogonal
-columns, so its QR sums are exactly the log singular values. Each sweep shrinks the frame
-error by the singular-value ratio sigma_{j+1}^2 / sigma_j^2, and the exponents' error is of
-second order in it. For the Gaussian surrogate, M = U diag(prod_t f_t(lambda)) U^T and
-the result equals :func:`pifskit.lyapunov.lyapunov_exponents` (tested to 1e-6 in float64).
+:func:`lyapunov_full_jacobian` is the textbook full-Jacobian Benettin baseline (jacrev + d x d QR).
+For the Gaussian surrogate M = U diag(prod_t f_t(lambda)) U^T, and both methods agree with
+:func:`pifskit.lyapunov.lyapunov_exponents` (tested to 1e-4 relative in float64, 1e-3 in float32).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -45,6 +53,18 @@ class NumericalLyapunov:
     local: np.ndarray | None = None  # (M, N, k) per-step log|R_jj| (frame order), if requested
     meta: dict = field(default_factory=dict)
     frame_order: np.ndarray | None = None  # (M, k) the sums in frame order (before sorting)
+    error_bound_per_trajectory: np.ndarray | None = None  # (M, k) residual bounds (Krylov method)
+
+    @property
+    def error_bound(self) -> np.ndarray | None:
+        """Per exponent: bound on |exponent - true|, averaged over trajectories (bounds the mean's error)."""
+        b = self.error_bound_per_trajectory
+        return None if b is None else b.mean(axis=0)
+
+    @property
+    def converged(self) -> bool | None:
+        """Whether every exponent's bound met the tolerance (None: method without bounds)."""
+        return self.meta.get("converged")
 
     @property
     def k(self) -> int:
@@ -82,6 +102,7 @@ class NumericalLyapunov:
             "kaplan_yorke": self.kaplan_yorke,
             "kaplan_yorke_spread": float(kyt.std(ddof=1)) if kyt.size > 1 else 0.0,
             "kaplan_yorke_is_lower_bound": self.ky_is_lower_bound,
+            "converged": self.converged,
             **self.meta,
         }
 
@@ -122,22 +143,195 @@ def _qr(Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return Q, torch.diagonal(R, dim1=-2, dim2=-1)
 
 
-def lyapunov_spectrum(step: StepFn, n_steps: int, x_init: torch.Tensor, k: int, *, refine: int = 0,
-                      ritz: bool = True,
+def _jvp_block(step: StepFn, i: int, shape: tuple[int, ...], x: torch.Tensor, V: torch.Tensor,
+               chunk_size: int | None) -> torch.Tensor:
+    """J_i V for a (M, d, b) block: b JVPs of step i at the flat states x (M, d), one vmapped call."""
+    f = _flat_step(step, i, shape)
+    with torch.no_grad():
+        Z = vmap(lambda t: jvp(f, (x,), (t,))[1], chunk_size=chunk_size)(V.permute(2, 0, 1))
+    return Z.permute(1, 2, 0)
+
+
+def _vjp_block(step: StepFn, i: int, shape: tuple[int, ...], x: torch.Tensor, U: torch.Tensor,
+               chunk_size: int | None) -> torch.Tensor:
+    """J_i^T U for a (M, d, b) block: b VJPs of step i (one linearisation, vmapped pullback)."""
+    f = _flat_step(step, i, shape)
+    with torch.no_grad():
+        _, pull = vjp(f, x)
+        Z = vmap(lambda c: pull(c)[0], chunk_size=chunk_size)(U.permute(2, 0, 1))
+    return Z.permute(1, 2, 0)
+
+
+def _rescale(Z: torch.Tensor, logscale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Divide each trajectory's block by its largest entry, accumulating the log of the factor (no overflow)."""
+    s = Z.abs().amax(dim=(-2, -1)).clamp_min(torch.finfo(Z.dtype).tiny)
+    return Z / s[:, None, None], logscale + s.double().log()
+
+
+def _orth_against(X: torch.Tensor, Q: torch.Tensor | None) -> torch.Tensor:
+    """Orthonormal basis of X's part orthogonal to Q's columns (block Gram-Schmidt twice, then QR)."""
+    if Q is not None:
+        for _ in range(2):
+            X = X - Q @ (Q.transpose(-2, -1) @ X)
+    X, R = torch.linalg.qr(X)
+    return X * torch.where(torch.diagonal(R, dim1=-2, dim2=-1) < 0, -1.0, 1.0).unsqueeze(-2)
+
+
+def _clusters(ex: np.ndarray, bound: np.ndarray, rtol: float) -> list[list[int]]:
+    """1-based [first, last] index ranges of neighbouring exponents closer than their bounds (or rtol)."""
+    gap = -np.diff(ex)
+    tol = np.maximum(bound[:-1] + bound[1:], rtol * np.maximum(1.0, np.abs(ex[:-1])))
+    close = np.nan_to_num(gap, nan=np.inf) <= tol
+    out, i = [], 0
+    while i < close.size:
+        if close[i]:
+            j = i
+            while j < close.size and close[j]:
+                j += 1
+            out.append([i + 1, j + 1])
+            i = j
+        else:
+            i += 1
+    return out
+
+
+def _quadratic(s: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Quadratic residual bound ||R_C||^2 / gap_C per Ritz value (clusters C: overlapping s +- r).
+
+    s (M, kk) descending Ritz values, r (M, kk) their linear bounds. The gap of a cluster is
+    estimated from the Ritz intervals outside it (below: the kk-th interval's top bounds every
+    singular value not yet seen); no gap (cluster reaching kk) gives inf.
+    """
+    out = torch.full_like(s, math.inf)
+    M, kk = s.shape
+    for m in range(M):
+        sm, rm = s[m].tolist(), r[m].tolist()
+        start = 0
+        while start < kk:
+            end = start
+            while end + 1 < kk and sm[end] - rm[end] <= sm[end + 1] + rm[end + 1]:
+                end += 1
+            if end + 1 < kk:
+                below = max(sm[j] + rm[j] for j in range(end + 1, kk))
+                above = min((sm[j] - rm[j] for j in range(start)), default=math.inf)
+                gap = min(sm[end] - below, above - sm[start])
+                if gap > 0:
+                    out[m, start:end + 1] = sum(x * x for x in rm[start:end + 1]) / gap
+            start = end + 1
+    return out
+
+
+def _krylov(step: StepFn, N: int, flats: list[torch.Tensor], shape: tuple[int, ...], k: int, p: int,
+            tol: float, max_matvecs: int, start: torch.Tensor, chunk_size: int | None,
+            progress: Callable[[int], None] | None) -> dict:
+    """Randomized block Krylov SVD of M = J_N ... J_1 (Musco & Musco 2015, with Rayleigh-Ritz).
+
+    Basis Q = [V_0, V_1, ...] of span{Omega, (M^T M) Omega, ...} (block size b = k + p); with
+    Mhat = e^{-c} M (c: log scale of the first pass), W_j = Mhat V_j (b JVP chains) and
+    Z_j = Mhat^T W_j (b VJP chains). SVD of B = [W_0 ...] = Mhat Q = U S Y^T gives the Ritz
+    triplets (s_i, u_i, Q y_i); Mhat^T u_i = Z y_i / s_i costs nothing, so the residual
+    r_i = Z y_i / s_i - s_i Q y_i is free (if it stalls above the tolerance, one more block of VJP
+    chains computes Mhat^T u_i directly, which does not square the dynamic range). Some singular
+    value lies within ||r_i|| / sqrt(2) of s_i
+    (the augmented matrix [[0, M], [M^T, 0]] is symmetric), hence the exponent bound
+    -log(1 - e_i / s_i) with e_i = ||r_i|| / sqrt(2), or the quadratic bound sum_C e_j^2 / gap_C
+    of its cluster C when the Ritz-estimated gap makes it smaller (:func:`_quadratic`).
+    """
+    M, d, _ = start.shape
+    dtype = start.dtype
+    V = _orth_against(start.double(), None).to(dtype)
+    Qs, Ws, Zs = [], [], []
+    c = None
+    matvecs = fwd = 0
+    history = []
+
+    def backward(X: torch.Tensor) -> torch.Tensor:
+        """Mhat^T X (float64) by VJP chains in the model dtype, rescaled at every step."""
+        Z, lz = _rescale(X.to(dtype), torch.zeros(M, dtype=torch.float64, device=X.device))
+        for i in reversed(range(N)):
+            Z, lz = _rescale(_vjp_block(step, i, shape, flats[i], Z, chunk_size), lz)
+        return Z.double() * torch.exp(lz - c)[:, None, None]
+
+    def bounds(R: torch.Tensor, sc: torch.Tensor) -> torch.Tensor:
+        r = torch.linalg.vector_norm(R, dim=-2) / math.sqrt(2.0)
+        delta = torch.minimum(r, _quadratic(sc, r)) / sc
+        return torch.where(delta < 1, -torch.log1p(-delta.clamp(max=1 - 1e-16)), torch.full_like(delta, math.inf))
+
+    while True:
+        b = V.shape[-1]
+        W, lw = V, torch.zeros(M, dtype=torch.float64, device=V.device)
+        for i in range(N):
+            W, lw = _rescale(_jvp_block(step, i, shape, flats[i], W, chunk_size), lw)
+        if c is None:
+            c = lw.clone()
+        W = W.double() * torch.exp(lw - c)[:, None, None]
+        Z = backward(W)
+        matvecs += 2 * b
+        fwd += b
+        if progress is not None:
+            progress(2 * b * N)
+        Qs.append(V.double())
+        Ws.append(W)
+        Zs.append(Z)
+        Q, B, Zc = torch.cat(Qs, -1), torch.cat(Ws, -1), torch.cat(Zs, -1)
+        U, S, Yh = torch.linalg.svd(B, full_matrices=False)
+        kk = min(k + p, S.shape[-1])
+        Y = Yh.transpose(-2, -1)[..., :kk]
+        s = S[..., :kk]
+        sc = s.clamp_min(torch.finfo(torch.float64).tiny)
+        bound = bounds(Zc @ Y / sc[:, None, :] - s[:, None, :] * (Q @ Y), sc)
+        ex = torch.log(sc) + c[:, None]
+        ex = torch.where(s > 0, ex, torch.full_like(ex, -math.inf))
+        scale = ex[..., :k].abs().clamp_min(1.0)
+        worst = float((bound[..., :k] / scale).max())
+        history.append(worst)
+        m = Q.shape[-1]
+        done = worst <= tol or m >= d
+        # stagnation: rounding floor reached (the worst bound did not decrease over two blocks;
+        # slow but steady convergence goes on to max_matvecs)
+        stalled = len(history) >= 3 and history[-1] >= history[-3]
+        if done or stalled or matvecs + 2 * min(k + p, d - m) > max_matvecs:
+            break
+        V = _orth_against(Z, Q)[..., :min(k + p, d - m)].to(dtype)
+    if m >= d:
+        # complete basis: Rayleigh-Ritz is the exact SVD up to rounding (the rounding floor bounds it)
+        bound = torch.zeros_like(bound)
+    elif worst > tol:
+        # certification without squaring: Mhat^T u_i by kk explicit VJP chains (the free residual
+        # goes through Mhat^T Mhat and loses exponents below Lambda_1 - log(1/eps) / 2)
+        bound = torch.minimum(bound, bounds(backward(U[..., :kk]) - s[:, None, :] * (Q @ Y), sc))
+        matvecs += kk
+    return {"ex": ex.cpu().numpy(), "bound": bound.cpu().numpy(), "matvecs": matvecs, "fwd": fwd,
+            "basis": int(Q.shape[-1]), "history": history}
+
+
+def lyapunov_spectrum(step: StepFn, n_steps: int, x_init: torch.Tensor, k: int, *, method: str = "krylov",
+                      tol: float | None = None, oversample: int | None = None, max_matvecs: int | None = None,
+                      refine: int = 0, ritz: bool = True,
                       frame: torch.Tensor | None = None, chunk_size: int | None = None,
                       generator: torch.Generator | None = None, return_local: bool = False,
                       progress: Callable[[int], None] | None = None) -> NumericalLyapunov:
-    """Top-k finite-time Lyapunov exponents of the chain ``x -> step(x, i)`` along M trajectories.
+    """Top-k finite-time Lyapunov exponents Lambda_i = log sigma_i(J_N ... J_1) along M trajectories.
 
     ``x_init``: (M, *shape) starting states (level 0); ``step(x, i)`` must be batched and act
-    on samples independently (eval mode). k <= d tangent vectors per trajectory, propagated
-    by ``vmap`` over ``torch.func.jvp`` (k JVPs per step, chunked by ``chunk_size``); thin QR.
-    ``refine`` forward-backward sweeps align the frame with the top-k right singular vectors of
-    the product Jacobian first (see module docstring); ``ritz`` then rotates the frame onto the
-    Ritz vectors of M on its span (one extra forward pass; exact for k = d, so the full
-    spectrum needs no refinement). ``ritz=False, refine=0`` is the classic one-pass Benettin
-    method. ``frame`` (M, d, k) overrides the
-    random initial frame. Use float64 models and inputs for precision.
+    on samples independently (eval mode). Exponents are totals over the N steps (divide by N
+    for rates), sorted descending, averaged over trajectories.
+
+    ``method="krylov"`` (default): randomized block Krylov SVD of the product Jacobian (see
+    :func:`_krylov`): JVP chains forward, VJP chains backward, block size k + ``oversample``
+    (default k // 2 + 4), until every exponent's residual bound is below ``tol`` (relative to
+    max(1, |Lambda_i|); default 1e-6 in float64, 1e-3 in float32) or ``max_matvecs`` chain
+    products (default 40 (k + p)) or a stalled bound. The result carries the bounds
+    (``error_bound``), ``converged`` and the products used. Its dynamic range is limited by the
+    working precision: exponents more than about log(1/eps) below Lambda_1 get large bounds.
+    ``frame`` (M, d, b) replaces the random start block.
+
+    ``method="benettin"``: k tangent vectors by JVPs with a thin QR at every step (sums of
+    log |R_jj|); ``refine`` forward-backward sweeps (block power on M^T M) and ``ritz`` (one
+    Rayleigh-Ritz rotation) align the frame first. ``ritz=False, refine=0`` is the classic
+    one-pass method, whose per-step re-orthonormalisation gives the long-time exponents
+    (divide by N) for long trajectories of an ergodic map, where the product itself overflows.
+    No error bounds (``converged`` is None).
     """
     N = check_positive_int(n_steps, "n_steps")
     M = x_init.shape[0]
@@ -145,11 +339,16 @@ def lyapunov_spectrum(step: StepFn, n_steps: int, x_init: torch.Tensor, k: int, 
     k = check_positive_int(k, "k")
     if k > d:
         raise PifsError(f"k = {k} exceeds the dimension d = {d}; k must lie in [1, {d}]")
+    if method not in ("krylov", "benettin"):
+        raise PifsError(f"method must be 'krylov' or 'benettin', got {method!r}")
     if refine < 0:
         raise PifsError("refine must be >= 0")
     shape = tuple(x_init.shape)
     xs = chain_trajectory(step, N, x_init.detach())
     flats = [x.reshape(M, -1) for x in xs]
+    if method == "krylov":
+        return _lyapunov_krylov(step, N, flats, shape, k, d, tol, oversample, max_matvecs, frame, chunk_size,
+                                generator, return_local, progress, x_init)
     if frame is None:
         Q = random_frame(M, d, k, x_init.dtype, x_init.device, generator)
     else:
@@ -157,26 +356,13 @@ def lyapunov_spectrum(step: StepFn, n_steps: int, x_init: torch.Tensor, k: int, 
             raise PifsError(f"frame must have shape {(M, d, k)}, got {tuple(frame.shape)}")
         Q = frame.to(x_init.dtype)
 
-    def forward_step(i: int, Q: torch.Tensor) -> torch.Tensor:
-        f = _flat_step(step, i, shape)
-        with torch.no_grad():
-            Z = vmap(lambda t: jvp(f, (flats[i],), (t,))[1], chunk_size=chunk_size)(Q.permute(2, 0, 1))
-        return Z.permute(1, 2, 0)  # (M, d, k)
-
-    def backward_step(i: int, Q: torch.Tensor) -> torch.Tensor:
-        f = _flat_step(step, i, shape)
-        with torch.no_grad():
-            _, pull = vjp(f, flats[i])
-            Z = vmap(lambda c: pull(c)[0], chunk_size=chunk_size)(Q.permute(2, 0, 1))
-        return Z.permute(1, 2, 0)
-
     def forward_pass(Q: torch.Tensor, ritz_product: bool, report: bool):
         """Benettin pass: final frame, summed log|R_jj|, per-step logs, and the scaled product R_N..R_1."""
         total = torch.zeros((M, k), dtype=torch.float64, device=x_init.device)
         local = []
         Rtot = None
         for i in range(N):
-            Q, R = torch.linalg.qr(forward_step(i, Q))
+            Q, R = torch.linalg.qr(_jvp_block(step, i, shape, flats[i], Q, chunk_size))
             logs = torch.diagonal(R, dim1=-2, dim2=-1).abs().double().log()
             total = total + logs
             local.append(logs)
@@ -184,14 +370,14 @@ def lyapunov_spectrum(step: StepFn, n_steps: int, x_init: torch.Tensor, k: int, 
                 Rtot = R if Rtot is None else R @ Rtot
                 Rtot = Rtot / Rtot.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(1e-300)
             if report and progress is not None:
-                progress(1)
+                progress(k)
         return Q, total, local, Rtot
 
     Q0 = Q
     for _ in range(int(refine)):
         Q, _, _, _ = forward_pass(Q0, False, False)
         for i in reversed(range(N)):
-            Q, _ = _qr(backward_step(i, Q))
+            Q, _ = _qr(_vjp_block(step, i, shape, flats[i], Q, chunk_size))
         Q0 = Q
     if ritz and k > 1:
         # Rayleigh-Ritz: M Q0 = Q_N Rtot, so the right singular vectors V of Rtot rotate Q0 onto
@@ -203,8 +389,55 @@ def lyapunov_spectrum(step: StepFn, n_steps: int, x_init: torch.Tensor, k: int, 
     raw = total.cpu().numpy()
     per = np.sort(raw, axis=1)[:, ::-1].copy()
     loc = torch.stack(local, dim=1).cpu().numpy() if return_local else None
+    passes = 1 + int(ritz and k > 1) + int(refine)
     return NumericalLyapunov(per, d, loc, {"method": "benettin-topk", "refine": int(refine), "ritz": bool(ritz),
-                                           "n_steps": N}, raw)
+                                           "n_steps": N, "jvps": passes * k * N, "vjps": int(refine) * k * N},
+                             raw)
+
+
+def _lyapunov_krylov(step, N, flats, shape, k, d, tol, oversample, max_matvecs, frame, chunk_size, generator,
+                     return_local, progress, x_init) -> NumericalLyapunov:
+    M = shape[0]
+    if return_local:
+        raise PifsError("return_local needs method='benettin' (the Krylov method has no per-step frame)")
+    p = k // 2 + 4 if oversample is None else int(oversample)
+    if p < 0:
+        raise PifsError("oversample must be >= 0")
+    p = min(p, d - k)
+    double = x_init.dtype == torch.float64
+    tol = (1e-6 if double else 1e-3) if tol is None else float(tol)
+    if not tol > 0:
+        raise PifsError("tol must be > 0")
+    max_matvecs = 40 * (k + p) if max_matvecs is None else check_positive_int(max_matvecs, "max_matvecs")
+    if frame is None:
+        start = torch.randn((M, d, k + p), generator=generator, dtype=x_init.dtype).to(x_init.device)
+    else:
+        if frame.ndim != 3 or frame.shape[:2] != (M, d) or frame.shape[2] < k:
+            raise PifsError(f"frame must have shape ({M}, {d}, b) with b >= k = {k}, got {tuple(frame.shape)}")
+        start = frame.to(x_init.dtype)
+        p = start.shape[2] - k
+    out = _krylov(step, N, flats, shape, k, p, tol, max_matvecs, start, chunk_size, progress)
+    ex, bound = out["ex"], out["bound"]
+    # rounding floor: each of the N steps is applied with relative error ~eps, a perturbation of
+    # size ~N eps sigma_1 of the product, i.e. N eps exp(Lambda_1 - Lambda_i) relative on sigma_i
+    eps = float(torch.finfo(x_init.dtype).eps)
+    with np.errstate(over="ignore", invalid="ignore"):
+        floor = N * eps * np.exp(np.clip(ex[:, :1] - ex, 0.0, 700.0))
+    bound = bound + np.where(np.isfinite(ex), floor, np.inf)
+    per, per_bound = ex[:, :k].copy(), bound[:, :k].copy()
+    mean, mean_bound = per.mean(axis=0), per_bound.mean(axis=0)
+    rel = per_bound / np.maximum(1.0, np.abs(per))
+    conv = rel.max(axis=0) <= tol
+    clusters = _clusters(ex.mean(axis=0), bound.mean(axis=0), 1e-6)
+    nxt = ex[:, k].mean() if ex.shape[1] > k else None
+    cut = any(a <= k < b for a, b in clusters if ex.shape[1] > k) if nxt is not None else False
+    meta = {"method": "krylov", "n_steps": N, "tol": tol, "oversample": int(p), "block": int(k + p),
+            "basis_size": out["basis"], "matvecs": out["matvecs"], "jvps": out["fwd"] * N,
+            "vjps": (out["matvecs"] - out["fwd"]) * N, "converged": bool(conv.all()),
+            "error_bound": mean_bound.tolist(), "exponent_converged": conv.tolist(),
+            "clusters": [c for c in clusters if c[0] <= k], "cut_in_cluster": bool(cut),
+            "next_exponent": None if nxt is None else float(nxt), "bound_history": out["history"]}
+    return NumericalLyapunov(per, d, None, meta, per.copy(), per_bound)
 
 
 def lyapunov_full_jacobian(step: StepFn, n_steps: int, x_init: torch.Tensor, *,
