@@ -194,7 +194,9 @@ def analyze_model(model, info: dict, chain: Chain, spectrum: Spectrum | None = N
         surrogate["gaussian_block_max_frob"] = gaussian_block_row_sums(levels, spectrum.power_grid, patch, "fro",
                                                                        channels=shape[0])
 
-    lyap = lyapunov_spectrum(cd.step, N, x_init, k, refine=refine, generator=gen, progress=None)
+    # the map the sampler runs: the same clamp as the rollout (its Jacobian is 0 where the clamp is active)
+    step = cd.step if clip_x0 is None else (lambda v, i: cd.step(v, i, clip_x0=clip_x0))
+    lyap = lyapunov_spectrum(step, N, x_init, k, refine=refine, generator=gen, progress=None)
     num = lyap.to_dict()
     result: dict[str, Any] = {
         "model": {k_: v for k_, v in info.items() if isinstance(v, (str, int, float, bool, list, tuple))},
