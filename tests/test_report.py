@@ -102,7 +102,8 @@ def test_default_inputs(default_report):
     _, data = default_report
     inp, sm = data["inputs"], data["summary"]
     assert inp["schedule"] == "sd" and inp["chain"] == "trailing-10" and inp["patch"] == 8
-    assert inp["spectrum_meta"] == {"resolution": 64, "exponent": 2.0, "pixel_variance": 0.205}
+    assert inp["spectrum_meta"] == {"resolution": 64, "exponent": 2.0,
+                                    "pixel_variance": float(np.mean((2 * np.array([0.229, 0.224, 0.225])) ** 2))}
     assert sm["n_steps"] == 10 and sm["d"] == 12288 and sm["lands_clean"] is True
     assert data["chain"]["timesteps"] == [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]
 
@@ -122,7 +123,7 @@ def test_report_numbers_match_independent_recomputation(default_report):
     vals, mult = as_floats(sp["eigenvalues_distinct"]), np.asarray(sp["multiplicity"])
     assert mult.sum() == sm["d"]
     ev = np.repeat(vals, mult)
-    assert ev.mean() == pytest.approx(0.205, rel=1e-12)
+    assert ev.mean() == pytest.approx(np.mean((2 * np.array([0.229, 0.224, 0.225])) ** 2), rel=1e-12)  # 0.20432
     ex = as_floats(data["lyapunov"]["exponents"])
     np.testing.assert_allclose(ex, direct_Lambda(ab, ev), rtol=1e-9, atol=1e-12)
     assert sm["kaplan_yorke"] == pytest.approx(classical_ky(ex), rel=1e-9)

@@ -50,3 +50,10 @@ def check_choice(value: str, name: str, choices: Iterable[str]) -> str:
     if value not in choices:
         raise PifsError(f"unknown {name} {value!r}; accepted: {', '.join(choices)}")
     return value
+
+
+def check_int_range(n, name: str, lo: int, hi: int) -> int:
+    """Return ``n`` as an int in lo..hi (bools and floats rejected), else raise."""
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or not lo <= int(n) <= hi:
+        raise PifsError(f"{name} must be an integer in {lo}..{hi}, got {n!r}")
+    return int(n)

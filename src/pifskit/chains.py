@@ -351,6 +351,19 @@ def make_chain(schedule: Schedule, steps: int, spacing: str = "trailing", **kw) 
     """
     check_choice(spacing, "spacing", SPACINGS)
     N = check_positive_int(steps, "steps")
+    discrete = isinstance(schedule, DiscreteSchedule)
+    if spacing in ("trailing", "leading", "linspace", "uniform"):
+        accepted = {"steps_offset", "set_alpha_to_one"} if discrete else set()
+    elif spacing == "karras":
+        accepted = {"rho", "sigma_min", "sigma_max"}
+    elif spacing == "logsnr":
+        accepted = {"sigma_min", "sigma_max"}
+    else:
+        accepted = set()
+    unused = sorted(set(kw) - accepted)
+    if unused:
+        raise PifsError(f"spacing {spacing!r} on {'a discrete' if discrete else 'a continuous'} schedule does not "
+                        f"take {', '.join(unused)}; accepted: {', '.join(sorted(accepted)) or 'none'}")
     if spacing in ("trailing", "leading", "linspace"):
         if isinstance(schedule, DiscreteSchedule):
             check_positive_int(N, "steps", maximum=schedule.num_train_timesteps)
@@ -363,7 +376,7 @@ def make_chain(schedule: Schedule, steps: int, spacing: str = "trailing", **kw) 
             return spaced_chain(schedule, N, "trailing", **kw)
         return uniform_time_chain(schedule, N)
     if spacing == "logsnr":
-        return uniform_logsnr_chain(schedule, N)
+        return uniform_logsnr_chain(schedule, N, **kw)
     if spacing == "karras":
         return karras_chain(schedule, N, **kw)
     return ays_chain(spacing.split("-", 1)[1], N, schedule)

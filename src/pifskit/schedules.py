@@ -41,7 +41,9 @@ __all__ = [
     "logsnr_from_alpha_bar",
     "angle_from_logsnr",
     "get_schedule",
+    "schedule_help",
     "SCHEDULE_NAMES",
+    "SCHEDULE_ALIASES",
 ]
 
 
@@ -151,10 +153,6 @@ class Schedule:
             hi = np.where(above, hi, mid)
         return 0.5 * (lo + hi)
 
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
-        return f"{type(self).__name__}({params})"
-
 
 def _logsnr_from_log_alpha_bar(log_ab: np.ndarray) -> np.ndarray:
     """l = log ab - log(1 - ab) computed from log ab (stable near ab = 1)."""
@@ -162,6 +160,21 @@ def _logsnr_from_log_alpha_bar(log_ab: np.ndarray) -> np.ndarray:
         return log_ab - np.log(-np.expm1(log_ab))
 
 
+def _set(obj, name: str, value) -> None:
+    """Assign a normalised field of a frozen dataclass in ``__post_init__``."""
+    object.__setattr__(obj, name, value)
+
+
+def _check_betas(beta_start, beta_end, num_train_timesteps) -> tuple[float, float, int]:
+    b0, b1 = as_float_array(beta_start, "beta_start"), as_float_array(beta_end, "beta_end")
+    if b0.ndim or b1.ndim:
+        raise PifsError("beta_start and beta_end must be numbers")
+    if not (0 < b0 <= b1 < 1):
+        raise PifsError(f"need 0 < beta_start <= beta_end < 1, got beta_start={float(b0)}, beta_end={float(b1)}")
+    return float(b0), float(b1), check_positive_int(num_train_timesteps, "num_train_timesteps")
+
+
+@dataclass(frozen=True)
 class LinearBetaSchedule(Schedule):
     """Continuous DDPM linear-beta schedule (Ho et al. 2020).
 
@@ -169,14 +182,15 @@ class LinearBetaSchedule(Schedule):
     log alpha_bar(t) = -T (beta_start t + (beta_end - beta_start) t^2 / 2).
     """
 
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    num_train_timesteps: int = 1000
     name = "ddpm-linear"
 
-    def __init__(self, beta_start: float = 1e-4, beta_end: float = 0.02, num_train_timesteps: int = 1000):
-        if not (0 < beta_start <= beta_end < 1):
-            raise PifsError("need 0 < beta_start <= beta_end < 1")
-        self.beta_start = float(beta_start)
-        self.beta_end = float(beta_end)
-        self.num_train_timesteps = check_positive_int(num_train_timesteps, "num_train_timesteps")
+    def __post_init__(self):
+        for k, v in zip(("beta_start", "beta_end", "num_train_timesteps"),
+                        _check_betas(self.beta_start, self.beta_end, self.num_train_timesteps)):
+            _set(self, k, v)
 
     def logsnr(self, t) -> np.ndarray:
         t = self._t(t)
@@ -185,6 +199,7 @@ class LinearBetaSchedule(Schedule):
         return _logsnr_from_log_alpha_bar(log_ab)
 
 
+@dataclass(frozen=True)
 class ScaledLinearBetaSchedule(Schedule):
     """Continuous Stable Diffusion 'scaled_linear' schedule.
 
@@ -192,14 +207,15 @@ class ScaledLinearBetaSchedule(Schedule):
     log alpha_bar(t) = -T int_0^t beta(u) du.
     """
 
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    num_train_timesteps: int = 1000
     name = "sd-scaled-linear"
 
-    def __init__(self, beta_start: float = 0.00085, beta_end: float = 0.012, num_train_timesteps: int = 1000):
-        if not (0 < beta_start <= beta_end < 1):
-            raise PifsError("need 0 < beta_start <= beta_end < 1")
-        self.beta_start = float(beta_start)
-        self.beta_end = float(beta_end)
-        self.num_train_timesteps = check_positive_int(num_train_timesteps, "num_train_timesteps")
+    def __post_init__(self):
+        for k, v in zip(("beta_start", "beta_end", "num_train_timesteps"),
+                        _check_betas(self.beta_start, self.beta_end, self.num_train_timesteps)):
+            _set(self, k, v)
 
     def logsnr(self, t) -> np.ndarray:
         t = self._t(t)
@@ -209,6 +225,7 @@ class ScaledLinearBetaSchedule(Schedule):
         return _logsnr_from_log_alpha_bar(-self.num_train_timesteps * integral)
 
 
+@dataclass(frozen=True)
 class CosineSchedule(Schedule):
     """iDDPM cosine schedule (Nichol & Dhariwal 2021) with offset ``s``.
 
@@ -217,12 +234,13 @@ class CosineSchedule(Schedule):
     The discrete version with beta clipping is :meth:`discretize`.
     """
 
+    offset: float = 0.008
     name = "cosine"
 
-    def __init__(self, offset: float = 0.008):
-        if not (0 <= offset < 1):
-            raise PifsError(f"cosine offset must lie in [0, 1), got {offset}")
-        self.offset = float(offset)
+    def __post_init__(self):
+        if not (0 <= self.offset < 1):
+            raise PifsError(f"cosine offset must lie in [0, 1), got {self.offset}")
+        _set(self, "offset", float(self.offset))
 
     def logsnr(self, t) -> np.ndarray:
         t = self._t(t)
@@ -245,6 +263,7 @@ class CosineSchedule(Schedule):
         return DiscreteSchedule.from_betas(betas, name=f"cosine(s={self.offset:g})-T{T}")
 
 
+@dataclass(frozen=True)
 class SigmoidSchedule(Schedule):
     """Sigmoid schedule (Chen 2023; Jabri et al. 2023).
 
@@ -252,12 +271,16 @@ class SigmoidSchedule(Schedule):
     v_x = sigmoid(x / tau).
     """
 
+    start: float = -3.0
+    end: float = 3.0
+    tau: float = 1.0
     name = "sigmoid"
 
-    def __init__(self, start: float = -3.0, end: float = 3.0, tau: float = 1.0):
-        if not end > start or tau <= 0:
+    def __post_init__(self):
+        if not self.end > self.start or not self.tau > 0:
             raise PifsError("sigmoid schedule needs end > start and tau > 0")
-        self.start, self.end, self.tau = float(start), float(end), float(tau)
+        for k in ("start", "end", "tau"):
+            _set(self, k, float(getattr(self, k)))
 
     def logsnr(self, t) -> np.ndarray:
         t = self._t(t)
@@ -269,23 +292,28 @@ class SigmoidSchedule(Schedule):
             return np.log(np.maximum(num, 0.0)) - np.log(np.maximum(den, 0.0))
 
 
+@dataclass(frozen=True)
 class ShiftedCosineSchedule(Schedule):
     """simple diffusion's (shifted) cosine logSNR schedule (Hoogeboom et al. 2023).
 
-    l(t) = -2 log tan(b + t (a_ - b)) + shift, with b = atan(exp(-l_max/2)),
-    a_ = atan(exp(-l_min/2)), so l runs from l_max + shift to l_min + shift.
+    l(t) = -2 log tan(b + t (a_ - b)) + shift, with b = atan(exp(-base_max/2)),
+    a_ = atan(exp(-base_min/2)): the unshifted range [base_logsnr_min,
+    base_logsnr_max] moved by ``shift``, so the schedule's own range is
+    ``logsnr_min = base_logsnr_min + shift`` to ``logsnr_max = base_logsnr_max + shift``.
     ``shift = 2 log(64 / resolution)`` is the paper's resolution shift
     (:meth:`for_resolution`).
     """
 
+    shift: float = 0.0
+    base_logsnr_min: float = -15.0
+    base_logsnr_max: float = 15.0
     name = "shifted-cosine"
 
-    def __init__(self, shift: float = 0.0, logsnr_min: float = -15.0, logsnr_max: float = 15.0):
-        if not logsnr_max > logsnr_min:
-            raise PifsError("need logsnr_max > logsnr_min")
-        self.shift = float(shift)
-        self.logsnr_min_ = float(logsnr_min)
-        self.logsnr_max_ = float(logsnr_max)
+    def __post_init__(self):
+        if not self.base_logsnr_max > self.base_logsnr_min:
+            raise PifsError("need base_logsnr_max > base_logsnr_min")
+        for k in ("shift", "base_logsnr_min", "base_logsnr_max"):
+            _set(self, k, float(getattr(self, k)))
 
     @classmethod
     def for_resolution(cls, resolution: int, base_resolution: int = 64, **kw) -> "ShiftedCosineSchedule":
@@ -296,11 +324,12 @@ class ShiftedCosineSchedule(Schedule):
 
     def logsnr(self, t) -> np.ndarray:
         t = self._t(t)
-        b = np.arctan(np.exp(-0.5 * self.logsnr_max_))
-        a_ = np.arctan(np.exp(-0.5 * self.logsnr_min_)) - b
+        b = np.arctan(np.exp(-0.5 * self.base_logsnr_max))
+        a_ = np.arctan(np.exp(-0.5 * self.base_logsnr_min)) - b
         return -2.0 * np.log(np.tan(a_ * t + b)) + self.shift
 
 
+@dataclass(frozen=True)
 class EDMSchedule(Schedule):
     """Karras/EDM VE noise levels mapped to VP.
 
@@ -308,12 +337,16 @@ class EDMSchedule(Schedule):
     l(t) = -2 log sigma(t).
     """
 
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
     name = "edm"
 
-    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0):
-        if not (0 < sigma_min < sigma_max) or rho <= 0:
+    def __post_init__(self):
+        if not (0 < self.sigma_min < self.sigma_max) or not self.rho > 0:
             raise PifsError("EDM schedule needs 0 < sigma_min < sigma_max and rho > 0")
-        self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
+        for k in ("sigma_min", "sigma_max", "rho"):
+            _set(self, k, float(getattr(self, k)))
 
     def logsnr(self, t) -> np.ndarray:
         t = self._t(t)
@@ -327,6 +360,7 @@ class EDMSchedule(Schedule):
         return np.clip(t, 0.0, 1.0)
 
 
+@dataclass(frozen=True)
 class RectifiedFlowSchedule(Schedule):
     """Rectified flow alpha = 1 - t', sigma = t' with SD3's timestep shift.
 
@@ -334,12 +368,13 @@ class RectifiedFlowSchedule(Schedule):
     the timestep shift is a pure logSNR shift of -2 log(shift).
     """
 
+    shift: float = 1.0
     name = "rectified-flow"
 
-    def __init__(self, shift: float = 1.0):
-        if not shift > 0:
-            raise PifsError(f"flow shift must be > 0, got {shift}")
-        self.shift = float(shift)
+    def __post_init__(self):
+        if not self.shift > 0:
+            raise PifsError(f"flow shift must be > 0, got {self.shift}")
+        _set(self, "shift", float(self.shift))
 
     def logsnr(self, t) -> np.ndarray:
         t = self._t(t)
@@ -414,6 +449,16 @@ class DiscreteSchedule(Schedule):
         betas = np.linspace(np.sqrt(beta_start), np.sqrt(beta_end), T, dtype=dtype) ** 2
         return cls.from_betas(betas, name=f"scaled_linear-T{T}", dtype=dtype)
 
+    @classmethod
+    def squaredcos_cap_v2(cls, num_train_timesteps: int = 1000, max_beta: float = 0.999) -> "DiscreteSchedule":
+        """diffusers' ``squaredcos_cap_v2``: beta_i = min(1 - f((i+1)/T) / f(i/T), max_beta),
+        f(t) = cos((t + 0.008) / 1.008 pi / 2)^2, computed in float64 and stored as float32."""
+        T = check_positive_int(num_train_timesteps, "num_train_timesteps")
+        i = np.arange(T, dtype=np.float64)
+        f = lambda t: np.cos((t + 0.008) / 1.008 * np.pi / 2) ** 2  # noqa: E731
+        betas = np.minimum(1 - f((i + 1) / T) / f(i / T), max_beta).astype(np.float32)
+        return cls.from_betas(betas, name=f"squaredcos_cap_v2-T{T}", dtype=np.float32)
+
     # -- properties ---------------------------------------------------------
     @property
     def num_train_timesteps(self) -> int:
@@ -478,6 +523,7 @@ _ZOO: dict[str, Callable[[], Schedule]] = {
     "sd": lambda: DiscreteSchedule.scaled_linear(1000, 0.00085, 0.012, dtype=np.float32),
     "ddpm": lambda: DiscreteSchedule.linear(1000, 1e-4, 0.02, dtype=np.float32),
     "cosine-discrete": lambda: CosineSchedule(0.008).discretize(1000),
+    "squaredcos_cap_v2": lambda: DiscreteSchedule.squaredcos_cap_v2(1000),
     "ddpm-linear": LinearBetaSchedule,
     "sd-scaled-linear": ScaledLinearBetaSchedule,
     "cosine": CosineSchedule,
@@ -499,20 +545,52 @@ def flux_schedule(resolution: int = 1024) -> RectifiedFlowSchedule:
     mu = 0.5 + (1.15 - 0.5) * (seq - 256.0) / (4096.0 - 256.0)
     return RectifiedFlowSchedule(shift=float(np.exp(mu)))
 
-SCHEDULE_NAMES: tuple[str, ...] = tuple(_ZOO)
+#: diffusers' ``beta_schedule`` spellings -> the zoo's discrete 1000-step schedule with diffusers' defaults
+SCHEDULE_ALIASES: dict[str, str] = {"scaled_linear": "sd", "linear": "ddpm"}
+
+SCHEDULE_NAMES: tuple[str, ...] = tuple(_ZOO) + tuple(SCHEDULE_ALIASES)
+
+#: one line per name (the CLI's --help): what each schedule is
+SCHEDULE_HELP: dict[str, str] = {
+    "sd": "discrete, 1000 float32 betas linspace(sqrt 0.00085, sqrt 0.012)^2 (diffusers scaled_linear; "
+          "alias scaled_linear)",
+    "ddpm": "discrete, 1000 float32 betas linspace(1e-4, 0.02) (diffusers linear; alias linear)",
+    "cosine-discrete": "discrete, 1000 betas of the cosine schedule (s = 0.008) in float64, clipped at 0.999",
+    "squaredcos_cap_v2": "discrete, diffusers' squaredcos_cap_v2 betas exactly (float32)",
+    "ddpm-linear": "continuous-time limit of ddpm (log alpha_bar exact in t, no 1000-step grid)",
+    "sd-scaled-linear": "continuous-time limit of sd (log alpha_bar exact in t, no 1000-step grid)",
+    "cosine": "continuous iDDPM cosine (':s' sets the offset)",
+    "sigmoid": "continuous sigmoid schedule (start -3, end 3, tau 1)",
+    "shifted-cosine": "continuous simple-diffusion cosine (':shift' sets the logSNR shift)",
+    "edm": "continuous Karras/EDM sigmas 0.002..80, rho 7",
+    "rectified-flow": "rectified flow (':shift' sets SD3's timestep shift)",
+    "sd3": "rectified flow with shift 3",
+    "flux": "rectified flow with Flux's resolution shift (':RES', default 1024)",
+}
+
+
+def schedule_help() -> str:
+    """'name: description' for every built-in schedule, one per line."""
+    return "\n".join(f"{k}: {v}" for k, v in SCHEDULE_HELP.items())
 
 
 def get_schedule(name: str) -> Schedule:
-    """A schedule from the built-in zoo by name (see ``SCHEDULE_NAMES``).
+    """A schedule from the built-in zoo by name (see ``SCHEDULE_NAMES``; case-insensitive).
 
-    ``sd`` / ``ddpm`` / ``cosine-discrete`` are the 1000-step discrete
-    training schedules (float32 betas as in diffusers); the others are
-    continuous. ``name:param`` sets the family's main parameter, e.g.
+    ``sd`` / ``ddpm`` / ``cosine-discrete`` / ``squaredcos_cap_v2`` are the
+    1000-step discrete training schedules (float32 betas as in diffusers; the
+    diffusers spellings ``scaled_linear`` and ``linear`` name ``sd`` and
+    ``ddpm``); ``sd-scaled-linear`` / ``ddpm-linear`` are their continuous-time
+    limits. ``name:param`` sets the family's main parameter, e.g.
     ``cosine:0.012`` (offset), ``shifted-cosine:-1.386`` (logSNR shift),
     ``rectified-flow:3`` (timestep shift), ``edm:0.002:700`` (EDM range), ``flux:1024`` (Flux's
     resolution shift).
     """
-    base, _, param = name.partition(":")
+    if not isinstance(name, str):
+        raise PifsError(f"schedule name must be a string, got {name!r}")
+    base, _, param = name.strip().partition(":")
+    base = base.lower()
+    base = SCHEDULE_ALIASES.get(base, base)
     if base not in _ZOO:
         raise PifsError(f"unknown schedule {name!r}; accepted: {', '.join(SCHEDULE_NAMES)}")
     if not param:

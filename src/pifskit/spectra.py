@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,12 @@ import numpy as np
 from ._validate import PifsError, as_float_array, check_positive_int
 
 __all__ = ["Spectrum", "powerlaw", "powerlaw_grid", "from_data", "from_images_fourier", "from_file", "digits",
-           "parse_spectrum"]
+           "parse_spectrum", "IMAGENET_STD", "IMAGENET_PIXEL_VARIANCE"]
+
+#: ImageNet's per-channel pixel std in [0, 1] units (torchvision's normalisation constants)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: mean per-pixel variance of ImageNet in [-1, 1] units: mean((2 std)^2) = 0.20432
+IMAGENET_PIXEL_VARIANCE = float(np.mean((2.0 * np.asarray(IMAGENET_STD)) ** 2))
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,8 +153,12 @@ def from_images_fourier(images, name: str = "fourier") -> Spectrum:
 def from_file(path: str | Path) -> Spectrum:
     """Eigenvalues from .npy, .npz (key 'eigenvalues' or the only array), or text (.txt/.csv)."""
     p = Path(path)
+    if p.is_dir():
+        raise PifsError(f"spectrum file {p} is a folder, not a file")
     if not p.is_file():
         raise PifsError(f"spectrum file not found: {p}")
+    if p.stat().st_size == 0:
+        raise PifsError(f"spectrum file {p} is empty (expected eigenvalues)")
     try:
         if p.suffix == ".npy":
             ev = np.load(p, allow_pickle=False)
@@ -160,11 +170,15 @@ def from_file(path: str | Path) -> Spectrum:
                     raise PifsError(f"{p}: .npz needs an 'eigenvalues' array (has {keys})")
                 ev = z[key]
         else:
-            ev = np.loadtxt(p, delimiter="," if p.suffix == ".csv" else None, ndmin=1)
+            with warnings.catch_warnings():  # an all-comment file: numpy warns "input contained no data"
+                warnings.simplefilter("error")
+                ev = np.loadtxt(p, delimiter="," if p.suffix == ".csv" else None, ndmin=1)
     except PifsError:
         raise
     except Exception as exc:  # unreadable file: name it
         raise PifsError(f"cannot read eigenvalues from {p}: {exc}") from None
+    if np.size(ev) == 0:
+        raise PifsError(f"spectrum file {p} holds no eigenvalues")
     return Spectrum(np.ravel(ev), name=f"file:{p.name}")
 
 

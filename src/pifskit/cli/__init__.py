@@ -24,6 +24,10 @@ COMMAND_MODULES: list[str] = [
 ]
 
 
+#: optional third-party package -> the pifskit extra that installs it
+EXTRAS: dict[str, str] = {"torch": "torch", "sklearn": "data", "diffusers": "diffusers"}
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2
         self.exit(2, f"pifskit: error: {message}\n")
@@ -48,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except PifsError as exc:
         print(f"pifskit: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        root = (exc.name or "").split(".")[0]
+        if root not in EXTRAS:
+            raise
+        print(f"pifskit: error: this command needs {root}: pip install 'pifskit[{EXTRAS[root]}]'", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `pifskit geometry --json | head`: stop quietly
         import os

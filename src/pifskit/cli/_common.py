@@ -14,7 +14,7 @@ from .._json import to_jsonable  # noqa: F401  (re-exported for commands)
 from .._validate import PifsError
 from ..chains import SPACINGS, Chain, make_chain
 from ..schedules import SCHEDULE_NAMES, Schedule, get_schedule
-from ..spectra import Spectrum, parse_spectrum
+from ..spectra import IMAGENET_PIXEL_VARIANCE, Spectrum, parse_spectrum
 
 DEFAULT_SCHEDULE = "sd"
 DEFAULT_STEPS = 10
@@ -22,8 +22,8 @@ DEFAULT_SPACING = "trailing"
 DEFAULT_SPECTRUM = "powerlaw:2"
 DEFAULT_RESOLUTION = 64
 DEFAULT_CHANNELS = 3
-#: mean per-pixel variance of ImageNet in [-1, 1] units: mean of (2 * (0.229, 0.224, 0.225))^2
-DEFAULT_PIXEL_VARIANCE = 0.205
+#: mean per-pixel variance of ImageNet in [-1, 1] units: mean of (2 * (0.229, 0.224, 0.225))^2 = 0.20432
+DEFAULT_PIXEL_VARIANCE = IMAGENET_PIXEL_VARIANCE
 
 
 def add_schedule_options(p: argparse.ArgumentParser) -> None:
@@ -60,7 +60,7 @@ def add_spectrum_options(p: argparse.ArgumentParser, *, spectrum: str = DEFAULT_
                    help=f"image side for powerlaw (default {resolution})")
     g.add_argument("--channels", type=int, default=channels, help=f"channels for powerlaw (default {channels})")
     g.add_argument("--pixel-variance", type=float, default=pixel_variance,
-                   help=f"mean per-pixel variance for powerlaw, [-1, 1] units (default {pixel_variance:g})")
+                   help=f"mean per-pixel variance for powerlaw, [-1, 1] units (default {pixel_variance:.5g})")
 
 
 def add_json_option(p: argparse.ArgumentParser) -> None:
@@ -118,11 +118,6 @@ def spectrum_from_args(args: argparse.Namespace) -> Spectrum:
 def dump_json(obj: Any, stream=None) -> None:
     """Print ``obj`` as one valid JSON object (non-finite floats as strings)."""
     _dump_json(obj, stream)
-
-
-def from_json_float(x: Any) -> float:
-    """Inverse of the encoder for one float ('inf' strings back to floats)."""
-    return float(x)
 
 
 def _duration(seconds: float) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 from .._validate import PifsError
 from ..design.solvers import SOLVERS
 from ..design.steps import MIN_GAP
-from ..spectra import parse_spectrum
+from ..spectra import IMAGENET_PIXEL_VARIANCE, parse_spectrum
 from ._common import (
     add_json_option,
     add_schedule_options,
@@ -214,7 +214,8 @@ def register(subparsers) -> None:
     ps.add_argument("--base-resolution", type=int, default=64, help="base resolution R0 (default 64)")
     ps.add_argument("--channels", type=int, default=3, help="channels of the power-law model (default 3)")
     ps.add_argument("--exponent", type=float, default=2.0, help="power-law exponent p of |k|^-p (default 2)")
-    ps.add_argument("--pixel-variance", type=float, default=0.205, help="power-law mean variance (default 0.205)")
+    ps.add_argument("--pixel-variance", type=float, default=IMAGENET_PIXEL_VARIANCE,
+                    help=f"power-law mean variance (default {IMAGENET_PIXEL_VARIANCE:.5g}, ImageNet's)")
     ps.add_argument("--spectrum", default=None, help="measured spectrum at R: file:PATH (or powerlaw:P / digits)")
     ps.add_argument("--base-spectrum", default=None, help="measured spectrum at R0 (needed with --spectrum)")
     ps.add_argument("--top", type=int, default=1, help="geometric mean of the top k eigenvalues (default 1)")
@@ -224,7 +225,8 @@ def register(subparsers) -> None:
     pw = sub.add_parser("weighting", help="error-sensitivity loss weights and the effective Min-SNR gamma")
     add_schedule_options(pw)
     add_spectrum_options(pw)
-    pw.add_argument("--prediction", default="eps", choices=["eps", "x0", "v"], help="loss units (default eps)")
+    pw.add_argument("--prediction", default="eps",
+                    help="loss units: eps|epsilon, x0|sample, v|v_prediction (case-insensitive; default eps)")
     pw.add_argument("--gamma", type=float, default=5.0, help="Min-SNR gamma of the comparison curve (default 5)")
     pw.add_argument("--timesteps-count", type=int, default=1000,
                     help="T for sampling a continuous schedule (default 1000; discrete schedules use their own)")

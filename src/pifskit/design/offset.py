@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import brentq
 
-from .._validate import PifsError, check_choice, check_positive_int
+from .._validate import PifsError, check_choice, check_int_range, check_positive_int
 from ..schedules import (
     CosineSchedule,
     DiscreteSchedule,
@@ -55,15 +55,9 @@ __all__ = [
 TARGET_RULES = ("bin", "bin-std")
 
 
-def _check_bits(bits: int) -> int:
-    if isinstance(bits, (bool, np.bool_)) or not isinstance(bits, (int, np.integer)) or not 1 <= int(bits) <= 16:
-        raise PifsError(f"bit depth must be an integer in 1..16, got {bits!r}")
-    return int(bits)
-
-
 def quantisation_bin(bits: int, rule: str = "bin") -> float:
     """Target first-level noise for B-bit data in [-1, 1]: 2 / (2^B - 1) ("bin") or that / sqrt(12) ("bin-std")."""
-    B = _check_bits(bits)
+    B = check_int_range(bits, "bit depth", 1, 16)
     check_choice(rule, "target rule", TARGET_RULES)
     width = 2.0 / (2.0**B - 1.0)
     return width if rule == "bin" else width / np.sqrt(12.0)

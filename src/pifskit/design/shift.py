@@ -51,12 +51,6 @@ __all__ = [
 ]
 
 
-def _check_res(r, name: str) -> int:
-    if isinstance(r, (bool, np.bool_)) or not isinstance(r, (int, np.integer)) or int(r) <= 0:
-        raise PifsError(f"{name} must be a positive integer, got {r!r}")
-    return int(r)
-
-
 def top_variance(spectrum: Spectrum, top: int = 1) -> float:
     """Geometric mean of the ``top`` largest eigenvalues (the largest for top = 1)."""
     k = check_positive_int(top, "top")
@@ -82,7 +76,7 @@ def logsnr_shift_from_alpha(alpha: float) -> float:
 
 def simple_diffusion_shift(resolution: int, base_resolution: int = 64) -> float:
     """Published rule 2 log(base / resolution) (Hoogeboom et al. 2023)."""
-    R, R0 = _check_res(resolution, "resolution"), _check_res(base_resolution, "base resolution")
+    R, R0 = check_positive_int(resolution, "resolution"), check_positive_int(base_resolution, "base resolution")
     return float(2.0 * np.log(R0 / R))
 
 
@@ -136,7 +130,7 @@ class ShiftDesign:
 def shift_from_spectra(spectrum: Spectrum, base_spectrum: Spectrum, resolution: int, base_resolution: int,
                        top: int = 1, source: str = "spectra") -> ShiftDesign:
     """Delta l = -log(lambda_top(spectrum) / lambda_top(base_spectrum)); alpha = exp(-Delta l / 2)."""
-    R, R0 = _check_res(resolution, "resolution"), _check_res(base_resolution, "base resolution")
+    R, R0 = check_positive_int(resolution, "resolution"), check_positive_int(base_resolution, "base resolution")
     lt, l0 = top_variance(spectrum, top), top_variance(base_spectrum, top)
     dl = float(-np.log(lt / l0))
     return ShiftDesign(logsnr_shift=dl, timestep_shift=rectified_flow_alpha(dl), resolution=R, base_resolution=R0,
@@ -150,7 +144,7 @@ def powerlaw_shift(resolution: int, base_resolution: int = 64, exponent: float =
 
     Channels are independent in the model, so ``channels`` does not change the shift.
     """
-    R, R0 = _check_res(resolution, "resolution"), _check_res(base_resolution, "base resolution")
+    R, R0 = check_positive_int(resolution, "resolution"), check_positive_int(base_resolution, "base resolution")
     sp = powerlaw(R, channels, exponent, pixel_variance)
     sp0 = powerlaw(R0, channels, exponent, pixel_variance)
     d = shift_from_spectra(sp, sp0, R, R0, top, source=f"powerlaw:{exponent:g}")

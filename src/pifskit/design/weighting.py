@@ -34,9 +34,10 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import expit
 
-from .._validate import PifsError, as_float_array, check_choice
+from .._validate import PifsError, as_float_array
 from ..schedules import DiscreteSchedule, Schedule
-from ..spectra import Spectrum
+from ..parameterization import short_prediction
+from ..spectra import IMAGENET_STD, Spectrum
 from ._binning import DEFAULT_MAX_BINS, compress_spectrum
 
 __all__ = [
@@ -53,8 +54,6 @@ __all__ = [
 ]
 
 PREDICTIONS = ("eps", "x0", "v")
-#: ImageNet channel std in [0, 1] (torchvision convention)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def pixel_variance_from_std(stds, data_range: float = 1.0) -> float:
@@ -99,7 +98,7 @@ def _eps_factor(logsnr: np.ndarray, spectrum: Spectrum, max_bins: int) -> np.nda
 
 def loss_weights(logsnr, spectrum: Spectrum, prediction: str = "eps", max_bins: int = DEFAULT_MAX_BINS) -> np.ndarray:
     """Per-level loss weights (eps / x0 / v units), normalised so w_eps -> 1 at pure noise. See module doc."""
-    check_choice(prediction, "prediction type", PREDICTIONS)
+    prediction = short_prediction(prediction, ("epsilon", "sample", "v_prediction"))
     l = as_float_array(logsnr, "logsnr", allow_inf=True)
     lbar = float(spectrum.eigenvalues.mean())
     if prediction == "x0":
@@ -112,7 +111,7 @@ def loss_weights(logsnr, spectrum: Spectrum, prediction: str = "eps", max_bins: 
 
 def min_snr_weights(logsnr, gamma: float = 5.0, prediction: str = "eps") -> np.ndarray:
     """Min-SNR-gamma (Hang et al. 2023): min(SNR, gamma) in x0 units, converted to eps / v units."""
-    check_choice(prediction, "prediction type", PREDICTIONS)
+    prediction = short_prediction(prediction, ("epsilon", "sample", "v_prediction"))
     if not (np.isfinite(gamma) and gamma > 0):
         raise PifsError(f"gamma must be > 0, got {gamma}")
     l = as_float_array(logsnr, "logsnr", allow_inf=True)
@@ -185,7 +184,7 @@ def design_weighting(schedule: Schedule, spectrum: Spectrum, prediction: str = "
                      num_train_timesteps: int = 1000, max_bins: int = DEFAULT_MAX_BINS) -> WeightingDesign:
     """Loss weights at every training timestep of ``schedule`` (a discrete one, or a continuous one sampled at
     t = (n + 1) / T), with gamma and the Min-SNR comparison curve."""
-    check_choice(prediction, "prediction type", PREDICTIONS)
+    prediction = short_prediction(prediction, ("epsilon", "sample", "v_prediction"))
     if isinstance(schedule, DiscreteSchedule):
         l = schedule.logsnr_table
     elif isinstance(schedule, Schedule):
