@@ -21,10 +21,22 @@ from pifskit.chains import (
 @pytest.mark.parametrize("spacing", SPACINGS)
 @pytest.mark.parametrize("steps", [1, 2, 10, 37])
 def test_every_spacing_gives_valid_chain(spacing, steps):
-    ch = make_chain(get_schedule("sd"), steps, spacing)
+    # AYS-SVD's levels (700..0.002) lie outside SD's range: they get SVD's EDM range (issue 9 item 12)
+    ch = make_chain(get_schedule("edm:0.002:700" if spacing == "ays-svd" else "sd"), steps, spacing)
     assert ch.n_steps == steps
     assert (np.diff(ch.logsnr) > 0).all()
     assert isinstance(ch.lands_clean, bool)
+
+
+def test_ays_outside_the_schedule_range_is_refused_and_mapped_spacings_say_so():
+    with pytest.raises(PifsError, match="outside this schedule's noise range"):
+        make_chain(get_schedule("sd"), 10, "ays-svd")
+    assert "notices" not in make_chain(get_schedule("sd"), 10, "ays-sd15").meta
+    assert "uniform in t" in make_chain(get_schedule("cosine"), 10, "trailing").meta["notices"][0]
+    assert "trailing rule" in make_chain(get_schedule("sd"), 10, "uniform").meta["notices"][0]
+    assert "notices" not in make_chain(get_schedule("sd"), 10, "trailing").meta
+    with pytest.raises(PifsError, match="leading.*discrete"):
+        make_chain(get_schedule("cosine"), 10, "leading")
 
 
 def test_spacing_rules_by_hand():

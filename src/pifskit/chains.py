@@ -328,9 +328,23 @@ def ays_sigmas(model: str, steps: int) -> np.ndarray:
     return base.copy() if N == 10 else loglinear_interp(base, N + 1)
 
 
+def _noted(chain: Chain, notice: str) -> Chain:
+    chain.meta.setdefault("notices", []).append(notice)
+    return chain
+
+
 def ays_chain(model: str, steps: int = 10, schedule: Schedule | None = None) -> Chain:
-    """The AYS chain as diffusers runs it: N noisy levels, sigma_min replaced by 0.0 (clean)."""
+    """The AYS chain as diffusers runs it: N noisy levels, sigma_min replaced by 0.0 (clean).
+
+    With a ``schedule``, its published levels must lie inside the schedule's noise range
+    (``sigma_range``, 0.1 % slack for the lists' rounding): AYS-SVD's 700..0.002 is not SD's range.
+    """
     sig = ays_sigmas(model, steps)
+    if schedule is not None:
+        lo, hi = sigma_range(schedule)
+        if sig[:-1].max() > hi * 1.001 or sig[:-1].min() < lo * 0.999:
+            raise PifsError(f"ays-{model} levels {sig[:-1].min():.4g}..{sig[:-1].max():.4g} lie outside this "
+                            f"schedule's noise range {lo:.4g}..{hi:.4g}; choose the AYS list made for it")
     return _noisy_levels_to_chain(schedule, sig[:-1], f"ays-{model}-{steps}")
 
 
@@ -341,13 +355,21 @@ def ays_chain(model: str, steps: int = 10, schedule: Schedule | None = None) -> 
 SPACINGS = ("trailing", "leading", "linspace", "uniform", "logsnr", "karras", "ays-sd15", "ays-sdxl", "ays-svd")
 
 
+#: the one rule that maps a spacing name onto a schedule (shown by the CLI's --help)
+SPACING_RULE = ("trailing/leading/linspace are diffusers' timestep rules on a discrete schedule; on a continuous "
+                "one trailing and linspace mean uniform in t and leading is refused; uniform is uniform in t, which "
+                "on a discrete schedule is the trailing rule; logsnr, karras and ays-* are noise levels on any "
+                "schedule whose range holds them")
+
+
 def make_chain(schedule: Schedule, steps: int, spacing: str = "trailing", **kw) -> Chain:
-    """One entry point: a chain of ``steps`` steps with the named ``spacing``.
+    """One entry point: a chain of ``steps`` steps with the named ``spacing`` (rule: ``SPACING_RULE``).
 
     trailing / leading / linspace: diffusers' DDIM timestep spacing (discrete
     schedules; for a continuous schedule 'trailing' and 'linspace' mean uniform
     in t). uniform: uniform in t. logsnr: uniform in logSNR. karras: rho = 7
-    (``rho=`` to change). ays-*: published Align Your Steps lists.
+    (``rho=`` to change). ays-*: published Align Your Steps lists. When a name is
+    mapped to another rule, ``chain.meta['notices']`` says so (the CLI prints it).
     """
     check_choice(spacing, "spacing", SPACINGS)
     N = check_positive_int(steps, "steps")
@@ -369,11 +391,15 @@ def make_chain(schedule: Schedule, steps: int, spacing: str = "trailing", **kw) 
             check_positive_int(N, "steps", maximum=schedule.num_train_timesteps)
             return spaced_chain(schedule, N, spacing, **kw)
         if spacing == "leading":
-            raise PifsError("'leading' spacing needs a discrete schedule")
-        return uniform_time_chain(schedule, N)
+            raise PifsError("'leading' spacing needs a discrete schedule (it has no continuous-time "
+                            "counterpart); use trailing, uniform or logsnr")
+        return _noted(uniform_time_chain(schedule, N),
+                      f"spacing {spacing!r} on a continuous schedule: uniform in t (diffusers' rule needs a grid)")
     if spacing == "uniform":
         if isinstance(schedule, DiscreteSchedule):
-            return spaced_chain(schedule, N, "trailing", **kw)
+            return _noted(spaced_chain(schedule, N, "trailing", **kw),
+                          "spacing 'uniform' on a discrete schedule: uniform in the training timestep, "
+                          "i.e. diffusers' trailing rule")
         return uniform_time_chain(schedule, N)
     if spacing == "logsnr":
         return uniform_logsnr_chain(schedule, N, **kw)

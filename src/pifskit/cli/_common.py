@@ -12,7 +12,7 @@ from typing import Any, Iterator
 from .._json import dump_json as _dump_json
 from .._json import to_jsonable  # noqa: F401  (re-exported for commands)
 from .._validate import PifsError
-from ..chains import SPACINGS, Chain, make_chain
+from ..chains import SPACING_RULE, SPACINGS, Chain, make_chain
 from ..schedules import SCHEDULE_NAMES, Schedule, get_schedule
 from ..spectra import IMAGENET_PIXEL_VARIANCE, Spectrum, parse_spectrum
 
@@ -30,9 +30,12 @@ def add_schedule_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("schedule")
     g.add_argument("--schedule", default=DEFAULT_SCHEDULE,
                    help=f"built-in schedule (default {DEFAULT_SCHEDULE}); one of: {', '.join(SCHEDULE_NAMES)}; "
-                        "'name:param' sets the family parameter (e.g. cosine:0.012)")
+                        "'name:param' sets the family parameter (e.g. cosine:0.012); case-insensitive. "
+                        "sd / ddpm (= diffusers' scaled_linear / linear) are 1000-step discrete grids; "
+                        "sd-scaled-linear / ddpm-linear are their continuous-time limits")
     g.add_argument("--diffusers-config", metavar="PATH", default=None,
-                   help="a diffusers scheduler_config.json (overrides --schedule)")
+                   help="a diffusers scheduler_config.json, or a folder holding one (or scheduler/...) "
+                        "(overrides --schedule)")
 
 
 def add_chain_options(p: argparse.ArgumentParser, steps: int = DEFAULT_STEPS) -> None:
@@ -41,7 +44,7 @@ def add_chain_options(p: argparse.ArgumentParser, steps: int = DEFAULT_STEPS) ->
     g.add_argument("--steps", type=int, default=steps, help=f"number of sampling steps (default {steps})")
     g.add_argument("--spacing", default=None,
                    help=f"step selection: {', '.join(SPACINGS)} (default: the config's timestep_spacing, else "
-                        f"{DEFAULT_SPACING})")
+                        f"{DEFAULT_SPACING}). Rule: {SPACING_RULE}; a mapped request prints a note")
     g.add_argument("--timesteps", default=None, metavar="LIST",
                    help="explicit training timesteps, comma-separated, noisiest first (diffusers' timesteps=)")
     g.add_argument("--sigmas", default=None, metavar="LIST",
@@ -105,10 +108,11 @@ def chain_from_args(args: argparse.Namespace) -> tuple[Schedule, Chain]:
         from ..diffusers_config import chain_from_config
 
         chain = chain_from_config(sched, cfg, args.steps, spacing=args.spacing)
-        for note in chain.meta.get("notices", ()):
-            print(f"pifskit: note: {note}", file=sys.stderr)
-        return sched, chain
-    return sched, make_chain(sched, args.steps, args.spacing or DEFAULT_SPACING)
+    else:
+        chain = make_chain(sched, args.steps, args.spacing or DEFAULT_SPACING)
+    for note in chain.meta.get("notices", ()):
+        print(f"pifskit: note: {note}", file=sys.stderr)
+    return sched, chain
 
 
 def spectrum_from_args(args: argparse.Namespace) -> Spectrum:
