@@ -11,10 +11,9 @@ from pifskit.torch.checkpoint import load_checkpoint_model
 from pifskit.torch.models.common import prediction_to_x0
 from pifskit.torch.sample import ddim_sample
 
-MNIST = "mnist:/work/shared/data/mnist"
 
 
-def load_split(data: str = MNIST, holdout: float = 0.2, split_seed: int = 0):
+def load_split(data: str, holdout: float = 0.2, split_seed: int = 0):
     """(train, held-out) ImageDatasets of the fixed seeded split (images (N, 1, 28, 28) in [-1, 1])."""
     return parse_data_spec(data, holdout=holdout, split_seed=split_seed).load()
 

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="the run's data spec, e.g. mnist:DIR (the MNIST IDX folder)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--trajectories", type=int, default=16)
     p.add_argument("--points", type=int, default=2)
@@ -49,7 +50,7 @@ def main() -> int:
     model, info, chain, cd = load_chain_denoiser(a.checkpoint, a.steps)
     shape = info["sample_shape"]
     part = Partition.patches(shape, a.patch)
-    train, _ = load_split()
+    train, _ = load_split(a.data)
     spec = from_images_fourier(train.images)
     levels = chain.logsnr[:-1]
     is_dit = info["arch"] == "dit"

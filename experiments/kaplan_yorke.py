@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="the run's data spec, e.g. mnist:DIR (the MNIST IDX folder)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--k", type=int, default=160)
     p.add_argument("--trajectories", type=int, default=2)
@@ -47,7 +48,7 @@ def main() -> int:
     dtype = torch.float64 if a.float64 else torch.float32
     model, info, chain, cd = load_chain_denoiser(a.checkpoint, a.steps, dtype=dtype)
     shape = info["sample_shape"]
-    train, _ = load_split()
+    train, _ = load_split(a.data)
     spec = from_data(train.images.reshape(len(train), -1).astype(np.float64), name="mnist-pca")
     ana = lyapunov_exponents(chain, spec)
     g = torch.Generator().manual_seed(a.seed)

@@ -3,14 +3,14 @@
 # (8000 train / 2000 held-out, --holdout 0.2 --split-seed 0), train the feature classifier of the offline
 # quality metric, and sample both models with the metric beside its real-vs-real floor.
 #
-#   MNIST=/work/shared/data/mnist OUT=runs/exp DIT_STEPS=10000 UNET_STEPS=2000 experiments/train_mnist.sh
+#   MNIST=DIR OUT=runs/exp DIT_STEPS=10000 UNET_STEPS=2000 experiments/train_mnist.sh
 #
 # CPU timings (2-core machine shared with other jobs, one thread per run): DiT (patch 4, width 96, depth 4,
 # 0.71 M params) ~0.3 s/step at batch 64; the U-Net (base 16 channels x (1, 2, 2)) see docs/experiments.md.
 # The same `pifskit train` lines run under `torchrun --nproc_per_node=N -m pifskit train ...` (DDP).
 # A run is continued with `pifskit train --resume $OUT/dit --steps NEW_TOTAL`.
 set -euo pipefail
-MNIST=${MNIST:-/work/shared/data/mnist}
+MNIST=${MNIST:?set MNIST to the folder holding the MNIST IDX files}
 OUT=${OUT:-runs/exp}
 DIT_STEPS=${DIT_STEPS:-10000}
 UNET_STEPS=${UNET_STEPS:-2000}

@@ -45,7 +45,7 @@ def run(cmd: list[str]) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="mnist:/work/shared/data/mnist")
+    p.add_argument("--data", required=True, help="data spec, e.g. mnist:DIR (the MNIST IDX folder)")
     p.add_argument("--model", default="dit")
     p.add_argument("--steps", type=int, nargs="+", default=[500, 1000, 1500], help="milestones (totals)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
