@@ -11,7 +11,7 @@ from pifskit.blockmass import offdiag_block_mass
 from pifskit.cli import main
 from pifskit.geometry import contraction_threshold
 from pifskit.lyapunov import kaplan_yorke
-from pifskit.spectra import powerlaw
+from pifskit.spectra import IMAGENET_PIXEL_VARIANCE, powerlaw
 from pifskit.torch.analysis import analyze_model
 from pifskit.torch.testing import tiny_dit
 
@@ -33,7 +33,7 @@ def test_analyze_model_cli_end_to_end(tmp_path, capsys):
     chain = make_chain(get_schedule("ddpm"), 4, "trailing")
     st = res["steps"]
     np.testing.assert_allclose(st["contraction_threshold"], contraction_threshold(chain))
-    grid = powerlaw(8, 1, 2.0, 0.205).power_grid
+    grid = powerlaw(8, 1, 2.0, IMAGENET_PIXEL_VARIANCE).power_grid  # the default (issue 9 item 12)
     np.testing.assert_allclose(st["surrogate_offdiag_mass"], offdiag_block_mass(chain.logsnr[:-1], grid, 2))
     assert st["contractive"] == [lb < ls for lb, ls in zip(st["block_max"], st["contraction_threshold"])]
     assert all(f >= s - 1e-9 for f, s in zip(st["block_max_frob"], st["block_max"]))  # ||.||_F >= ||.||_2

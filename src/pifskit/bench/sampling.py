@@ -44,7 +44,7 @@ from ..metrics import (MetricValue, SlicedW2Reference, _exact, ci_from_replicate
                        gaussian_output_moments, gaussian_w2, mmd2_unbiased, mode_coverage, paired_difference)
 from ..samplers import parse_sampler, sampler_nfe
 from ..schedules import Schedule, get_schedule
-from ..spectra import Spectrum, powerlaw
+from ..spectra import IMAGENET_PIXEL_VARIANCE, Spectrum, powerlaw
 
 __all__ = ["BenchData", "BENCH_SCHEDULES", "DEFAULT_SCHEDULES", "DEFAULT_SAMPLERS", "DEFAULT_STEPS", "DEFAULT_SAMPLES",
            "DEFAULT_N_BOOT",
@@ -83,7 +83,7 @@ def _pooled_spectrum(model: GaussianMixtureModel, name: str) -> Spectrum:
 
 def parse_bench_data(spec: str, *, dim: int | None = None, fit: str = "class", components: int = 10,
                      jitter: float | None = None, seed: int = 0, resolution: int = 64, channels: int = 3,
-                     pixel_variance: float = 0.205) -> BenchData:
+                     pixel_variance: float = IMAGENET_PIXEL_VARIANCE) -> BenchData:
     """``gaussian:powerlaw:P`` | ``gaussian:digits`` | ``gmm:digits`` | ``gmm:mnist:PATH`` -> :class:`BenchData`.
 
     ``jitter=None`` uses the data's dequantisation variance (digits 1.3e-3, MNIST 5.1e-6).

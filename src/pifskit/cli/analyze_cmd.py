@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from .._validate import PifsError
+from ..spectra import IMAGENET_PIXEL_VARIANCE
 from ._common import (
     add_chain_options,
     add_json_option,
@@ -36,7 +37,7 @@ def register(subparsers) -> None:
     g = p.add_argument_group("data spectrum (analytic surrogate)")
     g.add_argument("--spectrum", default="powerlaw:2", help="powerlaw:P (at the model's resolution), digits, file:PATH")
     g.add_argument("--pixel-variance", type=float, default=None,
-                   help="mean per-pixel variance for powerlaw ([-1, 1] units; default: the model info's, else 0.205)")
+                   help=f"mean per-pixel variance for powerlaw ([-1, 1] units; default: the model info's, else ImageNet's {IMAGENET_PIXEL_VARIANCE:.4f})")
     g = p.add_argument_group("analysis")
     g.add_argument("--patch", type=int, default=None, help="patch size of the block partition (default: model info, else 2)")
     g.add_argument("--points", type=int, default=2, help="chain states per step for block norms (default 2)")
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.spectrum:
         if args.spectrum.startswith("powerlaw") and (len(shape) != 3 or shape[1] != shape[2]):
             raise PifsError("a powerlaw spectrum needs square C x H x W samples; pass --spectrum file:PATH")
-        pv = args.pixel_variance if args.pixel_variance is not None else float(info.get("pixel_variance", 0.205))
+        pv = args.pixel_variance if args.pixel_variance is not None else float(info.get("pixel_variance", IMAGENET_PIXEL_VARIANCE))
         res = shape[1] if len(shape) == 3 else 1
         spectrum = parse_spectrum(args.spectrum, res, shape[0], pv)
     exact = None if args.exact == "auto" else args.exact == "yes"

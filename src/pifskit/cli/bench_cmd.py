@@ -7,6 +7,7 @@ import sys
 import time
 
 from .._validate import PifsError
+from ..spectra import IMAGENET_PIXEL_VARIANCE
 from ._common import add_json_option, dump_json, progress
 
 
@@ -58,7 +59,8 @@ def register(subparsers) -> None:
                    help="variance added to covariances (default: the data's dequantisation variance)")
     p.add_argument("--resolution", type=int, default=64, help="gaussian:powerlaw image side (default 64)")
     p.add_argument("--channels", type=int, default=3, help="gaussian:powerlaw channels (default 3)")
-    p.add_argument("--pixel-variance", type=float, default=0.205, help="gaussian:powerlaw mean variance (default 0.205)")
+    p.add_argument("--pixel-variance", type=float, default=IMAGENET_PIXEL_VARIANCE,
+                   help=f"gaussian:powerlaw mean variance (default ImageNet's {IMAGENET_PIXEL_VARIANCE:.4f})")
     p.add_argument("--batch-size", type=int, default=4096, help="rows per sampler call (bounds memory)")
     p.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT,
                    help=f"bootstrap replicates for the CIs (default {DEFAULT_N_BOOT}; the published tables use 100)")

@@ -2,7 +2,7 @@
 
 With no options it runs on the embedded defaults: the Stable Diffusion training
 schedule (sd), 10 DDIM steps with trailing spacing, a 64x64x3 power-law
-(exponent 2) image spectrum with ImageNet's per-pixel variance 0.205, and 8x8
+(exponent 2) image spectrum with ImageNet's per-pixel variance 0.2043, and 8x8
 patches. Nothing is downloaded.
 """
 
