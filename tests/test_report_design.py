@@ -82,8 +82,6 @@ def test_published_values_in_table(report):
 
 
 # until helper "core"'s change of DEFAULT_PIXEL_VARIANCE (0.205 -> its formula's value) is merged, this fails
-@pytest.mark.xfail(DEFAULT_PIXEL_VARIANCE == 0.205, strict=True,
-                   reason="DEFAULT_PIXEL_VARIANCE is still the rounded 0.205 (issue 9 item 12)")
 def test_min_snr_gamma_is_one_number(report, capsys):
     """The report's Min-SNR row and `design weighting` on its defaults give the same gamma = 1 / lambda_bar.
 
