@@ -13,15 +13,7 @@ from pathlib import Path
 import pytest
 
 from pifskit.cli import main
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return int(code), out, err
+from test_cli_geometry import run_cli
 
 
 def tree_digest(root: Path) -> dict[str, str]:

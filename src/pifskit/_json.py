@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["to_jsonable", "dump_json"]
+__all__ = ["to_jsonable", "dump_json", "read_json_object"]
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -41,3 +41,19 @@ def dump_json(obj: Any, stream=None) -> None:
     stream = stream or sys.stdout
     json.dump(to_jsonable(obj), stream, indent=1, allow_nan=False)
     stream.write("\n")
+
+
+def read_json_object(path) -> dict:
+    """A JSON file whose top level is an object; anything else raises PifsError naming the file."""
+    from pathlib import Path
+
+    from ._validate import PifsError
+
+    path = Path(path)
+    try:
+        out = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PifsError(f"cannot read {path}: {exc}") from None
+    if not isinstance(out, dict):
+        raise PifsError(f"{path} is not a JSON object")
+    return out

@@ -9,37 +9,27 @@ the lines to paste.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
+from .._json import read_json_object
 from .._validate import PifsError
 from ._common import add_json_option, add_spectrum_options, dump_json
 
 STEPS_SPECTRUM = "powerlaw:1.5"  # the defaults of `pifskit design steps` (an SD-style 64 x 64 x 4 latent)
 
 
-def _read(path: Path) -> dict:
-    try:
-        out = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PifsError(f"cannot read {path}: {exc}") from None
-    if not isinstance(out, dict):
-        raise PifsError(f"{path} is not a JSON object")
-    return out
-
-
 def _locate(path: str) -> tuple[dict, Path | None]:
     """(scheduler config, pipeline root or None)."""
     p = Path(path)
     if p.is_file():
-        return _read(p), (p.parent.parent if (p.parent.parent / "model_index.json").is_file() else None)
+        return read_json_object(p), (p.parent.parent if (p.parent.parent / "model_index.json").is_file() else None)
     if p.is_dir():
         for cand, root in ((p / "scheduler_config.json", None), (p / "scheduler" / "scheduler_config.json", p)):
             if cand.is_file():
                 if root is None and (p.parent / "model_index.json").is_file():
                     root = p.parent
-                return _read(cand), root
+                return read_json_object(cand), root
         raise PifsError(f"{p} holds no scheduler_config.json (nor scheduler/scheduler_config.json)")
     raise PifsError(f"diffusers config not found: {p}")
 
@@ -50,7 +40,7 @@ def _pipeline_spec(root: Path, scheduler) -> tuple[object | None, str | None]:
 
     from transformers.utils import logging as tlog
 
-    index = _read(root / "model_index.json")
+    index = read_json_object(root / "model_index.json")
     name = index.get("_class_name", "")
     level = tlog.get_verbosity()
     tlog.set_verbosity_error()  # importing a pipeline imports image processors, which warn without torchvision
@@ -61,11 +51,11 @@ def _pipeline_spec(root: Path, scheduler) -> tuple[object | None, str | None]:
     if cls is None:
         return None, None
     vae = root / "vae" / "config.json"
-    vsf = 2 ** (len(_read(vae).get("block_out_channels", [0, 0, 0, 0])) - 1) if vae.is_file() else 8
+    vsf = 2 ** (len(read_json_object(vae).get("block_out_channels", [0, 0, 0, 0])) - 1) if vae.is_file() else 8
     model_cfg = {}
     for sub in ("transformer", "unet"):
         if (root / sub / "config.json").is_file():
-            model_cfg = _read(root / sub / "config.json")
+            model_cfg = read_json_object(root / sub / "config.json")
             break
     spec = SimpleNamespace(scheduler=scheduler, __call__=cls.__call__, vae_scale_factor=vsf,
                            default_sample_size=model_cfg.get("sample_size"),

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from .._json import read_json_object
 from .._validate import PifsError
 
 __all__ = ["SUPPORTED_MODELS", "DiffusersModel", "load_diffusers_model", "resolve_model_folder"]
@@ -44,16 +45,6 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 FALLBACK_SCHEDULER = {"_class_name": "DDIMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085,
                       "beta_end": 0.012, "beta_schedule": "scaled_linear", "timestep_spacing": "trailing",
                       "prediction_type": "epsilon"}
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        out = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PifsError(f"cannot read {path}: {exc}") from None
-    if not isinstance(out, dict):
-        raise PifsError(f"{path} is not a JSON object")
-    return out
 
 
 def resolve_model_folder(path: str | Path, subfolder: str | None = None) -> tuple[Path, Path | None, dict]:
@@ -77,7 +68,7 @@ def resolve_model_folder(path: str | Path, subfolder: str | None = None) -> tupl
         raise PifsError(f"{root} is not a diffusers model folder (no config.json or model_index.json)")
     if not (folder / "config.json").is_file():
         raise PifsError(f"{folder} is not a diffusers model folder (no config.json)")
-    cfg = _read_json(folder / "config.json")
+    cfg = read_json_object(folder / "config.json")
     cls = cfg.get("_class_name")
     if not cls:
         raise PifsError(f"{folder / 'config.json'} has no _class_name: not a diffusers model config")
@@ -94,7 +85,7 @@ def _scheduler_config(folder: Path, pipeline_root: Path | None) -> tuple[dict | 
     for cand in ([pipeline_root / "scheduler" / "scheduler_config.json"] if pipeline_root else []) + \
             [folder / "scheduler_config.json", folder.parent / "scheduler" / "scheduler_config.json"]:
         if cand.is_file():
-            return _read_json(cand), str(cand)
+            return read_json_object(cand), str(cand)
     return None, None
 
 
@@ -215,7 +206,7 @@ def _flux_forward(self: DiffusersModel, x: torch.Tensor, t: torch.Tensor, B: int
 
 def _encode_prompt(pipeline_root: Path, kind: str, prompt: str, device, model) -> dict[str, torch.Tensor] | None:
     """The pipeline's own encode_prompt on its text encoders (None when the folder has none)."""
-    index = _read_json(pipeline_root / "model_index.json")
+    index = read_json_object(pipeline_root / "model_index.json")
     encoders = [k for k in index if k.startswith("text_encoder") and isinstance(index[k], list) and index[k][0]]
     if not encoders:
         return None
