@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from .._validate import PifsError
-from ..schedules import DiscreteSchedule
+from ..schedules import DiscreteSchedule, get_schedule
 
 #: |sample| above this (data in [-1, 1]) draws a one-line warning on stderr
 RANGE_WARN = 1.5
@@ -51,11 +51,11 @@ def run_sample(args) -> int:
     from ..torch.sample import ddim_sample, save_grid
 
     model, info = load_checkpoint_model(args.checkpoint, ema=not args.no_ema, device=args.device)
+    if not isinstance(get_schedule(info["schedule"]), DiscreteSchedule):  # continuous ones have num_train_timesteps too
+        raise PifsError(f"checkpoint schedule {info['schedule']!r} is not discrete")
     ns = argparse.Namespace(schedule=info["schedule"], diffusers_config=None, steps=args.steps,
                             spacing=args.spacing, timesteps=args.timesteps, sigmas=args.sigmas)
     schedule, chain = chain_from_args(ns)
-    if not isinstance(schedule, DiscreteSchedule):  # continuous schedules have num_train_timesteps too
-        raise PifsError(f"checkpoint schedule {info['schedule']!r} is not discrete")
     x = ddim_sample(model, info["prediction_type"], schedule, chain, args.n, info["image_shape"], seed=args.seed,
                     batch_size=args.batch_size, device=args.device, clip=args.clip)
     outside = float(np.mean(np.abs(x) > RANGE_WARN))
