@@ -452,25 +452,19 @@ def timesteps_from_sigmas(schedule: DiscreteSchedule, sigmas) -> np.ndarray:
     return repair_timesteps(np.round(schedule.timestep_of_sigma(sig)), schedule.num_train_timesteps)
 
 
-def _refine_timesteps(schedule: DiscreteSchedule, ts: np.ndarray, lam: np.ndarray, count: np.ndarray,
-                      max_sweeps: int = 50, start: str = "marginal") -> np.ndarray:
-    """Integer coordinate descent on W2^2 of the timestep chain (moves of +-1, order kept)."""
-    table = schedule.sigmas_table
-    T = schedule.num_train_timesteps
-
-    def cost(t):
-        return _w2sq(np.concatenate([table[t], [0.0]]), lam, count, start)
-
+def _descend_timesteps(ts: np.ndarray, cost, T: int, first: int, allowed, max_sweeps: int) -> np.ndarray:
+    """Integer coordinate descent on ``cost``: moves of +-1 of ts[first:], order and uniqueness kept,
+    a candidate timestep taken only where ``allowed(t)``; stops when a sweep improves nothing."""
     ts = ts.copy()
     best = cost(ts)
     for _ in range(max_sweeps):
         improved = False
-        for i in range(1, ts.size):  # the first level stays at the schedule's top
+        for i in range(first, ts.size):
             for move in (-1, 1):
                 cand = ts[i] + move
-                hi = ts[i - 1] - 1
+                hi = ts[i - 1] - 1 if i > 0 else T - 1
                 lo = ts[i + 1] + 1 if i + 1 < ts.size else 0
-                if not (lo <= cand <= hi and 0 <= cand <= T - 1):
+                if not (lo <= cand <= hi and allowed(cand)):
                     continue
                 trial = ts.copy()
                 trial[i] = cand
@@ -481,6 +475,15 @@ def _refine_timesteps(schedule: DiscreteSchedule, ts: np.ndarray, lam: np.ndarra
         if not improved:
             break
     return ts
+
+
+def _refine_timesteps(schedule: DiscreteSchedule, ts: np.ndarray, lam: np.ndarray, count: np.ndarray,
+                      max_sweeps: int = 50, start: str = "marginal") -> np.ndarray:
+    """Integer coordinate descent on W2^2 of the timestep chain (moves of +-1, order kept)."""
+    table = schedule.sigmas_table
+    return _descend_timesteps(ts, lambda t: _w2sq(np.concatenate([table[t], [0.0]]), lam, count, start),
+                              schedule.num_train_timesteps, 1,  # the first level stays at the schedule's top
+                              lambda t: True, max_sweeps)
 
 
 def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver: str = "ddim",
@@ -665,31 +668,9 @@ def _refine_timesteps_solver(schedule: DiscreteSchedule, ts: np.ndarray, solver:
                              fixed_top: bool, max_sweeps: int = 20) -> np.ndarray:
     """Integer coordinate descent (moves of +-1, order kept) on the solver's W2^2 of the timestep chain."""
     table = schedule.sigmas_table
-    T = schedule.num_train_timesteps
-
-    def cost(t):
-        return solver_w2sq(solver, np.concatenate([table[t], [0.0]]), lam, count, start)
-
-    ts = ts.copy()
-    best = cost(ts)
-    for _ in range(max_sweeps):
-        improved = False
-        for i in range(1 if fixed_top else 0, ts.size):
-            for move in (-1, 1):
-                cand = ts[i] + move
-                hi = ts[i - 1] - 1 if i > 0 else T - 1
-                lo = ts[i + 1] + 1 if i + 1 < ts.size else 0
-                if not (lo <= cand <= hi and np.isfinite(table[cand])):
-                    continue
-                trial = ts.copy()
-                trial[i] = cand
-                c = cost(trial)
-                if c < best - 1e-12 * max(best, 1.0):
-                    ts, best, improved = trial, c, True
-                    break
-        if not improved:
-            break
-    return ts
+    return _descend_timesteps(ts, lambda t: solver_w2sq(solver, np.concatenate([table[t], [0.0]]), lam, count, start),
+                              schedule.num_train_timesteps, 1 if fixed_top else 0,
+                              lambda t: bool(np.isfinite(table[t])), max_sweeps)
 
 
 def _optimal_steps_ddim_marginal(schedule: Schedule, spectrum: Spectrum, steps: int, *, fixed_endpoints: bool = False,
