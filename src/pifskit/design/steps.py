@@ -668,8 +668,10 @@ def _refine_timesteps_solver(schedule: DiscreteSchedule, ts: np.ndarray, solver:
                              fixed_top: bool, max_sweeps: int = 20) -> np.ndarray:
     """Integer coordinate descent (moves of +-1, order kept) on the solver's W2^2 of the timestep chain."""
     table = schedule.sigmas_table
-    return _descend_timesteps(ts, lambda t: solver_w2sq(solver, np.concatenate([table[t], [0.0]]), lam, count, start),
-                              schedule.num_train_timesteps, 1 if fixed_top else 0,
+    def cost(t):
+        return solver_w2sq(solver, np.concatenate([table[t], [0.0]]), lam, count, start)
+
+    return _descend_timesteps(ts, cost, schedule.num_train_timesteps, 1 if fixed_top else 0,
                               lambda t: bool(np.isfinite(table[t])), max_sweeps)
 
 
