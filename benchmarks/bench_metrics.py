@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _metrics_v0 as old  # noqa: E402
 
 from pifskit import metrics as new  # noqa: E402
-from pifskit.datamodels import fit_mixture_per_class  # noqa: E402
-from pifskit.datamodels.fit import DIGITS_JITTER, digits_data  # noqa: E402
+from pifskit.exact_models import fit_mixture_per_class  # noqa: E402
+from pifskit.exact_models.fit import DIGITS_JITTER, digits_data  # noqa: E402
 
 
 def run_old(model, X, Xb, ref, L, B, seed):

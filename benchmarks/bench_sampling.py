@@ -15,8 +15,8 @@ import numpy as np
 from scipy.special import softmax
 
 from pifskit import get_schedule, make_chain
-from pifskit.datamodels import fit_mixture_per_class
-from pifskit.datamodels.fit import DIGITS_JITTER, digits_data
+from pifskit.exact_models import fit_mixture_per_class
+from pifskit.exact_models.fit import DIGITS_JITTER, digits_data
 from pifskit.samplers import SAMPLERS, sampler_nfe
 
 

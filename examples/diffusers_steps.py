@@ -16,7 +16,7 @@ import torch
 from diffusers import DDPMScheduler, EulerDiscreteScheduler, UNet2DModel
 
 from pifskit.design.steps import baseline_chains, optimal_steps, w2_surrogate
-from pifskit.interop.diffusers import pipeline_kwargs
+from pifskit.interop.scheduler_kwargs import pipeline_kwargs
 from pifskit.schedules import get_schedule
 from pifskit.spectra import powerlaw
 

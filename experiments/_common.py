@@ -9,7 +9,7 @@ from pifskit import get_schedule, make_chain
 from pifskit.datasets import parse_data_spec
 from pifskit.torch.checkpoint import load_checkpoint_model
 from pifskit.torch.models.common import prediction_to_x0
-from pifskit.torch.sample import ddim_sample
+from pifskit.torch.generate import ddim_sample
 
 
 

@@ -129,7 +129,7 @@ def _bar_modules() -> list[str]:
 
 def test_one_progress_bar_library_takes_callbacks():
     """Only the CLI draws a progress bar (cli/_common.progress); library code takes a callback."""
-    from pifskit.bench.sampling import parse_bench_data, run_sampling_benchmark
+    from pifskit.exact_bench import parse_bench_data, run_sampling_benchmark
 
     assert [m for m in _bar_modules() if m != "torch/train.py"] == ["cli/_common.py"]
     calls = []

@@ -280,7 +280,7 @@ def test_lyapunov_text(capsys):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# diffusers config (through the lead's pifskit.diffusers_config)
+# diffusers config (through the lead's pifskit.scheduler_config)
 # ---------------------------------------------------------------------------------------------------------------
 
 def test_geometry_from_diffusers_config_matches_diffusers(tmp_path, capsys):

@@ -32,7 +32,7 @@ def test_diffusers_beta_schedule_names_are_the_discrete_schedules():
 
 
 def test_diffusers_squaredcos_matches_config_import():
-    from pifskit.diffusers_config import load_scheduler_config
+    from pifskit.scheduler_config import load_scheduler_config
 
     sched, _ = load_scheduler_config({"beta_schedule": "squaredcos_cap_v2"})
     np.testing.assert_array_equal(get_schedule("squaredcos_cap_v2").alphas_cumprod, sched.alphas_cumprod)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pifskit import PifsError
 from pifskit.chains import Chain
 from pifskit.cli import main
-from pifskit.datamodels.gaussian import GaussianModel
+from pifskit.exact_models.gaussian import GaussianModel
 from pifskit.design._binning import compress_spectrum
 from pifskit.design.baselines import (
     _dmn_objective,

@@ -17,7 +17,7 @@ from diffusers import (
 from pifskit import PifsError
 from pifskit.chains import Chain
 from pifskit.design.steps import optimal_steps
-from pifskit.interop.diffusers import (
+from pifskit.interop.scheduler_kwargs import (
     accepted_kwargs,
     pipeline_kwargs,
     scheduler_schedule,
@@ -114,7 +114,7 @@ import types  # noqa: E402
 from diffusers import FlowMatchEulerDiscreteScheduler, HeunDiscreteScheduler, UniPCMultistepScheduler  # noqa: E402
 
 from pifskit.cli import main  # noqa: E402
-from pifskit.interop.diffusers import (  # noqa: E402
+from pifskit.interop.scheduler_kwargs import (  # noqa: E402
     DEFAULT_CHANNELS,
     DEFAULT_PIXEL_VARIANCE,
     DEFAULT_RESOLUTION,
@@ -271,7 +271,7 @@ def test_cli_twin_line_pasted_into_a_pipeline_runs_the_designed_steps(tmp_path, 
 @pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
 @pytest.mark.parametrize("n", [1, 7, 25])
 def test_multistep_config_chain_is_what_set_timesteps_runs(cls, extra, spacing, n):
-    from pifskit.diffusers_config import chain_from_config, load_scheduler_config
+    from pifskit.scheduler_config import chain_from_config, load_scheduler_config
 
     kw = {**SD_KW, **extra, "timestep_spacing": spacing, "steps_offset": 1}
     ref = cls(**kw)

@@ -27,7 +27,7 @@ from diffusers import (  # noqa: E402
 
 from pifskit import PifsError  # noqa: E402
 from pifskit.design.steps import optimal_steps  # noqa: E402
-from pifskit.interop.diffusers import plan_schedule, schedule_kwargs, with_custom_timesteps  # noqa: E402
+from pifskit.interop.scheduler_kwargs import plan_schedule, schedule_kwargs, with_custom_timesteps  # noqa: E402
 from pifskit.schedules import DiscreteSchedule, RectifiedFlowSchedule  # noqa: E402
 from pifskit.spectra import powerlaw  # noqa: E402
 

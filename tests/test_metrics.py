@@ -6,7 +6,7 @@ import pytest
 from scipy.linalg import sqrtm
 
 from pifskit import PifsError, get_schedule, make_chain
-from pifskit.datamodels import GaussianMixtureModel, GaussianModel
+from pifskit.exact_models import GaussianMixtureModel, GaussianModel
 from pifskit.geometry import expansion_function
 from pifskit.metrics import (GaussianOutput, gaussian_kl, gaussian_moments_from_samples, gaussian_output_moments,
                              gaussian_w2, gaussian_w2_from_samples, mmd2_unbiased, mode_coverage, sliced_w2)
@@ -219,7 +219,7 @@ def _naive_ci(est, reps, level=0.95):
 def test_vectorised_bootstraps_equal_per_replicate_definitions():
     """Each metric's interval equals the one computed replicate by replicate from explicit resamples,
     drawing ``rng.integers(0, n, n)`` per resample in the order of the pre-vectorisation code."""
-    from pifskit.datamodels import GaussianMixtureModel
+    from pifskit.exact_models import GaussianMixtureModel
     from pifskit.metrics import sliced_w2_difference
 
     rng = np.random.default_rng(21)

@@ -9,7 +9,7 @@ from PIL import Image
 from pifskit.cli import main
 from pifskit.torch.checkpoint import save_checkpoint
 from pifskit.torch.models import build_model, default_config
-from pifskit.torch.sample import save_grid
+from pifskit.torch.generate import save_grid
 
 
 def _checkpoint(tmp_path, prediction="epsilon", schedule="cosine-discrete", seed=0):

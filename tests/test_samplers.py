@@ -5,7 +5,7 @@ import pytest
 
 from pifskit import PifsError, get_schedule, make_chain
 from pifskit.chains import Chain
-from pifskit.datamodels import GaussianMixtureModel, GaussianModel
+from pifskit.exact_models import GaussianMixtureModel, GaussianModel
 from pifskit.metrics import gaussian_output_moments
 from pifskit.samplers import (SAMPLERS, ddim_noise_std, get_sampler, initial_noise, parse_sampler, sample_ddim,
                               sample_dpmpp_2m, sample_euler, sample_heun, sampler_nfe)

@@ -16,7 +16,7 @@ from pifskit.geometry import chain_exponent  # noqa: E402
 from pifskit.schedules import get_schedule  # noqa: E402
 from pifskit.torch import train as tr  # noqa: E402
 from pifskit.torch.checkpoint import load_checkpoint, load_checkpoint_model  # noqa: E402
-from pifskit.torch.sample import ddim_sample  # noqa: E402
+from pifskit.torch.generate import ddim_sample  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -38,8 +38,8 @@ import numpy as np
 
 from ._validate import PifsError, as_float_array, check_choice, check_positive_int
 from .chains import Chain
-from .datamodels.gaussian import GaussianModel
-from .datamodels.mixture import GaussianMixtureModel
+from .exact_models.gaussian import GaussianModel
+from .exact_models.mixture import GaussianMixtureModel
 
 __all__ = [
     "MetricValue",

@@ -80,7 +80,7 @@ def _parse_list(text: str, name: str) -> list[float]:
 def schedule_from_args(args: argparse.Namespace) -> tuple[Schedule, dict]:
     """The schedule named by --diffusers-config or --schedule, and the config dict (empty for the zoo)."""
     if getattr(args, "diffusers_config", None):
-        from ..diffusers_config import load_scheduler_config
+        from ..scheduler_config import load_scheduler_config
 
         sched, cfg = load_scheduler_config(args.diffusers_config)
         return sched, cfg
@@ -105,7 +105,7 @@ def chain_from_args(args: argparse.Namespace) -> tuple[Schedule, Chain]:
         return sched, Chain.from_sigmas(_parse_list(args.sigmas, "sigmas"),
                                         sched if isinstance(sched, DiscreteSchedule) else None)
     if cfg:
-        from ..diffusers_config import chain_from_config
+        from ..scheduler_config import chain_from_config
 
         chain = chain_from_config(sched, cfg, args.steps, spacing=args.spacing)
     else:

@@ -29,7 +29,7 @@ def _ints(text: str, name: str) -> list[int]:
 
 
 def register(subparsers) -> None:
-    from ..bench.sampling import (BENCH_SCHEDULES, DEFAULT_N_BOOT, DEFAULT_SAMPLERS, DEFAULT_SAMPLES, DEFAULT_SCHEDULES,
+    from ..exact_bench import (BENCH_SCHEDULES, DEFAULT_N_BOOT, DEFAULT_SAMPLERS, DEFAULT_SAMPLES, DEFAULT_SCHEDULES,
                                   DEFAULT_STEPS)
     from ..samplers import SAMPLERS
 
@@ -71,12 +71,12 @@ def register(subparsers) -> None:
 
 
 def run_bench_sampling(args: argparse.Namespace) -> int:
-    from ..bench.sampling import markdown_tables, parse_bench_data, run_sampling_benchmark, write_report
+    from ..exact_bench import markdown_tables, parse_bench_data, run_sampling_benchmark, write_report
 
     samplers = _list(args.samplers, "samplers")
     steps = _ints(args.steps, "steps")
     schedules = _list(args.schedules, "schedules")
-    from ..bench.sampling import BENCH_SCHEDULES
+    from ..exact_bench import BENCH_SCHEDULES
     from ..samplers import parse_sampler
     from .._validate import check_choice
 

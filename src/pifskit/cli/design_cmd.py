@@ -129,7 +129,7 @@ def _steps(args: argparse.Namespace) -> int:
         sp = _spectrum(args)
     extra = {}
     if cfg and not args.fixed_endpoints:  # what the config's own set_timesteps runs (its spacing, offset, final alpha)
-        from ..diffusers_config import chain_from_config
+        from ..scheduler_config import chain_from_config
 
         ch = chain_from_config(sched, cfg, args.steps)
         if ch.lands_clean and ch.n_steps == args.steps:

@@ -1,6 +1,6 @@
 """``pifskit diffusers-kwargs``: the Python line that runs pifskit's designed steps in a diffusers pipeline.
 
-The CLI twin of :func:`pifskit.interop.diffusers.schedule_kwargs`: reads a scheduler config (a
+The CLI twin of :func:`pifskit.interop.scheduler_kwargs.schedule_kwargs`: reads a scheduler config (a
 ``scheduler_config.json``, a scheduler folder, or a pipeline folder written by ``save_pretrained``),
 optionally swaps the scheduler class, designs the steps for that scheduler's solver and prints
 the lines to paste.
@@ -74,7 +74,7 @@ def _image_seq_len(name: str, spec, height: int, width: int) -> int:
 def run(args: argparse.Namespace) -> int:
     import diffusers
 
-    from ..interop.diffusers import plan_schedule, with_custom_timesteps
+    from ..interop.scheduler_kwargs import plan_schedule, with_custom_timesteps
     from ..spectra import parse_spectrum
 
     cfg, root = _locate(args.diffusers_config)
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         lines.append(f"from diffusers import {target}")
         lines.append(f"pipe.scheduler = {target}.from_config(pipe.scheduler.config)")
     if wrapped:
-        lines.append("from pifskit.interop.diffusers import with_custom_timesteps")
+        lines.append("from pifskit.interop.scheduler_kwargs import with_custom_timesteps")
         lines.append("with_custom_timesteps(pipe)")
     lines.append("image = " + plan.python_call() + ".images[0]")
     if args.json:
@@ -144,7 +144,7 @@ def register(subparsers) -> None:
                    help="swap to this diffusers scheduler class (built from the same config), e.g. "
                         "DPMSolverMultistepScheduler")
     p.add_argument("--custom-timesteps", action="store_true",
-                   help="give UniPCMultistepScheduler timesteps= (pifskit.interop.diffusers.with_custom_timesteps)")
+                   help="give UniPCMultistepScheduler timesteps= (pifskit.interop.scheduler_kwargs.with_custom_timesteps)")
     p.add_argument("--steps", type=int, default=10, help="number of sampling steps N (default 10)")
     add_spectrum_options(p, spectrum=STEPS_SPECTRUM, channels=4, pixel_variance=1.0)
     p.add_argument("--solver", default=None, help="design for this pifskit solver instead of the scheduler's own")

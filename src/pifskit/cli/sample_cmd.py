@@ -48,7 +48,7 @@ def run_sample(args) -> int:
     from pathlib import Path
 
     from ..torch.checkpoint import load_checkpoint_model
-    from ..torch.sample import ddim_sample, save_grid
+    from ..torch.generate import ddim_sample, save_grid
 
     model, info = load_checkpoint_model(args.checkpoint, ema=not args.no_ema, device=args.device)
     if not isinstance(get_schedule(info["schedule"]), DiscreteSchedule):  # continuous ones have num_train_timesteps too

@@ -8,7 +8,7 @@ written by :func:`pifskit.report.page.write_page` from one Jinja2 skeleton
 (``templates/page.html``); figures are matplotlib ``Figure`` objects on the Agg
 canvas. ``extra_sections`` is the extension point for other analyses (see
 :mod:`pifskit.report.build`); :mod:`pifskit.report.model` is the analyze-model
-page and :mod:`pifskit.report.bench` the sampling-benchmark page.
+page and :mod:`pifskit.report.exact_bench` the sampling-benchmark page.
 """
 
 from .build import REPORT_HTML, REPORT_JSON, build_report, figure_file

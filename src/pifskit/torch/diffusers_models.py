@@ -99,7 +99,7 @@ def _flux_like_mu(cfg: dict, image_seq_len: int) -> float:
 def _normalise_scheduler(sched_cfg: dict, flow: bool, image_seq_len: int) -> tuple[dict, list[str]]:
     """A config pifskit's reader accepts: flow dynamic shifting -> the fixed shift at this latent size;
     VP classes outside its families -> the same training schedule under DDIMScheduler."""
-    from ..diffusers_config import DDIM_FAMILY, EULER_FAMILY, FLOW_FAMILY
+    from ..scheduler_config import DDIM_FAMILY, EULER_FAMILY, FLOW_FAMILY
 
     notes = []
     cfg = dict(sched_cfg)

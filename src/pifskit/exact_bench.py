@@ -35,16 +35,16 @@ from typing import Callable
 
 import numpy as np
 
-from .._validate import PifsError, check_choice, check_positive_int
-from ..chains import SPACINGS, Chain, make_chain, sigma_range
-from ..datamodels import GaussianMixtureModel, GaussianModel
-from ..datamodels.fit import (DIGITS_JITTER, MNIST_JITTER, digits_data, fit_gaussian, fit_mixture_em,
+from ._validate import PifsError, check_choice, check_positive_int
+from .chains import SPACINGS, Chain, make_chain, sigma_range
+from .exact_models import GaussianMixtureModel, GaussianModel
+from .exact_models.fit import (DIGITS_JITTER, MNIST_JITTER, digits_data, fit_gaussian, fit_mixture_em,
                               fit_mixture_per_class, mnist_data, pca_reduce)
-from ..metrics import (MetricValue, SlicedW2Reference, _exact, ci_from_replicates, gaussian_kl,
+from .metrics import (MetricValue, SlicedW2Reference, _exact, ci_from_replicates, gaussian_kl,
                        gaussian_output_moments, gaussian_w2, mmd2_unbiased, mode_coverage, paired_difference)
-from ..samplers import parse_sampler, sampler_nfe
-from ..schedules import Schedule, get_schedule
-from ..spectra import IMAGENET_PIXEL_VARIANCE, Spectrum, powerlaw
+from .samplers import parse_sampler, sampler_nfe
+from .schedules import Schedule, get_schedule
+from .spectra import IMAGENET_PIXEL_VARIANCE, Spectrum, powerlaw
 
 __all__ = ["BenchData", "BENCH_SCHEDULES", "DEFAULT_SCHEDULES", "DEFAULT_SAMPLERS", "DEFAULT_STEPS", "DEFAULT_SAMPLES",
            "DEFAULT_N_BOOT",
@@ -146,7 +146,7 @@ def bench_chain(name: str, steps: int, schedule: Schedule, spectrum: Spectrum | 
     N = check_positive_int(steps, "steps")
     if not name.startswith("pifskit"):
         return make_chain(schedule, N, name)
-    from ..design.steps import optimal_steps  # lazy: the design module is optional here
+    from .design.steps import optimal_steps  # lazy: the design module is optional here
 
     if spectrum is None:
         raise PifsError("the 'pifskit' schedule needs the data spectrum")
@@ -285,7 +285,7 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
 
 
 # ---------------------------------------------------------------------------
-# report: markdown tables (the page and plots: pifskit.report.bench)
+# report: markdown tables (the page and plots: pifskit.report.exact_bench)
 # ---------------------------------------------------------------------------
 
 def _fmt(v: float) -> str:
@@ -368,7 +368,7 @@ def markdown_tables(report: dict) -> str:
 def write_report(report: dict, out_dir, plots: bool = True) -> list[Path]:
     """Write report.json, report.html, results.md and the plots into ``out_dir`` (created); return the paths.
 
-    The page is :func:`pifskit.report.bench.write_bench_report` (the one report writer)."""
-    from ..report.bench import write_bench_report
+    The page is :func:`pifskit.report.exact_bench.write_bench_report` (the one report writer)."""
+    from .report.exact_bench import write_bench_report
 
     return write_bench_report(report, out_dir, markdown_tables(report), plots=plots)

@@ -7,7 +7,7 @@ import pytest
 
 from pifskit import PifsError
 from pifskit.chains import Chain
-from pifskit.diffusers_config import chain_from_config, load_scheduler_config
+from pifskit.scheduler_config import chain_from_config, load_scheduler_config
 
 diffusers = pytest.importorskip("diffusers")
 torch = pytest.importorskip("torch")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from pifskit._validate import PifsError
-from pifskit.diffusers_config import chain_from_config, load_scheduler_config
+from pifskit.scheduler_config import chain_from_config, load_scheduler_config
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -106,7 +106,7 @@ def test_fields_of_other_classes_are_ignored_as_diffusers_ignores_them():
 
 
 def test_every_default_field_of_the_supported_classes_is_accepted():
-    from pifskit import diffusers_config as dc
+    from pifskit import scheduler_config as dc
 
     for name in dc.DDIM_FAMILY + dc.EULER_FAMILY + dc.FLOW_FAMILY + dc.MULTISTEP_FAMILY:
         cls = getattr(diffusers, name, None)
@@ -164,7 +164,7 @@ def test_pndm_is_said_to_be_analysed_as_ddim(tmp_path):
 
 def test_class_defaults_are_diffusers_defaults():
     """An empty config of each class means that class's own defaults (Euler/DPM/UniPC: linspace; Heun: SD betas)."""
-    from pifskit import diffusers_config as dc
+    from pifskit import scheduler_config as dc
 
     for name in dc.DDIM_FAMILY + dc.EULER_FAMILY + dc.MULTISTEP_FAMILY:
         cls = getattr(diffusers, name, None)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from pifskit import PifsError
-from pifskit.datamodels import GaussianMixtureModel, GaussianModel, fit_gaussian, fit_mixture_em, \
+from pifskit.exact_models import GaussianMixtureModel, GaussianModel, fit_gaussian, fit_mixture_em, \
     fit_mixture_per_class, mnist_data, pca_reduce
-from pifskit.datamodels.fit import DIGITS_JITTER, dequantization_variance, digits_data
+from pifskit.exact_models.fit import DIGITS_JITTER, dequantization_variance, digits_data
 from pifskit.schedules import a_from_logsnr, s_from_logsnr
 
 LEVELS = [-np.inf, -6.0, -1.0, 0.0, 2.5, 9.0]
@@ -210,7 +210,7 @@ def test_mixture_sampling_moments():
 
 
 def test_mixture_chunked_batches_match():
-    from pifskit.datamodels import mixture as mx
+    from pifskit.exact_models import mixture as mx
 
     rng = np.random.default_rng(11)
     mix = _random_mixture(rng, K=3, d=4)

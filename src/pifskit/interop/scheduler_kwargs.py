@@ -253,7 +253,7 @@ def _swap_hint(name: str, pipe: Any) -> str:
     where = "pipe.scheduler" if pipe is not None else "scheduler"
     hint = f"swap with `from diffusers import {target}; {where} = {target}.from_config({where}.config)`"
     if name in _CUSTOM_TIMESTEPS_CLASSES:
-        hint += f", or keep {name} with `pifskit.interop.diffusers.with_custom_timesteps(pipe)`"
+        hint += f", or keep {name} with `pifskit.interop.scheduler_kwargs.with_custom_timesteps(pipe)`"
     return hint
 
 
@@ -322,7 +322,7 @@ def _table32(scheduler: Any) -> np.ndarray:
 
 
 def _vp_schedule(scheduler: Any):
-    from ..diffusers_config import load_scheduler_config
+    from ..scheduler_config import load_scheduler_config
 
     cfg = {k: v for k, v in _cfg(scheduler).items() if not k.startswith("_")}
     cfg["_class_name"] = "DDPMScheduler"  # any VP class: only the training schedule is read
@@ -387,7 +387,7 @@ def _shift_mu(scheduler: Any, pipe: Any, mu: float | None, image_seq_len: int | 
 
 def _plan_flow(scheduler, pipe, name, steps, spectrum, solvers, design_options, mu, image_seq_len,
                height, width) -> SchedulePlan:
-    from ..diffusers_config import load_scheduler_config
+    from ..scheduler_config import load_scheduler_config
 
     cfg = _cfg(scheduler)
     _flag_error(name, cfg, ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "shift_terminal",
