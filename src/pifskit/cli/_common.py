@@ -12,7 +12,7 @@ from typing import Any, Iterator
 from .._json import dump_json as _dump_json
 from .._json import to_jsonable  # noqa: F401  (re-exported for commands)
 from .._validate import PifsError
-from ..chains import SPACING_RULE, SPACINGS, Chain, make_chain
+from ..chains import SPACING_RULE, SPACINGS, Chain, resolve_chain
 from ..schedules import SCHEDULE_NAMES, Schedule, get_schedule
 from ..spectra import IMAGENET_PIXEL_VARIANCE, Spectrum, parse_spectrum
 
@@ -45,9 +45,9 @@ def add_chain_options(p: argparse.ArgumentParser, steps: int = DEFAULT_STEPS) ->
     g.add_argument("--spacing", default=None,
                    help=f"step selection: {', '.join(SPACINGS)} (default: the config's timestep_spacing, else "
                         f"{DEFAULT_SPACING}). Rule: {SPACING_RULE}; a mapped request prints a note")
-    g.add_argument("--timesteps", default=None, metavar="LIST",
+    g.add_argument("--timesteps", type=number_list, default=None, metavar="LIST",
                    help="explicit training timesteps, comma-separated, noisiest first (diffusers' timesteps=)")
-    g.add_argument("--sigmas", default=None, metavar="LIST",
+    g.add_argument("--sigmas", type=number_list, default=None, metavar="LIST",
                    help="explicit VE sigmas, comma-separated, noisiest first; a final 0 lands clean (diffusers' sigmas=)")
 
 
@@ -70,49 +70,42 @@ def add_json_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
 
 
-def _parse_list(text: str, name: str) -> list[float]:
+def number_list(text: str) -> list[float]:
+    """argparse ``type=`` for LIST options: comma-separated numbers."""
     try:
         return [float(v) for v in text.replace(" ", "").split(",") if v != ""]
     except ValueError:
-        raise PifsError(f"--{name} must be a comma-separated list of numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of numbers, got {text!r}") from None
 
 
-def schedule_from_args(args: argparse.Namespace) -> tuple[Schedule, dict]:
-    """The schedule named by --diffusers-config or --schedule, and the config dict (empty for the zoo)."""
-    if getattr(args, "diffusers_config", None):
+def schedule_from_args(args: argparse.Namespace, schedule: str | None = None,
+                       config: str | dict | None = None) -> tuple[Schedule, dict]:
+    """The schedule named by --diffusers-config or --schedule (else the command's defaults ``config`` /
+    ``schedule``), and the config dict (empty for the zoo)."""
+    config = args.diffusers_config or (config if args.schedule is None else None)
+    if config:
         from ..scheduler_config import load_scheduler_config
 
-        sched, cfg = load_scheduler_config(args.diffusers_config)
-        return sched, cfg
-    return get_schedule(args.schedule), {}
+        return load_scheduler_config(config)
+    return get_schedule(args.schedule or schedule or DEFAULT_SCHEDULE), {}
 
 
-def chain_from_args(args: argparse.Namespace) -> tuple[Schedule, Chain]:
-    """Schedule and chain from the shared options (explicit lists win over --steps/--spacing)."""
-    sched, cfg = schedule_from_args(args)
-    if args.timesteps and args.sigmas:
-        raise PifsError("give either --timesteps or --sigmas, not both")
-    if args.timesteps:
-        from ..schedules import DiscreteSchedule
+def chain_from_args(args: argparse.Namespace, schedule: str | None = None,
+                    config: str | dict | None = None) -> tuple[Schedule, Chain]:
+    """Schedule and chain from the shared options via :func:`pifskit.chains.resolve_chain`; prints its notices.
 
-        if not isinstance(sched, DiscreteSchedule):
-            raise PifsError("--timesteps needs a discrete schedule (sd, ddpm, cosine-discrete or a diffusers config)")
-        return sched, Chain.from_timesteps(sched, _parse_list(args.timesteps, "timesteps"),
-                                           set_alpha_to_one=cfg.get("set_alpha_to_one", True))
-    if args.sigmas:
-        from ..schedules import DiscreteSchedule
+    ``schedule`` / ``config`` are a command's defaults where ``--schedule`` is unset (e.g. a model's own);
+    ``--diffusers-config`` wins over ``--schedule``.
+    """
+    sched, cfg = schedule_from_args(args, schedule, config)
+    chain = resolve_chain(sched, args.steps, args.spacing, args.timesteps, args.sigmas, config=cfg or None)
+    print_notices(chain)
+    return sched, chain
 
-        return sched, Chain.from_sigmas(_parse_list(args.sigmas, "sigmas"),
-                                        sched if isinstance(sched, DiscreteSchedule) else None)
-    if cfg:
-        from ..scheduler_config import chain_from_config
 
-        chain = chain_from_config(sched, cfg, args.steps, spacing=args.spacing)
-    else:
-        chain = make_chain(sched, args.steps, args.spacing or DEFAULT_SPACING)
+def print_notices(chain: Chain) -> None:
     for note in chain.meta.get("notices", ()):
         print(f"pifskit: note: {note}", file=sys.stderr)
-    return sched, chain
 
 
 def spectrum_from_args(args: argparse.Namespace) -> Spectrum:

@@ -61,19 +61,19 @@ def run(args: argparse.Namespace) -> int:
     from ..torch.train import check_out_dir
 
     check_out_dir(args.out)  # before any work: an existing file or an unwritable folder -> one line, exit 2
+    config = None
     if args.diffusers:
         from .analyze_diffusers import load_for_args
 
         model, info = load_for_args(args)
+        config = info["scheduler_config"]  # the model's own scheduler, unless --schedule / --diffusers-config
     elif args.model:
         model, info = load_model(args.model)
     else:
         raise PifsError("give --model ENTRY or --diffusers PATH")
     info = model_info(info)
     shape = info["sample_shape"]
-    if args.schedule is None:
-        args.schedule = info.get("schedule", "sd")
-    schedule, chain = chain_from_args(args)
+    schedule, chain = chain_from_args(args, schedule=info.get("schedule", "sd"), config=config)
     patch = args.patch or int(info.get("patch", 2))
     spectrum = None
     if args.spectrum:

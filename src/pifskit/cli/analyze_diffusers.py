@@ -30,16 +30,12 @@ def add_diffusers_options(p: argparse.ArgumentParser) -> None:
 
 
 def load_for_args(args: argparse.Namespace):
-    """(model, info) for --diffusers; the scheduler config next to the model becomes the chain's
-    schedule unless --schedule / --diffusers-config is given."""
+    """(model, info) for --diffusers; ``info['scheduler_config']`` is the scheduler config next to the model."""
     from ..torch.diffusers_models import load_diffusers_model
 
     if args.model:
         raise PifsError("give either --model or --diffusers, not both")
     if args.latent_size is not None and args.latent_size < 1:
         raise PifsError(f"--latent-size must be >= 1, got {args.latent_size}")
-    model, info = load_diffusers_model(args.diffusers, args.subfolder, args.prompt, device=args.device,
-                                       dtype=args.dtype, resolution=args.latent_size)
-    if args.schedule is None and not args.diffusers_config:
-        args.diffusers_config = info["scheduler_config"]
-    return model, info
+    return load_diffusers_model(args.diffusers, args.subfolder, args.prompt, device=args.device,
+                                dtype=args.dtype, resolution=args.latent_size)

@@ -9,11 +9,12 @@ import sys
 import numpy as np
 
 from .._validate import PifsError
+from ..chains import resolve_chain
 from ..schedules import DiscreteSchedule, get_schedule
+from ._common import add_json_option, dump_json, number_list, print_notices, to_jsonable
 
 #: |sample| above this (data in [-1, 1]) draws a one-line warning on stderr
 RANGE_WARN = 1.5
-from ._common import add_json_option, chain_from_args, dump_json
 
 
 def register(subparsers) -> None:
@@ -28,8 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, default=50, help="number of DDIM steps (default 50)")
     p.add_argument("--spacing", default="trailing",
                    help="trailing (default), leading, linspace, uniform, logsnr, karras, ays-*")
-    p.add_argument("--timesteps", default=None, metavar="LIST", help="explicit training timesteps, noisiest first")
-    p.add_argument("--sigmas", default=None, metavar="LIST", help="explicit VE sigmas, noisiest first (0 = clean)")
+    p.add_argument("--timesteps", type=number_list, default=None, metavar="LIST", help="explicit training timesteps, noisiest first")
+    p.add_argument("--sigmas", type=number_list, default=None, metavar="LIST", help="explicit VE sigmas, noisiest first (0 = clean)")
     p.add_argument("--clip", action=argparse.BooleanOptionalAction, default=True,
                    help="clamp the x0 estimate to the data range [-1, 1] at each step (default on: keeps any "
                         "checkpoint, eps-prediction from near pure noise included, from diverging; "
@@ -51,11 +52,11 @@ def run_sample(args) -> int:
     from ..torch.generate import ddim_sample, save_grid
 
     model, info = load_checkpoint_model(args.checkpoint, ema=not args.no_ema, device=args.device)
-    if not isinstance(get_schedule(info["schedule"]), DiscreteSchedule):  # continuous ones have num_train_timesteps too
+    schedule = get_schedule(info["schedule"])
+    if not isinstance(schedule, DiscreteSchedule):  # continuous ones have num_train_timesteps too
         raise PifsError(f"checkpoint schedule {info['schedule']!r} is not discrete")
-    ns = argparse.Namespace(schedule=info["schedule"], diffusers_config=None, steps=args.steps,
-                            spacing=args.spacing, timesteps=args.timesteps, sigmas=args.sigmas)
-    schedule, chain = chain_from_args(ns)
+    chain = resolve_chain(schedule, args.steps, args.spacing, args.timesteps, args.sigmas)
+    print_notices(chain)
     x = ddim_sample(model, info["prediction_type"], schedule, chain, args.n, info["image_shape"], seed=args.seed,
                     batch_size=args.batch_size, device=args.device, clip=args.clip)
     outside = float(np.mean(np.abs(x) > RANGE_WARN))
@@ -69,8 +70,6 @@ def run_sample(args) -> int:
     meta = {"checkpoint": info["path"], "step": info["step"], "ema": info["ema"], "seed": args.seed,
             "clip": args.clip, "chain": chain.to_dict(), "prediction_type": info["prediction_type"],
             "schedule": info["schedule"]}
-    from ._common import to_jsonable
-
     np.savez_compressed(out / "samples.npz", samples=x, meta=json.dumps(to_jsonable(meta)))
     result = {"png": str(png), "npz": str(out / "samples.npz"), "n": int(len(x)), "n_steps": chain.n_steps,
               "chain": chain.name, "step": info["step"],
