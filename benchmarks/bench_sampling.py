@@ -48,7 +48,7 @@ def main() -> None:
     for name, fn in SAMPLERS.items():
         t0 = time.perf_counter()
         for i in range(0, args.samples, args.batch_size):
-            fn(mix.denoise, chain, x_T[i:i + args.batch_size])
+            fn(mix.denoise, x_T[i:i + args.batch_size], chain)
         dt = time.perf_counter() - t0
         nfe = sampler_nfe(name, chain)
         print(f"{name:8s} NFE {nfe:3d}: {dt:6.2f} s  {args.samples / dt:8.0f} samples/s  "

@@ -44,7 +44,7 @@ def test_closed_form_equals_the_sampler_run_by_exact_linear_algebra(solver, k):
     U, _ = np.linalg.qr(rng.normal(size=(5, 5)))
     g = GaussianModel(np.zeros(5), LAM, U)
     sig = CHAINS[k]
-    out = SAMPLERS[solver](g.denoise, _chain(sig), np.eye(5))
+    out = SAMPLERS[solver](g.denoise, np.eye(5), _chain(sig))
     m = output_gain(solver, sig, LAM, "prior")
     np.testing.assert_allclose(out, U @ np.diag(m) @ U.T, atol=1e-12)
 
@@ -78,7 +78,7 @@ def test_ddim_engine_equals_the_product_of_cosines(start):
 def test_kl_closed_form_from_the_sampled_variance():
     g = GaussianModel.diagonal(LAM)
     sig = CHAINS[0]
-    out = SAMPLERS["heun"](g.denoise, _chain(sig), np.eye(5))
+    out = SAMPLERS["heun"](g.denoise, np.eye(5), _chain(sig))
     v = np.diag(out) ** 2
     kl = 0.5 * np.sum(v / LAM - 1 - np.log(v / LAM))
     assert solver_kl("heun", sig, LAM, np.ones(5), "prior") == pytest.approx(kl, rel=1e-10)

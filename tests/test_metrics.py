@@ -74,7 +74,7 @@ def test_closed_form_moments_match_monte_carlo(spec):
     chain = make_chain(get_schedule("sd"), 8, "trailing")
     n = 20_000
     x = initial_noise(chain, n, g.d, 1)
-    X = fn(g.denoise, chain, x, np.random.default_rng(2), **opts)
+    X = fn(g.denoise, x, chain, rng=np.random.default_rng(2), **opts)
     exact = gaussian_output_moments(g, fn, chain, **opts)
     mc = gaussian_moments_from_samples(g, X)
     se_m = np.sqrt(exact.var / n)

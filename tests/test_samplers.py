@@ -32,7 +32,7 @@ def test_euler_equals_ddim(chain_name):
     chain = CHAINS[chain_name]()
     mix = _mixture()
     x = initial_noise(chain, 64, 3, 0)
-    np.testing.assert_allclose(sample_euler(mix.denoise, chain, x), sample_ddim(mix.denoise, chain, x),
+    np.testing.assert_allclose(sample_euler(mix.denoise, x, chain), sample_ddim(mix.denoise, x, chain),
                                atol=1e-10, rtol=1e-10)
 
 
@@ -45,7 +45,7 @@ def test_ddim_step_is_f_times_centered_input():
     g = GaussianModel.diagonal(lam, mu)
     chain = Chain(np.array([-1.0, 2.0]))
     x = np.random.default_rng(1).standard_normal((5, 4))
-    out = sample_ddim(g.denoise, chain, x)
+    out = sample_ddim(g.denoise, x, chain)
     f = expansion_function(chain, lam)[0]
     np.testing.assert_allclose(out - chain.a[1] * mu, f * (x - chain.a[0] * mu), atol=1e-12)
 
@@ -56,8 +56,8 @@ def test_samplers_vectorised_over_batch(name):
     mix = _mixture(2)
     x = initial_noise(chain, 6, 3, 3)
     fn = get_sampler(name)
-    full = fn(mix.denoise, chain, x)
-    rows = np.vstack([fn(mix.denoise, chain, x[i:i + 1]) for i in range(6)])
+    full = fn(mix.denoise, x, chain)
+    rows = np.vstack([fn(mix.denoise, x[i:i + 1], chain) for i in range(6)])
     np.testing.assert_allclose(full, rows, atol=1e-12)
 
 
@@ -95,7 +95,7 @@ def test_dpmpp_2m_matches_hand_computed_two_steps():
     r = h0 / h1
     Dd = (1 + 1 / (2 * r)) * D1 - 1 / (2 * r) * D0
     x2 = (s[2] / s[1]) * x1 - a[2] * np.expm1(-h1) * Dd
-    np.testing.assert_allclose(sample_dpmpp_2m(g.denoise, chain, x), x2, atol=1e-14)
+    np.testing.assert_allclose(sample_dpmpp_2m(g.denoise, x, chain), x2, atol=1e-14)
 
 
 def test_heun_single_interior_step_hand_computed():
@@ -108,7 +108,7 @@ def test_heun_single_interior_step_hand_computed():
     xp = xv + (sig[1] - sig[0]) * d1
     d2 = (xp - g.denoise(a[1] * xp, 1.0)) / sig[1]
     expect = a[1] * (xv + (sig[1] - sig[0]) * 0.5 * (d1 + d2))
-    np.testing.assert_allclose(sample_heun(g.denoise, chain, x), expect, atol=1e-14)
+    np.testing.assert_allclose(sample_heun(g.denoise, x, chain), expect, atol=1e-14)
 
 
 @pytest.mark.parametrize("chain_name", list(CHAINS))
@@ -123,7 +123,7 @@ def test_nfe_counts_denoiser_calls(name, chain_name):
         assert np.isfinite(x).all()
         return mix.denoise(x, l)
 
-    out = get_sampler(name)(den, chain, initial_noise(chain, 4, 3, 0), 0)
+    out = get_sampler(name)(den, initial_noise(chain, 4, 3, 0), chain, rng=0)
     assert np.isfinite(out).all()
     assert len(calls) == sampler_nfe(name, chain)
 
@@ -135,7 +135,7 @@ def test_pure_noise_first_step_is_exact_limit():
     x = initial_noise(chain, 5, 3, 1)
     expect = chain.s[1] * x + chain.a[1] * mix.denoise(x, -np.inf)
     for fn in SAMPLERS.values():
-        np.testing.assert_allclose(fn(mix.denoise, chain, x), expect, atol=1e-12)
+        np.testing.assert_allclose(fn(mix.denoise, x, chain), expect, atol=1e-12)
 
 
 def test_ddim_eta_noise_std():
@@ -152,8 +152,8 @@ def test_ddim_eta_deterministic_with_seed_and_moments():
     g = GaussianModel.diagonal(np.array([1.5, 0.2, 0.01]))
     chain = make_chain(get_schedule("sd"), 20, "trailing")
     x = initial_noise(chain, 40_000, 3, 0)
-    a = sample_ddim(g.denoise, chain, x, rng=7, eta=1.0)
-    b = sample_ddim(g.denoise, chain, x, rng=np.random.default_rng(7), eta=1.0)
+    a = sample_ddim(g.denoise, x, chain, rng=7, eta=1.0)
+    b = sample_ddim(g.denoise, x, chain, rng=np.random.default_rng(7), eta=1.0)
     np.testing.assert_array_equal(a, b)
     o = gaussian_output_moments(g, sample_ddim, chain, eta=1.0)
     # sample variance within 5 standard errors of the exact variance (se = v sqrt(2 / (n - 1)))
@@ -173,10 +173,10 @@ def test_parse_and_bad_input():
     chain = make_chain(get_schedule("sd"), 5, "trailing")
     g = GaussianModel.diagonal([1.0, 1.0])
     with pytest.raises(PifsError, match="eta"):
-        sample_ddim(g.denoise, chain, np.zeros((2, 2)), eta=-0.1)
+        sample_ddim(g.denoise, np.zeros((2, 2)), chain, eta=-0.1)
     with pytest.raises(PifsError, match=r"\(B, d\)"):
-        sample_ddim(g.denoise, chain, np.zeros(2))
+        sample_ddim(g.denoise, np.zeros(2), chain)
     with pytest.raises(PifsError, match="Chain"):
-        sample_euler(g.denoise, [0.0, 1.0], np.zeros((2, 2)))
+        sample_euler(g.denoise, np.zeros((2, 2)), [0.0, 1.0])
     with pytest.raises(PifsError, match="unknown sampler"):
         sampler_nfe("foo", chain)

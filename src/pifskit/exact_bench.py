@@ -159,7 +159,7 @@ def _batched(sampler: Callable, denoiser, chain: Chain, x_T: np.ndarray, rng, op
     out = np.empty_like(x_T)
     for i in range(0, x_T.shape[0], batch):
         sl = slice(i, min(i + batch, x_T.shape[0]))
-        out[sl] = sampler(denoiser, chain, x_T[sl], rng, **opts)
+        out[sl] = sampler(denoiser, x_T[sl], chain, rng=rng, **opts)
         advance(sl.stop - sl.start)
     return out
 

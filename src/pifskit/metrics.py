@@ -165,7 +165,7 @@ def gaussian_output_moments(model: GaussianModel, sampler: Callable, chain: Chai
     x = np.zeros((2 + N, d))
     x[1] = 1.0
     probe = _ProbeNoise(2 + N)
-    out = sampler(diag.denoise, chain, x, probe, **opts)
+    out = sampler(diag.denoise, x, chain, rng=probe, **opts)
     b, M, n = out[0], out[1] - out[0], out[2:] - out[0]
     n = n[: probe.calls]
     a_T, s_T = float(chain.a[0]), float(chain.s[0])

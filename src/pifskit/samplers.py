@@ -1,10 +1,13 @@
 """Samplers over an explicit :class:`~pifskit.chains.Chain` (k-diffusion style small functions).
 
-Every sampler has the signature ``sampler(denoiser, chain, x_T, rng=None, **opts) -> x_0`` with
+Every sampler has k-diffusion's uniform signature
+``sampler(denoiser, x, chain, *, callback=None, rng=None, **opts) -> x_0`` with
 ``denoiser(x, logsnr) -> x0-estimate`` for VP inputs x = a x0 + s e of shape (B, d)
-(``logsnr`` a float, -inf = pure noise). ``x_T`` is the VP state at the chain's first
+(``logsnr`` a float, -inf = pure noise). ``x`` is the VP state at the chain's first
 level (``initial_noise`` draws N(0, I), the usual prior; exact when logsnr[0] = -inf).
-The result is the VP state at the last level (x0 when the chain lands clean).
+The result is the VP state at the last level (x0 when the chain lands clean). ``rng`` (a numpy
+Generator or seed) feeds stochastic samplers (DDIM with eta > 0); every sampler accepts it so callers
+can treat samplers alike. ``callback({"i", "x", "denoised", "logsnr"})`` runs after each step.
 
 Updates, step i from level t = logsnr[i] to s = logsnr[i + 1], sigma = s/a (VE):
 
@@ -63,12 +66,12 @@ class NoiseSource(Protocol):  # what samplers need from ``rng``
     def standard_normal(self, size) -> np.ndarray: ...
 
 
-def _check(chain: Chain, x_T) -> np.ndarray:
+def _check(chain: Chain, x) -> np.ndarray:
     if not isinstance(chain, Chain):
         raise PifsError(f"chain must be a pifskit.chains.Chain, got {type(chain).__name__}")
-    x = as_float_array(x_T, "x_T")
+    x = as_float_array(x, "x")
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise PifsError(f"x_T must be a non-empty (B, d) batch, got shape {x.shape}")
+        raise PifsError(f"x must be a non-empty (B, d) batch, got shape {x.shape}")
     return x.copy()
 
 
@@ -117,10 +120,10 @@ def ddim_noise_std(chain: Chain, eta: float) -> np.ndarray:
     return eta * (s[1:] / s[:-1]) * np.sqrt(np.clip(q, 0.0, 1.0))
 
 
-def sample_ddim(denoiser: Denoiser, chain: Chain, x_T, rng=None, *, eta: float = 0.0,
-                callback: Callable | None = None) -> np.ndarray:
+def sample_ddim(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | None = None, rng=None,
+                eta: float = 0.0) -> np.ndarray:
     """DDIM (Song et al. 2021): eta = 0 deterministic, eta = 1 ancestral (DDPM-like)."""
-    x = _check(chain, x_T)
+    x = _check(chain, x)
     if not (np.isfinite(eta) and 0.0 <= eta <= 1.0):
         raise PifsError(f"DDIM eta must lie in [0, 1], got {eta}")
     l, a, s, _ = _levels(chain)
@@ -162,9 +165,10 @@ def _ve_start(denoiser, chain: Chain, x, l, a, s, callback) -> tuple[np.ndarray,
     return x, 1
 
 
-def sample_euler(denoiser: Denoiser, chain: Chain, x_T, rng=None, *, callback: Callable | None = None) -> np.ndarray:
+def sample_euler(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | None = None,
+                 rng=None) -> np.ndarray:
     """Euler's method on the probability-flow ODE dx/dsigma = (x - D(x; sigma)) / sigma, x in VE units."""
-    x = _check(chain, x_T)
+    x = _check(chain, x)
     l, a, s, sig = _levels(chain)
     x, start = _ve_start(denoiser, chain, x, l, a, s, callback)
     for i in range(start, chain.n_steps):
@@ -176,9 +180,10 @@ def sample_euler(denoiser: Denoiser, chain: Chain, x_T, rng=None, *, callback: C
     return a[-1] * x
 
 
-def sample_heun(denoiser: Denoiser, chain: Chain, x_T, rng=None, *, callback: Callable | None = None) -> np.ndarray:
+def sample_heun(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | None = None,
+                rng=None) -> np.ndarray:
     """Heun's 2nd-order method (EDM Algorithm 1, deterministic); Euler on the final step to sigma = 0."""
-    x = _check(chain, x_T)
+    x = _check(chain, x)
     l, a, s, sig = _levels(chain)
     x, start = _ve_start(denoiser, chain, x, l, a, s, callback)
     for i in range(start, chain.n_steps):
@@ -201,10 +206,10 @@ def sample_heun(denoiser: Denoiser, chain: Chain, x_T, rng=None, *, callback: Ca
 # DPM-Solver++(2M)
 # ---------------------------------------------------------------------------
 
-def sample_dpmpp_2m(denoiser: Denoiser, chain: Chain, x_T, rng=None, *,
-                    callback: Callable | None = None) -> np.ndarray:
+def sample_dpmpp_2m(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | None = None,
+                    rng=None) -> np.ndarray:
     """DPM-Solver++(2M) (Lu et al. 2022), multistep data prediction, as k-diffusion's ``sample_dpmpp_2m``."""
-    x = _check(chain, x_T)
+    x = _check(chain, x)
     l, a, s, _ = _levels(chain)
     old_D = None
     h_last = np.inf
@@ -229,10 +234,10 @@ def sample_dpmpp_2m(denoiser: Denoiser, chain: Chain, x_T, rng=None, *,
 # DPM-Solver++(3M) and iPNDM (VE units)
 # ---------------------------------------------------------------------------
 
-def sample_dpmpp_3m(denoiser: Denoiser, chain: Chain, x_T, rng=None, *,
-                    callback: Callable | None = None) -> np.ndarray:
+def sample_dpmpp_3m(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | None = None,
+                    rng=None) -> np.ndarray:
     """DPM-Solver++(3M) (Lu et al. 2022; k-diffusion ``sample_dpmpp_3m_sde`` with eta = 0), deterministic."""
-    x = _check(chain, x_T)
+    x = _check(chain, x)
     l, a, s, sig = _levels(chain)
     y, start = _ve_start(denoiser, chain, x, l, a, s, callback)
     hist: list[tuple[np.ndarray, float]] = []  # (D, h) of the previous steps, newest first
@@ -266,10 +271,10 @@ def sample_dpmpp_3m(denoiser: Denoiser, chain: Chain, x_T, rng=None, *,
 _AB_WEIGHTS = ((1.0,), (1.5, -0.5), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 / 24, 37 / 24, -9 / 24))
 
 
-def sample_ipndm(denoiser: Denoiser, chain: Chain, x_T, rng=None, *, max_order: int = 4,
-                 callback: Callable | None = None) -> np.ndarray:
+def sample_ipndm(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | None = None, rng=None,
+                 max_order: int = 4) -> np.ndarray:
     """Improved PNDM (Zhang & Chen 2023; k-diffusion ``sample_ipndm``): Adams-Bashforth on d = (y - D)/sigma."""
-    x = _check(chain, x_T)
+    x = _check(chain, x)
     if max_order not in (1, 2, 3, 4):
         raise PifsError(f"iPNDM max_order must be 1..4, got {max_order}")
     l, a, s, sig = _levels(chain)
