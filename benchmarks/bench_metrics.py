@@ -23,7 +23,8 @@ import _metrics_v0 as old  # noqa: E402
 
 from pifskit import metrics as new  # noqa: E402
 from pifskit.exact_models import fit_mixture_per_class  # noqa: E402
-from pifskit.exact_models.fit import DIGITS_JITTER, digits_data  # noqa: E402
+from pifskit.datasets import load_digits  # noqa: E402
+from pifskit.exact_models.fit import DIGITS_JITTER  # noqa: E402
 
 
 def run_old(model, X, Xb, ref, L, B, seed):
@@ -51,7 +52,7 @@ def main() -> None:
     p.add_argument("--projections", type=int, default=128)
     p.add_argument("--repeat", type=int, default=2, help="configurations timed per side")
     a = p.parse_args()
-    X0, y = digits_data()
+    X0, y = load_digits().rows()
     model = fit_mixture_per_class(X0, y, jitter=DIGITS_JITTER)
     seed = 0
     print(f"gmm:digits (d = {model.d}), {a.projections} projections, {a.n_boot} bootstrap replicates; "

@@ -16,7 +16,8 @@ from scipy.special import softmax
 
 from pifskit import get_schedule, make_chain
 from pifskit.exact_models import fit_mixture_per_class
-from pifskit.exact_models.fit import DIGITS_JITTER, digits_data
+from pifskit.datasets import load_digits  # noqa: E402
+from pifskit.exact_models.fit import DIGITS_JITTER
 from pifskit.samplers import SAMPLERS, sampler_nfe
 
 
@@ -40,7 +41,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=4096)
     args = p.parse_args()
-    X, y = digits_data()
+    X, y = load_digits().rows()
     mix = fit_mixture_per_class(X, y, jitter=DIGITS_JITTER)
     chain = make_chain(get_schedule("sd"), args.steps, "trailing")
     x_T = np.random.default_rng(0).standard_normal((args.samples, mix.d))

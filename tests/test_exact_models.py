@@ -8,7 +8,8 @@ import pytest
 from pifskit import PifsError
 from pifskit.exact_models import GaussianMixtureModel, GaussianModel, fit_gaussian, fit_mixture_em, \
     fit_mixture_per_class, mnist_data, pca_reduce
-from pifskit.exact_models.fit import DIGITS_JITTER, dequantization_variance, digits_data
+from pifskit.datasets import load_digits  # noqa: E402
+from pifskit.exact_models.fit import DIGITS_JITTER, dequantization_variance
 from pifskit.schedules import a_from_logsnr, s_from_logsnr
 
 LEVELS = [-np.inf, -6.0, -1.0, 0.0, 2.5, 9.0]
@@ -272,7 +273,7 @@ def test_fit_em_and_gaussian():
 
 
 def test_fit_digits_needs_jitter():
-    X, y = digits_data()
+    X, y = load_digits().rows()
     assert X.shape == (1797, 64) and X.min() == -1.0 and X.max() == 1.0
     with pytest.raises(PifsError, match="singular"):
         fit_mixture_per_class(X, y)

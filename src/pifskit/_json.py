@@ -1,4 +1,4 @@
-"""JSON encoding shared by the report and the CLI: always valid JSON.
+"""JSON encoding shared by the report and the CLI (always valid JSON), and the text form of numbers.
 
 numpy scalars/arrays become Python values; non-finite floats become the
 strings ``"inf"``, ``"-inf"``, ``"nan"`` (``float()`` reads them back).
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["to_jsonable", "dump_json", "read_json_object"]
+__all__ = ["to_jsonable", "dump_json", "read_json_object", "fmt_num"]
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -57,3 +57,15 @@ def read_json_object(path) -> dict:
     if not isinstance(out, dict):
         raise PifsError(f"{path} is not a JSON object")
     return out
+
+
+def fmt_num(v: Any, spec: str = ".4g") -> str:
+    """Text form of a value in tables: ``format(float(v), spec)`` for floats (and 'inf' / '-inf' / 'nan'
+    strings), '-' for None, ``[a, b, ...]`` for a sequence, else ``str(v)``."""
+    if v is None:
+        return "-"
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return "[" + ", ".join(fmt_num(x, spec) for x in v) + "]"
+    if isinstance(v, (float, np.floating)) or (isinstance(v, str) and v in ("inf", "-inf", "nan")):
+        return format(float(v), spec)
+    return str(v)

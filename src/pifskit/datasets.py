@@ -128,6 +128,10 @@ class ImageDataset:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(int(v) for v in self.images.shape[1:])  # type: ignore[return-value]
 
+    def rows(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(images flattened to float64 rows (N, C*H*W), labels): the form the exact models are fitted to."""
+        return self.images.reshape(len(self), -1).astype(np.float64), self.labels
+
     def subset(self, index: np.ndarray, name: str | None = None) -> "ImageDataset":
         return ImageDataset(self.images[index], None if self.labels is None else self.labels[index],
                             name or self.name, dict(self.info))

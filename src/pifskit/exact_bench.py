@@ -35,10 +35,12 @@ from typing import Callable
 
 import numpy as np
 
+from ._json import fmt_num as _fmt
 from ._validate import PifsError, check_choice, check_positive_int
 from .chains import SPACINGS, Chain, make_chain, sigma_range
+from .datasets import load_digits
 from .exact_models import GaussianMixtureModel, GaussianModel
-from .exact_models.fit import (DIGITS_JITTER, MNIST_JITTER, digits_data, fit_gaussian, fit_mixture_em,
+from .exact_models.fit import (DIGITS_JITTER, MNIST_JITTER, fit_gaussian, fit_mixture_em,
                               fit_mixture_per_class, mnist_data, pca_reduce)
 from .metrics import (MetricValue, SlicedW2Reference, _exact, ci_from_replicates, gaussian_kl,
                        gaussian_output_moments, gaussian_w2, mmd2_unbiased, mode_coverage, paired_difference)
@@ -102,7 +104,7 @@ def parse_bench_data(spec: str, *, dim: int | None = None, fit: str = "class", c
             spec_ = powerlaw(resolution, channels, p, pixel_variance)
             model = GaussianModel.diagonal(spec_.eigenvalues, name=spec_.name)
             return BenchData(model, f"gaussian {spec_.name}", spec_, {"d": model.d, "pixel_variance": pixel_variance})
-        X, _ = digits_data()
+        X, _ = load_digits().rows()
         jit = DIGITS_JITTER if jitter is None else jitter
         if dim is not None:
             X, _ = pca_reduce(X, dim)
@@ -111,7 +113,7 @@ def parse_bench_data(spec: str, *, dim: int | None = None, fit: str = "class", c
                          {"d": model.d, "jitter": jit, "n": int(X.shape[0])})
     check_choice(src, "mixture data", ("digits", "mnist"))
     if src == "digits":
-        X, y = digits_data()
+        X, y = load_digits().rows()
         jit = DIGITS_JITTER if jitter is None else jitter
         label = "digits 8x8"
     else:
@@ -287,12 +289,6 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
 # ---------------------------------------------------------------------------
 # report: markdown tables (the page and plots: pifskit.report.exact_bench)
 # ---------------------------------------------------------------------------
-
-def _fmt(v: float) -> str:
-    if not np.isfinite(v):
-        return str(v)
-    return f"{v:.4g}"
-
 
 def markdown_tables(report: dict) -> str:
     """One table per metric: rows sampler x schedule, columns step counts; best value per sampler and column

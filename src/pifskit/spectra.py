@@ -183,13 +183,10 @@ def from_file(path: str | Path) -> Spectrum:
 
 
 def digits() -> Spectrum:
-    """PCA spectrum of scikit-learn's 8x8 digits (1797 images), scaled to [-1, 1]."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:  # pragma: no cover - optional extra
-        raise PifsError("the digits spectrum needs scikit-learn: pip install 'pifskit[data]'") from None
-    X = load_digits().data / 8.0 - 1.0
-    return from_data(X, name="digits 8x8")
+    """PCA spectrum of scikit-learn's 8x8 digits (1797 images, :func:`pifskit.datasets.load_digits`)."""
+    from .datasets import load_digits
+
+    return from_data(load_digits().rows()[0], name="digits 8x8")
 
 
 def parse_spectrum(spec: str, resolution: int = 64, channels: int = 3, pixel_variance: float = 1.0) -> Spectrum:

@@ -36,18 +36,10 @@ def _locate(path: str) -> tuple[dict, Path | None]:
 
 def _pipeline_spec(root: Path, scheduler) -> tuple[object | None, str | None]:
     """A stand-in with what schedule_kwargs reads from a pipeline (its __call__ keywords, vae scale, patch)."""
-    import diffusers
+    from ..torch.diffusers_models import pipeline_index
 
-    from transformers.utils import logging as tlog
-
-    index = read_json_object(root / "model_index.json")
+    index, cls = pipeline_index(root)
     name = index.get("_class_name", "")
-    level = tlog.get_verbosity()
-    tlog.set_verbosity_error()  # importing a pipeline imports image processors, which warn without torchvision
-    try:
-        cls = getattr(diffusers, name, None)
-    finally:
-        tlog.set_verbosity(level)
     if cls is None:
         return None, None
     vae = root / "vae" / "config.json"

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from .._json import fmt_num
 from .._validate import PifsError
 from ..chains import Chain
 from ..geometry import (
@@ -78,12 +79,7 @@ def _grid(args: argparse.Namespace) -> np.ndarray | None:
 
 
 def _fmt(x) -> str:
-    if x is None:
-        return "-"
-    x = float(x)
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return f"{x:.5g}"
+    return fmt_num(None if x is None else float(x), ".5g")
 
 
 def _print_table(result: dict, schedule_label: str) -> None:

@@ -9,10 +9,10 @@ analytic_result() and returns the same keys (plus error bounds and convergence f
 from __future__ import annotations
 
 import argparse
-import math
 
 import numpy as np
 
+from .._json import fmt_num
 from ..chains import Chain
 from ..lyapunov import kaplan_yorke, lyapunov_exponents
 from ..spectra import Spectrum
@@ -63,8 +63,7 @@ def analytic_result(chain: Chain, spectrum: Spectrum) -> dict:
 
 
 def _fmt(x) -> str:
-    x = float(x)
-    return ("inf" if x > 0 else "-inf") if math.isinf(x) else f"{x:.6g}"
+    return fmt_num(float(x), ".6g")
 
 
 def _print_summary(result: dict, schedule_label: str, top: int) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .._json import fmt_num
 from ..chains import AYS_SIGMAS, ays_chain, ays_sigmas, karras_chain
 from ..schedules import get_schedule
 from ..spectra import Spectrum, powerlaw
@@ -138,11 +139,7 @@ def practice_table(*, image_exponent: float = 2.0, latent_exponent: float = 1.5,
 
 
 def _fmt(v: Any) -> str:
-    if isinstance(v, (list, tuple, np.ndarray)):
-        return "[" + ", ".join(f"{float(x):.3f}" for x in v) + "]"
-    if isinstance(v, (float, np.floating)):
-        return f"{float(v):.4g}"
-    return str(v)
+    return fmt_num([float(x) for x in v], ".3f") if isinstance(v, (list, tuple, np.ndarray)) else fmt_num(v)
 
 
 def practice_table_html(rows: list[dict[str, Any]]) -> str:

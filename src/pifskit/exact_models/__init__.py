@@ -10,7 +10,6 @@ network. Every model exposes ``denoise(x, logsnr)`` (vectorised over a batch
 from .gaussian import GaussianModel
 from .mixture import GaussianMixtureModel
 from .fit import (
-    digits_data,
     fit_gaussian,
     fit_mixture_em,
     fit_mixture_per_class,
@@ -24,7 +23,6 @@ __all__ = [
     "fit_gaussian",
     "fit_mixture_per_class",
     "fit_mixture_em",
-    "digits_data",
     "mnist_data",
     "pca_reduce",
 ]

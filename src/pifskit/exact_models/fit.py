@@ -22,7 +22,7 @@ from .._validate import PifsError, as_float_array, check_positive_int
 from .gaussian import GaussianModel
 from .mixture import GaussianMixtureModel
 
-__all__ = ["PCA", "pca_reduce", "fit_gaussian", "fit_mixture_per_class", "fit_mixture_em", "digits_data",
+__all__ = ["PCA", "pca_reduce", "fit_gaussian", "fit_mixture_per_class", "fit_mixture_em",
            "mnist_data", "dequantization_variance", "DIGITS_JITTER", "MNIST_JITTER"]
 
 
@@ -120,23 +120,10 @@ def fit_mixture_em(X, n_components: int, jitter: float = 1e-6, seed: int = 0, ma
     return GaussianMixtureModel.from_covariances(gm.weights_, gm.means_, gm.covariances_, name=name)
 
 
-def digits_data() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's 8x8 digits (1797 x 64) scaled to [-1, 1] (pixel / 8 - 1), and labels."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:  # pragma: no cover - optional extra
-        raise PifsError("the digits data need scikit-learn: pip install 'pifskit[data]'") from None
-    d = load_digits()
-    return d.data / 8.0 - 1.0, d.target.astype(np.int64)
-
-
 def mnist_data(path: str | Path, subset: str = "all", verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """MNIST IDX files (raw or .gz) in the directory ``path`` (or the directory of a file in it):
     (N x 784 in [-1, 1], labels). Nothing downloads."""
     from ..datasets import load_mnist
 
     p = Path(path)
-    if p.is_file():
-        p = p.parent
-    ds = load_mnist(p, subset=subset, verify=verify)
-    return ds.images.reshape(len(ds), -1).astype(np.float64), np.asarray(ds.labels)
+    return load_mnist(p.parent if p.is_file() else p, subset=subset, verify=verify).rows()

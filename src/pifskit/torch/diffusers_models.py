@@ -33,7 +33,7 @@ import torch
 from .._json import read_json_object
 from .._validate import PifsError
 
-__all__ = ["SUPPORTED_MODELS", "DiffusersModel", "load_diffusers_model", "resolve_model_folder"]
+__all__ = ["SUPPORTED_MODELS", "DiffusersModel", "load_diffusers_model", "pipeline_index", "resolve_model_folder"]
 
 #: diffusers model classes pifskit can wrap as model(x, t)
 SUPPORTED_MODELS = ("UNet2DConditionModel", "UNet2DModel", "SD3Transformer2DModel", "FluxTransformer2DModel")
@@ -45,6 +45,20 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 FALLBACK_SCHEDULER = {"_class_name": "DDIMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085,
                       "beta_end": 0.012, "beta_schedule": "scaled_linear", "timestep_spacing": "trailing",
                       "prediction_type": "epsilon"}
+
+
+def pipeline_index(root: Path) -> tuple[dict, type | None]:
+    """(``model_index.json`` of a pipeline folder, its diffusers pipeline class or None if unknown)."""
+    import diffusers
+    from transformers.utils import logging as tlog
+
+    index = read_json_object(Path(root) / "model_index.json")
+    level = tlog.get_verbosity()
+    tlog.set_verbosity_error()  # importing a pipeline imports image processors, which warn without torchvision
+    try:
+        return index, getattr(diffusers, index.get("_class_name", ""), None)
+    finally:
+        tlog.set_verbosity(level)
 
 
 def resolve_model_folder(path: str | Path, subfolder: str | None = None) -> tuple[Path, Path | None, dict]:
@@ -210,21 +224,13 @@ def _encode_prompt(pipeline_root: Path, kind: str, prompt: str, device, model) -
     encoders = [k for k in index if k.startswith("text_encoder") and isinstance(index[k], list) and index[k][0]]
     if not encoders:
         return None
-    import diffusers
-    from transformers.utils import logging as tlog
-
-    cls_name = index.get("_class_name", "")
-    tverbosity = tlog.get_verbosity()
-    tlog.set_verbosity_error()  # importing a pipeline imports image processors, which warn without torchvision
-    try:
-        pipe_cls = getattr(diffusers, cls_name, None)
-    finally:
-        tlog.set_verbosity(tverbosity)
+    index, pipe_cls = pipeline_index(pipeline_root)
     if pipe_cls is None:
-        raise PifsError(f"unknown pipeline class {cls_name!r} in {pipeline_root / 'model_index.json'}")
+        raise PifsError(f"unknown pipeline class {index.get('_class_name', '')!r} in {pipeline_root / 'model_index.json'}")
     import inspect
 
     from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
 
     wanted = [k for k in inspect.signature(pipe_cls.__init__).parameters if k != "self"]
     keep = {k for k in index if k.startswith(("text_encoder", "tokenizer", "scheduler"))}
