@@ -25,7 +25,6 @@ from .schedules import (
     a_from_logsnr,
     alpha_bar_from_logsnr,
     angle_from_logsnr,
-    get_schedule,
     logsnr_from_alpha_bar,
     logsnr_from_sigma,
     s_from_logsnr,
@@ -39,7 +38,6 @@ __all__ = [
     "AYS_TIMESTEPS",
     "diffusers_timesteps",
     "make_chain",
-    "resolve_chain",
     "spaced_chain",
     "uniform_time_chain",
     "uniform_logsnr_chain",
@@ -409,38 +407,3 @@ def make_chain(schedule: Schedule, steps: int, spacing: str = "trailing", **kw) 
         return karras_chain(schedule, N, **kw)
     return ays_chain(spacing.split("-", 1)[1], N, schedule)
 
-
-def resolve_chain(schedule: Schedule | str | None, steps: int, spacing: str | None = None, timesteps=None,
-                  sigmas=None, config=None) -> Chain:
-    """The chain a user asks for, from plain values (what every CLI command calls).
-
-    ``schedule``: a :class:`Schedule` or a zoo name (``get_schedule``); ``config``: a diffusers
-    ``scheduler_config.json`` (path, folder or dict; its schedule is used when ``schedule`` is None).
-    Explicit ``timesteps`` (training timesteps, noisiest first; needs a discrete schedule) or ``sigmas``
-    (VE sigmas, noisiest first) win over ``steps``/``spacing``; otherwise the config's
-    ``set_timesteps(steps)`` rule (``spacing`` overrides it), else ``make_chain(schedule, steps, spacing
-    or 'trailing')``. Mapped or approximated requests are explained in ``chain.meta['notices']``.
-    """
-    cfg: dict = {}
-    if config is not None:
-        from .scheduler_config import load_scheduler_config
-
-        cfg_schedule, cfg = load_scheduler_config(config)
-        schedule = cfg_schedule if schedule is None else schedule
-    if schedule is None:
-        raise PifsError("give a schedule or a scheduler config")
-    if isinstance(schedule, str):
-        schedule = get_schedule(schedule)
-    if timesteps is not None and sigmas is not None:
-        raise PifsError("give either timesteps or sigmas, not both")
-    if timesteps is not None:
-        if not isinstance(schedule, DiscreteSchedule):
-            raise PifsError("timesteps need a discrete schedule (sd, ddpm, cosine-discrete or a diffusers config)")
-        return Chain.from_timesteps(schedule, timesteps, set_alpha_to_one=cfg.get("set_alpha_to_one", True))
-    if sigmas is not None:
-        return Chain.from_sigmas(sigmas, schedule if isinstance(schedule, DiscreteSchedule) else None)
-    if cfg:
-        from .scheduler_config import chain_from_config
-
-        return chain_from_config(schedule, cfg, steps, spacing=spacing)
-    return make_chain(schedule, steps, spacing or "trailing")

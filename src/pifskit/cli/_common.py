@@ -12,7 +12,8 @@ from typing import Any, Iterator
 from .._json import dump_json as _dump_json
 from .._json import to_jsonable  # noqa: F401  (re-exported for commands)
 from .._validate import PifsError
-from ..chains import SPACING_RULE, SPACINGS, Chain, resolve_chain
+from ..chains import SPACING_RULE, SPACINGS, Chain
+from ..resolve import resolve_chain
 from ..schedules import SCHEDULE_NAMES, Schedule, get_schedule
 from ..spectra import IMAGENET_PIXEL_VARIANCE, Spectrum, parse_spectrum
 

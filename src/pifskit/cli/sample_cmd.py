@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from .._validate import PifsError
-from ..chains import resolve_chain
+from ..resolve import resolve_chain
 from ..schedules import DiscreteSchedule, get_schedule
 from ._common import add_json_option, dump_json, number_list, print_notices, to_jsonable
 
