@@ -90,10 +90,6 @@ def initial_noise(chain: Chain, n: int, d: int, rng=None) -> np.ndarray:
     return _noise(rng).standard_normal((n, d))
 
 
-def _levels(chain: Chain) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    return chain.logsnr, chain.a, chain.s, chain.sigmas
-
-
 def _first_order(x, D, a_s, s_s, s_t, exp_neg_h):
     """Exact-in-the-limits first-order step: x_s = (s_s/s_t) x_t + a_s (1 - e^-h) D, e^-h = sigma_s / sigma_t."""
     return (s_s / s_t) * x + (a_s * (1.0 - exp_neg_h)) * D
@@ -126,7 +122,7 @@ def sample_ddim(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | Non
     x = _check(chain, x)
     if not (np.isfinite(eta) and 0.0 <= eta <= 1.0):
         raise PifsError(f"DDIM eta must lie in [0, 1], got {eta}")
-    l, a, s, _ = _levels(chain)
+    l, a, s = chain.logsnr, chain.a, chain.s
     if eta == 0.0:
         c, d = step_coefficients(chain)
         sig = np.zeros(chain.n_steps)
@@ -146,60 +142,48 @@ def sample_ddim(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | Non
 
 
 # ---------------------------------------------------------------------------
-# Euler / Heun in VE sigma (EDM)
+# Euler / Heun / DPM-Solver++(3M) / iPNDM in VE units y = x / a (EDM)
 # ---------------------------------------------------------------------------
 
-def _ve_step_from_noise(denoiser, x, l, a, s, i):
-    """Step from sigma = inf: the limit x_s(VP) = s_s x_T + a_s D(x_T); returned in VE units x_s / a_s."""
-    D = denoiser(x, float(l[i]))
-    return (s[i + 1] * x + a[i + 1] * D) / a[i + 1], D
-
-
-def _ve_start(denoiser, chain: Chain, x, l, a, s, callback) -> tuple[np.ndarray, int]:
-    """Enter VE units: from pure noise take the exact first step (returns start index 1), else x / a_0."""
-    if not chain.starts_from_noise:
-        return x / a[0], 0
-    x, D = _ve_step_from_noise(denoiser, x, l, a, s, 0)
-    if callback is not None:
-        callback({"i": 0, "x": a[1] * x, "denoised": D, "logsnr": float(l[0])})
-    return x, 1
+def _ve_sampler(denoiser, x, chain: Chain, callback, update: Callable) -> np.ndarray:
+    """The VE loop: y = x / a_0 (from pure noise: the exact first step y_1 = (s_1 x_T + a_1 D(x_T)) / a_1),
+    then y <- ``update(i, y, D, sigmas)`` with D the denoiser at level i; returns the VP state a_N y."""
+    x = _check(chain, x)
+    l, a, s, sig = chain.logsnr, chain.a, chain.s, chain.sigmas
+    y, start = (x / a[0], 0) if not chain.starts_from_noise else (None, 1)
+    if start:
+        D = denoiser(x, float(l[0]))
+        y = (s[1] * x + a[1] * D) / a[1]
+        if callback is not None:
+            callback({"i": 0, "x": a[1] * y, "denoised": D, "logsnr": float(l[0])})
+    for i in range(start, chain.n_steps):
+        D = denoiser(a[i] * y, float(l[i]))
+        y = update(i, y, D, sig)
+        if callback is not None:
+            callback({"i": i, "x": a[i + 1] * y, "denoised": D, "logsnr": float(l[i])})
+    return a[-1] * y
 
 
 def sample_euler(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | None = None,
                  rng=None) -> np.ndarray:
-    """Euler's method on the probability-flow ODE dx/dsigma = (x - D(x; sigma)) / sigma, x in VE units."""
-    x = _check(chain, x)
-    l, a, s, sig = _levels(chain)
-    x, start = _ve_start(denoiser, chain, x, l, a, s, callback)
-    for i in range(start, chain.n_steps):
-        D = denoiser(a[i] * x, float(l[i]))
-        deriv = (x - D) / sig[i]
-        x = x + (sig[i + 1] - sig[i]) * deriv
-        if callback is not None:
-            callback({"i": i, "x": a[i + 1] * x, "denoised": D, "logsnr": float(l[i])})
-    return a[-1] * x
+    """Euler's method on the probability-flow ODE dy/dsigma = (y - D(y; sigma)) / sigma, y in VE units."""
+    return _ve_sampler(denoiser, x, chain, callback,
+                       lambda i, y, D, sig: y + (sig[i + 1] - sig[i]) * (y - D) / sig[i])
 
 
 def sample_heun(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | None = None,
                 rng=None) -> np.ndarray:
     """Heun's 2nd-order method (EDM Algorithm 1, deterministic); Euler on the final step to sigma = 0."""
-    x = _check(chain, x)
-    l, a, s, sig = _levels(chain)
-    x, start = _ve_start(denoiser, chain, x, l, a, s, callback)
-    for i in range(start, chain.n_steps):
-        D = denoiser(a[i] * x, float(l[i]))
-        d1 = (x - D) / sig[i]
-        dt = sig[i + 1] - sig[i]
-        x_pred = x + dt * d1
+
+    def update(i, y, D, sig):
+        d1 = (y - D) / sig[i]
+        y_pred = y + (sig[i + 1] - sig[i]) * d1
         if sig[i + 1] == 0:
-            x = x_pred
-        else:
-            D2 = denoiser(a[i + 1] * x_pred, float(l[i + 1]))
-            d2 = (x_pred - D2) / sig[i + 1]
-            x = x + dt * 0.5 * (d1 + d2)
-        if callback is not None:
-            callback({"i": i, "x": a[i + 1] * x, "denoised": D, "logsnr": float(l[i])})
-    return a[-1] * x
+            return y_pred
+        d2 = (y_pred - denoiser(chain.a[i + 1] * y_pred, float(chain.logsnr[i + 1]))) / sig[i + 1]
+        return y + (sig[i + 1] - sig[i]) * 0.5 * (d1 + d2)
+
+    return _ve_sampler(denoiser, x, chain, callback, update)
 
 
 # ---------------------------------------------------------------------------
@@ -210,7 +194,7 @@ def sample_dpmpp_2m(denoiser: Denoiser, x, chain: Chain, *, callback: Callable |
                     rng=None) -> np.ndarray:
     """DPM-Solver++(2M) (Lu et al. 2022), multistep data prediction, as k-diffusion's ``sample_dpmpp_2m``."""
     x = _check(chain, x)
-    l, a, s, _ = _levels(chain)
+    l, a, s = chain.logsnr, chain.a, chain.s
     old_D = None
     h_last = np.inf
     for i in range(chain.n_steps):
@@ -230,42 +214,33 @@ def sample_dpmpp_2m(denoiser: Denoiser, x, chain: Chain, *, callback: Callable |
     return x
 
 
-# ---------------------------------------------------------------------------
-# DPM-Solver++(3M) and iPNDM (VE units)
-# ---------------------------------------------------------------------------
-
 def sample_dpmpp_3m(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | None = None,
                     rng=None) -> np.ndarray:
     """DPM-Solver++(3M) (Lu et al. 2022; k-diffusion ``sample_dpmpp_3m_sde`` with eta = 0), deterministic."""
-    x = _check(chain, x)
-    l, a, s, sig = _levels(chain)
-    y, start = _ve_start(denoiser, chain, x, l, a, s, callback)
     hist: list[tuple[np.ndarray, float]] = []  # (D, h) of the previous steps, newest first
-    for i in range(start, chain.n_steps):
-        D = denoiser(a[i] * y, float(l[i]))
+
+    def update(i, y, D, sig):
         if sig[i + 1] == 0:
-            y = D
-        else:
-            h = float(np.log(sig[i] / sig[i + 1]))
-            rho = sig[i + 1] / sig[i]
-            y_new = rho * y + (1.0 - rho) * D
-            phi2 = (rho - 1.0) / h + 1.0
-            if len(hist) >= 2:
-                (D1, h1), (D2, h2) = hist[0], hist[1]
-                r0, r1 = h1 / h, h2 / h
-                d10 = (D - D1) / r0
-                d11 = (D1 - D2) / r1
-                d1 = d10 + (d10 - d11) * r0 / (r0 + r1)
-                d2 = (d10 - d11) / (r0 + r1)
-                y_new = y_new + phi2 * d1 - (phi2 / h - 0.5) * d2
-            elif len(hist) == 1:
-                D1, h1 = hist[0]
-                y_new = y_new + phi2 * (D - D1) / (h1 / h)
-            y = y_new
-            hist = [(D, h)] + hist[:1]
-        if callback is not None:
-            callback({"i": i, "x": a[i + 1] * y, "denoised": D, "logsnr": float(l[i])})
-    return a[-1] * y
+            return D
+        h = float(np.log(sig[i] / sig[i + 1]))
+        rho = sig[i + 1] / sig[i]
+        y_new = rho * y + (1.0 - rho) * D
+        phi2 = (rho - 1.0) / h + 1.0
+        if len(hist) >= 2:
+            (D1, h1), (D2, h2) = hist[0], hist[1]
+            r0, r1 = h1 / h, h2 / h
+            d10 = (D - D1) / r0
+            d11 = (D1 - D2) / r1
+            d1 = d10 + (d10 - d11) * r0 / (r0 + r1)
+            d2 = (d10 - d11) / (r0 + r1)
+            y_new = y_new + phi2 * d1 - (phi2 / h - 0.5) * d2
+        elif len(hist) == 1:
+            D1, h1 = hist[0]
+            y_new = y_new + phi2 * (D - D1) / (h1 / h)
+        hist[:] = [(D, h)] + hist[:1]
+        return y_new
+
+    return _ve_sampler(denoiser, x, chain, callback, update)
 
 
 _AB_WEIGHTS = ((1.0,), (1.5, -0.5), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 / 24, 37 / 24, -9 / 24))
@@ -274,24 +249,20 @@ _AB_WEIGHTS = ((1.0,), (1.5, -0.5), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 /
 def sample_ipndm(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | None = None, rng=None,
                  max_order: int = 4) -> np.ndarray:
     """Improved PNDM (Zhang & Chen 2023; k-diffusion ``sample_ipndm``): Adams-Bashforth on d = (y - D)/sigma."""
-    x = _check(chain, x)
     if max_order not in (1, 2, 3, 4):
         raise PifsError(f"iPNDM max_order must be 1..4, got {max_order}")
-    l, a, s, sig = _levels(chain)
-    y, start = _ve_start(denoiser, chain, x, l, a, s, callback)
     slopes: list[np.ndarray] = []  # newest first
-    for i in range(start, chain.n_steps):
-        D = denoiser(a[i] * y, float(l[i]))
+
+    def update(i, y, D, sig):
         d = (y - D) / sig[i]
         w = _AB_WEIGHTS[min(len(slopes) + 1, max_order) - 1]
         comb = w[0] * d
         for wj, dj in zip(w[1:], slopes):
             comb = comb + wj * dj
-        y = y + (sig[i + 1] - sig[i]) * comb
-        slopes = [d] + slopes[:max_order - 2]
-        if callback is not None:
-            callback({"i": i, "x": a[i + 1] * y, "denoised": D, "logsnr": float(l[i])})
-    return a[-1] * y
+        slopes[:] = [d] + slopes[:max_order - 2]
+        return y + (sig[i + 1] - sig[i]) * comb
+
+    return _ve_sampler(denoiser, x, chain, callback, update)
 
 
 # ---------------------------------------------------------------------------

@@ -41,7 +41,6 @@ __all__ = [
     "logsnr_from_alpha_bar",
     "angle_from_logsnr",
     "get_schedule",
-    "schedule_help",
     "SCHEDULE_NAMES",
     "SCHEDULE_ALIASES",
 ]
@@ -549,30 +548,6 @@ def flux_schedule(resolution: int = 1024) -> RectifiedFlowSchedule:
 SCHEDULE_ALIASES: dict[str, str] = {"scaled_linear": "sd", "linear": "ddpm"}
 
 SCHEDULE_NAMES: tuple[str, ...] = tuple(_ZOO) + tuple(SCHEDULE_ALIASES)
-
-#: one line per name (the CLI's --help): what each schedule is
-SCHEDULE_HELP: dict[str, str] = {
-    "sd": "discrete, 1000 float32 betas linspace(sqrt 0.00085, sqrt 0.012)^2 (diffusers scaled_linear; "
-          "alias scaled_linear)",
-    "ddpm": "discrete, 1000 float32 betas linspace(1e-4, 0.02) (diffusers linear; alias linear)",
-    "cosine-discrete": "discrete, 1000 betas of the cosine schedule (s = 0.008) in float64, clipped at 0.999",
-    "squaredcos_cap_v2": "discrete, diffusers' squaredcos_cap_v2 betas exactly (float32)",
-    "ddpm-linear": "continuous-time limit of ddpm (log alpha_bar exact in t, no 1000-step grid)",
-    "sd-scaled-linear": "continuous-time limit of sd (log alpha_bar exact in t, no 1000-step grid)",
-    "cosine": "continuous iDDPM cosine (':s' sets the offset)",
-    "sigmoid": "continuous sigmoid schedule (start -3, end 3, tau 1)",
-    "shifted-cosine": "continuous simple-diffusion cosine (':shift' sets the logSNR shift)",
-    "edm": "continuous Karras/EDM sigmas 0.002..80, rho 7",
-    "rectified-flow": "rectified flow (':shift' sets SD3's timestep shift)",
-    "sd3": "rectified flow with shift 3",
-    "flux": "rectified flow with Flux's resolution shift (':RES', default 1024)",
-}
-
-
-def schedule_help() -> str:
-    """'name: description' for every built-in schedule, one per line."""
-    return "\n".join(f"{k}: {v}" for k, v in SCHEDULE_HELP.items())
-
 
 def get_schedule(name: str) -> Schedule:
     """A schedule from the built-in zoo by name (see ``SCHEDULE_NAMES``; case-insensitive).

@@ -21,7 +21,6 @@ from .page import new_figure, render_png
 __all__ = ["FigureSpec", "FIGURES", "render_png"]
 
 _SIZE = (7.6, 4.2)
-_DPI = 110
 _HIGH_NOISE = "#f3e6d0"  # shading of the high-noise regime (steps before the boundary)
 
 

@@ -21,14 +21,7 @@ from ..chains import Chain
 from ..schedules import DiscreteSchedule
 from .adapter import ChainDenoiser, ModelDenoiser, rollout
 
-__all__ = ["chain_model_timesteps", "ddim_sample", "save_grid", "to_uint8"]
-
-
-def chain_model_timesteps(chain: Chain, schedule: DiscreteSchedule) -> np.ndarray:
-    """The (possibly fractional) training timestep the model sees at each of the chain's N noisy levels."""
-    if chain.timesteps is not None:
-        return np.asarray(chain.timesteps, dtype=np.float64)
-    return schedule.timestep_of_sigma(chain.sigmas[:-1])
+__all__ = ["ddim_sample", "save_grid", "to_uint8"]
 
 
 @torch.no_grad()
@@ -76,10 +69,7 @@ def save_grid(images: np.ndarray, path: str | Path, nrow: int | None = None, pad
     Each image is upscaled by ``scale`` (nearest neighbour; default: to at least 32 px a side)
     and separated by ``pad`` pixels of white.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.image import imsave
 
     x = to_uint8(images)
     scale = max(1, -(-32 // max(x.shape[2:]))) if scale is None else check_positive_int(scale, "scale")
@@ -94,8 +84,5 @@ def save_grid(images: np.ndarray, path: str | Path, nrow: int | None = None, pad
             x[k].transpose(1, 2, 0)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if C == 1:
-        plt.imsave(path, grid[..., 0], cmap="gray", vmin=0, vmax=255)
-    else:
-        plt.imsave(path, grid)
+    imsave(path, grid[..., 0] if C == 1 else grid, cmap="gray", vmin=0, vmax=255)
     return path
