@@ -29,9 +29,21 @@ def register(subparsers) -> None:
     p.add_argument("--model", default=None, metavar="ENTRY",
                    help="checkpoint path or 'module:factory' (e.g. pifskit.torch.testing:tiny_dit); "
                         "or --diffusers PATH")
-    from .analyze_diffusers import add_diffusers_options
-
-    add_diffusers_options(p)
+    g = p.add_argument_group("diffusers model (instead of --model)")
+    g.add_argument("--diffusers", metavar="PATH", default=None,
+                   help="a local folder written by save_pretrained: a pipeline (model_index.json) or one model "
+                        "(config.json); UNet2DConditionModel, UNet2DModel, SD3Transformer2DModel or FluxTransformer2DModel")
+    g.add_argument("--subfolder", default=None, help="the model's subfolder in a pipeline folder (unet, transformer; "
+                                                      "default: whichever exists)")
+    g.add_argument("--prompt", default=None,
+                   help="condition on this prompt through the pipeline's text encoders (default: the empty "
+                        "prompt where the folder has text encoders, else zeros; the report states which)")
+    g.add_argument("--latent-size", type=int, default=None,
+                   help="latent side H = W the model is analysed at (default: its config's sample_size)")
+    g.add_argument("--device", default="cpu", help="device the diffusers model runs on (cpu, cuda, cuda:1, ...)")
+    g.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                   help="the diffusers model's compute dtype (the chain, Jacobian norms and QR stay float32 / "
+                        "--float64); half precision is for GPUs: its Jacobians carry ~1e-3 relative noise")
     add_chain_options(p)
     p.set_defaults(schedule=None)
     g = p.add_argument_group("data spectrum (analytic surrogate)")
@@ -63,9 +75,14 @@ def run(args: argparse.Namespace) -> int:
     check_out_dir(args.out)  # before any work: an existing file or an unwritable folder -> one line, exit 2
     config = None
     if args.diffusers:
-        from .analyze_diffusers import load_for_args
+        from ..torch.diffusers_models import load_diffusers_model
 
-        model, info = load_for_args(args)
+        if args.model:
+            raise PifsError("give either --model or --diffusers, not both")
+        if args.latent_size is not None and args.latent_size < 1:
+            raise PifsError(f"--latent-size must be >= 1, got {args.latent_size}")
+        model, info = load_diffusers_model(args.diffusers, args.subfolder, args.prompt, device=args.device,
+                                           dtype=args.dtype, resolution=args.latent_size)
         config = info["scheduler_config"]  # the model's own scheduler, unless --schedule / --diffusers-config
     elif args.model:
         model, info = load_model(args.model)
