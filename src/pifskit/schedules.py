@@ -540,9 +540,18 @@ def flux_schedule(resolution: int = 1024) -> RectifiedFlowSchedule:
     4096 -> 1.15 (diffusers' FluxPipeline defaults), shift = e^mu (``time_shift`` with exponent 1)."""
     if not resolution > 0:
         raise PifsError(f"flux resolution must be > 0, got {resolution}")
-    seq = (float(resolution) / 16.0) ** 2
-    mu = 0.5 + (1.15 - 0.5) * (seq - 256.0) / (4096.0 - 256.0)
-    return RectifiedFlowSchedule(shift=float(np.exp(mu)))
+    return RectifiedFlowSchedule(shift=float(np.exp(calculate_shift((float(resolution) / 16.0) ** 2))))
+
+
+def calculate_shift(image_seq_len: float, cfg: dict | None = None) -> float:
+    """Dynamic-shift mu of Flux / SD3 (diffusers' ``calculate_shift``), linear in the latent token count L:
+    mu = base_shift + (max_shift - base_shift) (L - base_seq) / (max_seq - base_seq), with the scheduler
+    config's base/max_image_seq_len (default 256, 4096) and base/max_shift (0.5, 1.15)."""
+    cfg = cfg or {}
+    base_seq, max_seq = float(cfg.get("base_image_seq_len", 256)), float(cfg.get("max_image_seq_len", 4096))
+    base_shift, max_shift = float(cfg.get("base_shift", 0.5)), float(cfg.get("max_shift", 1.15))
+    m = (max_shift - base_shift) / (max_seq - base_seq)
+    return float(image_seq_len * m + (base_shift - m * base_seq))
 
 #: diffusers' ``beta_schedule`` spellings -> the zoo's discrete 1000-step schedule with diffusers' defaults
 SCHEDULE_ALIASES: dict[str, str] = {"scaled_linear": "sd", "linear": "ddpm"}

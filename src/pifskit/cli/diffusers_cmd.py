@@ -55,18 +55,10 @@ def _pipeline_spec(root: Path, scheduler) -> tuple[object | None, str | None]:
     return spec, name
 
 
-def _image_seq_len(name: str, spec, height: int, width: int) -> int:
-    vsf = spec.vae_scale_factor
-    if "Flux" in name:
-        return (height // (vsf * 2)) * (width // (vsf * 2))
-    p = spec.transformer.config.patch_size or 1
-    return (height // vsf // p) * (width // vsf // p)
-
-
 def run(args: argparse.Namespace) -> int:
     import diffusers
 
-    from ..interop.scheduler_kwargs import plan_schedule, with_custom_timesteps
+    from ..interop.scheduler_kwargs import pipeline_seq_len, plan_schedule, with_custom_timesteps
     from ..spectra import parse_spectrum
 
     cfg, root = _locate(args.diffusers_config)
@@ -98,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     elif sched.config.get("use_dynamic_shifting") and spec is not None:
         h = args.height or (spec.default_sample_size or 128) * spec.vae_scale_factor
         w = args.width or (spec.default_sample_size or 128) * spec.vae_scale_factor
-        opts["image_seq_len"] = _image_seq_len(pipe_name, spec, h, w)
+        opts["image_seq_len"] = pipeline_seq_len(spec, h, w, pipe_name)
     try:
         plan = plan_schedule(spec if spec is not None else sched, args.steps, **opts)
     except PifsError as exc:

@@ -32,7 +32,7 @@ import numpy as np
 
 from .._validate import PifsError, check_choice
 from ..chains import Chain
-from ..schedules import DiscreteSchedule
+from ..schedules import DiscreteSchedule, calculate_shift
 
 __all__ = ["SOLVER_OF_SCHEDULER", "SchedulePlan", "accepted_kwargs", "flow_sigmas_from_ve", "pipeline_kwargs",
            "plan_schedule", "schedule_kwargs", "scheduler_schedule", "set_chain", "with_custom_timesteps"]
@@ -370,19 +370,21 @@ def _shift_mu(scheduler: Any, pipe: Any, mu: float | None, image_seq_len: int | 
         w = width or (default * vsf if default else None)
         if not h or not w:
             raise PifsError("dynamic shifting: pass height= and width= (the resolution you will generate at)")
-        pname = type(pipe).__name__
-        if "Flux" in pname:
-            image_seq_len = (int(h) // (vsf * 2)) * (int(w) // (vsf * 2))
-        else:
-            model = getattr(pipe, "transformer", None)
-            p = int(getattr(getattr(model, "config", None), "patch_size", 0) or 0)
-            if not p:
-                raise PifsError(f"cannot tell how {pname} computes its dynamic-shift mu; pass mu= explicitly")
-            image_seq_len = (int(h) // vsf // p) * (int(w) // vsf // p)
-    base_seq, max_seq = float(cfg.get("base_image_seq_len", 256)), float(cfg.get("max_image_seq_len", 4096))
-    base_shift, max_shift = float(cfg.get("base_shift", 0.5)), float(cfg.get("max_shift", 1.15))
-    m = (max_shift - base_shift) / (max_seq - base_seq)
-    return float(image_seq_len * m + (base_shift - m * base_seq))
+        image_seq_len = pipeline_seq_len(pipe, int(h), int(w))
+    return calculate_shift(image_seq_len, cfg)
+
+
+def pipeline_seq_len(pipe: Any, height: int, width: int, name: str | None = None) -> int:
+    """Latent tokens the pipeline (class ``name``) computes its dynamic-shift mu from: Flux packs 2 x 2 latent
+    patches, SD3-style transformers use their config's patch_size (H / vae_scale_factor / p each side)."""
+    vsf, pname = int(getattr(pipe, "vae_scale_factor", 8)), name or type(pipe).__name__
+    if "Flux" in pname:
+        p = 2
+    else:
+        p = int(getattr(getattr(getattr(pipe, "transformer", None), "config", None), "patch_size", 0) or 0)
+        if not p:
+            raise PifsError(f"cannot tell how {pname} computes its dynamic-shift mu; pass mu= explicitly")
+    return (height // vsf // p) * (width // vsf // p)
 
 
 def _plan_flow(scheduler, pipe, name, steps, spectrum, solvers, design_options, mu, image_seq_len,

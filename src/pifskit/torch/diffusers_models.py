@@ -103,17 +103,11 @@ def _scheduler_config(folder: Path, pipeline_root: Path | None) -> tuple[dict | 
     return None, None
 
 
-def _flux_like_mu(cfg: dict, image_seq_len: int) -> float:
-    base_seq, max_seq = float(cfg.get("base_image_seq_len", 256)), float(cfg.get("max_image_seq_len", 4096))
-    base_shift, max_shift = float(cfg.get("base_shift", 0.5)), float(cfg.get("max_shift", 1.15))
-    m = (max_shift - base_shift) / (max_seq - base_seq)
-    return image_seq_len * m + (base_shift - m * base_seq)
-
-
 def _normalise_scheduler(sched_cfg: dict, flow: bool, image_seq_len: int) -> tuple[dict, list[str]]:
     """A config pifskit's reader accepts: flow dynamic shifting -> the fixed shift at this latent size;
     VP classes outside its families -> the same training schedule under DDIMScheduler."""
     from ..scheduler_config import DDIM_FAMILY, EULER_FAMILY, FLOW_FAMILY
+    from ..schedules import calculate_shift
 
     notes = []
     cfg = dict(sched_cfg)
@@ -123,7 +117,7 @@ def _normalise_scheduler(sched_cfg: dict, flow: bool, image_seq_len: int) -> tup
             notes.append(f"scheduler {cls or '?'} read as FlowMatchEulerDiscreteScheduler")
             cfg["_class_name"] = "FlowMatchEulerDiscreteScheduler"
         if cfg.get("use_dynamic_shifting"):
-            mu = _flux_like_mu(cfg, image_seq_len)
+            mu = calculate_shift(image_seq_len, cfg)
             shift = math.exp(mu) if cfg.get("time_shift_type", "exponential") == "exponential" else mu
             cfg.update({"use_dynamic_shifting": False, "shift": shift})
             notes.append(f"dynamic shifting at {image_seq_len} latent tokens: mu = {mu:.4g}, shift {shift:.4g}")
