@@ -9,9 +9,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from .._json import dump_json as _dump_json
-from .._json import to_jsonable  # noqa: F401  (re-exported for commands)
-from .._validate import PifsError
+from .._json import dump_json  # noqa: F401  (re-exported for commands)
 from ..chains import SPACING_RULE, SPACINGS, Chain
 from ..resolve import resolve_chain
 from ..schedules import SCHEDULE_NAMES, Schedule, get_schedule
@@ -111,11 +109,6 @@ def print_notices(chain: Chain) -> None:
 
 def spectrum_from_args(args: argparse.Namespace) -> Spectrum:
     return parse_spectrum(args.spectrum, args.resolution, args.channels, args.pixel_variance)
-
-
-def dump_json(obj: Any, stream=None) -> None:
-    """Print ``obj`` as one valid JSON object (non-finite floats as strings)."""
-    _dump_json(obj, stream)
 
 
 def _duration(seconds: float) -> str:

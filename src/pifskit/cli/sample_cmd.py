@@ -8,10 +8,11 @@ import sys
 
 import numpy as np
 
+from .._json import to_jsonable
 from .._validate import PifsError
 from ..resolve import resolve_chain
 from ..schedules import DiscreteSchedule, get_schedule
-from ._common import add_json_option, dump_json, number_list, print_notices, to_jsonable
+from ._common import add_json_option, dump_json, number_list, print_notices
 
 #: |sample| above this (data in [-1, 1]) draws a one-line warning on stderr
 RANGE_WARN = 1.5

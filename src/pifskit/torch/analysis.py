@@ -32,12 +32,11 @@ from .blocks import (
     estimate_block_frob2_matrix,
     gaussian_block_row_sums,
 )
-from .checkpoint import load_checkpoint_model as _load_checkpoint_model
+from .checkpoint import load_checkpoint_model
 from .lyapunov import lyapunov_spectrum
 
 __all__ = [
     "analyze_model",
-    "load_checkpoint_model",
     "load_entry_point",
     "load_model",
     "make_denoiser",
@@ -68,15 +67,6 @@ def load_entry_point(spec: str) -> tuple[Any, dict]:
         raise PifsError(f"{spec} returned {type(out).__name__}; a model factory must return a model (callable "
                         "model(x, t)) or (model, info) with info['sample_shape'] = (C, H, W)")
     return model, info
-
-
-def load_checkpoint_model(path: str | os.PathLike) -> tuple[Any, dict]:
-    """(model, info) from a training checkpoint: delegates to :func:`pifskit.torch.checkpoint.load_checkpoint_model`.
-
-    The hook the training issue implements: a ``torch.save`` dict with 'model_config' and
-    'model_state' (plus the EMA weights and metadata).
-    """
-    return _load_checkpoint_model(path)
 
 
 def load_model(spec: str) -> tuple[Any, dict]:
