@@ -70,13 +70,10 @@ def run(args: argparse.Namespace) -> int:
     if cls is None or not hasattr(cls, "set_timesteps"):
         raise PifsError(f"{target!r} is not a diffusers scheduler class")
     sched = cls.from_config({k: v for k, v in cfg.items() if k != "_class_name"})
-    wrapped = False
-    if args.custom_timesteps:
+    wrapped = bool(args.custom_timesteps)
+    if wrapped:
         sched = with_custom_timesteps(sched)
-        wrapped = True
-    spec, pipe_name = (None, None)
-    if root is not None:
-        spec, pipe_name = _pipeline_spec(root, sched)
+    spec, pipe_name = _pipeline_spec(root, sched) if root is not None else (None, None)
     if args.steps < 1:
         raise PifsError(f"--steps must be >= 1, got {args.steps}")
     sp = parse_spectrum(args.spectrum, args.resolution, args.channels, args.pixel_variance)
@@ -103,19 +100,14 @@ def run(args: argparse.Namespace) -> int:
              + (f", W2 {plan.design.w2:.4g}" if getattr(plan.design, "w2", None) is not None else "")]
     lines += [f"# {n}" for n in plan.notes]
     if target != own or wrapped:
-        lines.append(f"from diffusers import {target}")
-        lines.append(f"pipe.scheduler = {target}.from_config(pipe.scheduler.config)")
+        lines += [f"from diffusers import {target}", f"pipe.scheduler = {target}.from_config(pipe.scheduler.config)"]
     if wrapped:
-        lines.append("from pifskit.interop.scheduler_kwargs import with_custom_timesteps")
-        lines.append("with_custom_timesteps(pipe)")
+        lines += ["from pifskit.interop.scheduler_kwargs import with_custom_timesteps", "with_custom_timesteps(pipe)"]
     lines.append("image = " + plan.python_call() + ".images[0]")
     if args.json:
-        out = plan.to_dict()
-        out["python"] = lines
-        out["pipeline"] = pipe_name
-        dump_json(out)
-        return 0
-    print("\n".join(lines))
+        dump_json({**plan.to_dict(), "python": lines, "pipeline": pipe_name})
+    else:
+        print("\n".join(lines))
     return 0
 
 

@@ -109,24 +109,12 @@ def numerical_result(schedule, chain: Chain, spectrum: Spectrum, *, k: int | Non
     opts = (dict(tol=tol, oversample=oversample, max_matvecs=max_matvecs) if method == "krylov"
             else dict(refine=0 if k == d else int(refine)))
     res = lyapunov_spectrum(cd.step, chain.n_steps, x, k, method=method, generator=gen, **opts)
-    ex = res.exponents
-    info = res.to_dict()
-    out = {
-        "d": d,
-        "model": label,
-        "k": k,
-        "trajectories": M,
-        "dtype": "float64" if float64 else "float32",
-        "numerical_method": method,
-        "exponents": ex,
-        "spread": res.spread,
-        "converged": res.converged,
-        "kaplan_yorke": res.kaplan_yorke,
-        "kaplan_yorke_spread": info["kaplan_yorke_spread"],
-        "kaplan_yorke_is_lower_bound": res.ky_is_lower_bound,
-        "n_positive": int(np.count_nonzero(ex > 0)),
-        "exponent_sum": float(ex.sum()),
-    }
+    ex, info = res.exponents, res.to_dict()
+    out = {"d": d, "model": label, "k": k, "trajectories": M, "dtype": "float64" if float64 else "float32",
+           "numerical_method": method, "exponents": ex, "spread": res.spread, "converged": res.converged,
+           "kaplan_yorke": res.kaplan_yorke, "kaplan_yorke_spread": info["kaplan_yorke_spread"],
+           "kaplan_yorke_is_lower_bound": res.ky_is_lower_bound, "n_positive": int(np.count_nonzero(ex > 0)),
+           "exponent_sum": float(ex.sum())}
     for key in ("error_bound", "exponent_converged", "tol", "matvecs", "jvps", "vjps", "basis_size", "block",
                 "clusters", "cut_in_cluster", "next_exponent"):
         if key in info:
