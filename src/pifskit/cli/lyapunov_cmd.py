@@ -64,7 +64,7 @@ def add_numerical_options(p: argparse.ArgumentParser) -> None:
                    help="Krylov: stop when every exponent's error bound <= TOL * max(1, |exponent|) "
                         "(default 1e-6 in float64, 1e-3 in float32)")
     g.add_argument("--oversample", type=int, default=None, metavar="P",
-                   help="Krylov block size k + P (default P = k // 2 + 4)")
+                   help="Krylov block size k + P (default P = k // 4 + 4)")
     g.add_argument("--max-matvecs", type=int, default=None, metavar="N",
                    help="Krylov: at most N products with the chain Jacobian or its transpose (default 40 (k + P))")
     g.add_argument("--refine", type=int, default=3,

@@ -223,7 +223,7 @@ def _quadratic(s: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
 
 def _krylov(step: StepFn, N: int, flats: list[torch.Tensor], shape: tuple[int, ...], k: int, p: int,
             tol: float, max_matvecs: int, start: torch.Tensor, chunk_size: int | None,
-            progress: Callable[[int], None] | None) -> dict:
+            progress: Callable[[int], None] | None, deflate: bool = True) -> dict:
     """Randomized block Krylov SVD of M = J_N ... J_1 (Musco & Musco 2015, with Rayleigh-Ritz).
 
     Basis Q = [V_0, V_1, ...] of span{Omega, (M^T M) Omega, ...} (block size b = k + p); with
@@ -290,9 +290,20 @@ def _krylov(step: StepFn, N: int, flats: list[torch.Tensor], shape: tuple[int, .
         # stagnation: rounding floor reached (the worst bound did not decrease over two blocks;
         # slow but steady convergence goes on to max_matvecs)
         stalled = len(history) >= 3 and history[-1] >= history[-3]
-        if done or stalled or matvecs + 2 * min(k + p, d - m) > max_matvecs:
+        # next block: M^T M applied to the Ritz vectors still needed -- the top-k pairs whose bound
+        # is above tol / 2 in some trajectory, and the p oversampling pairs (they set the rate
+        # sigma_{k+p} / sigma_k). With every pair selected this spans the same space as the
+        # classic block step orth(M^T M V_j); converged pairs are deflated (locked), so blocks
+        # shrink as the top of the spectrum converges. The bounds hold for any subspace.
+        if deflate:
+            keep = (bound[..., :k] / scale > tol / 2).any(dim=0)
+            sel = torch.cat([torch.nonzero(keep).reshape(-1), torch.arange(k, kk, device=keep.device)])
+        else:
+            sel = torch.arange(kk, device=Q.device)
+        nb = min(int(sel.numel()), d - m)
+        if done or stalled or nb == 0 or matvecs + 2 * nb > max_matvecs:
             break
-        V = _orth_against(Z, Q)[..., :min(k + p, d - m)].to(dtype)
+        V = _orth_against(Zc @ Y[..., sel], Q)[..., :nb].to(dtype)
     if m >= d:
         # complete basis: Rayleigh-Ritz is the exact SVD up to rounding (the rounding floor bounds it)
         bound = torch.zeros_like(bound)
@@ -310,7 +321,7 @@ def lyapunov_spectrum(step: StepFn, n_steps: int, x_init: torch.Tensor, k: int, 
                       refine: int = 0, ritz: bool = True,
                       frame: torch.Tensor | None = None, chunk_size: int | None = None,
                       generator: torch.Generator | None = None, return_local: bool = False,
-                      progress: Callable[[int], None] | None = None) -> NumericalLyapunov:
+                      progress: Callable[[int], None] | None = None, deflate: bool = True) -> NumericalLyapunov:
     """Top-k finite-time Lyapunov exponents Lambda_i = log sigma_i(J_N ... J_1) along M trajectories.
 
     ``x_init``: (M, *shape) starting states (level 0); ``step(x, i)`` must be batched and act
@@ -319,7 +330,7 @@ def lyapunov_spectrum(step: StepFn, n_steps: int, x_init: torch.Tensor, k: int, 
 
     ``method="krylov"`` (default): randomized block Krylov SVD of the product Jacobian (see
     :func:`_krylov`): JVP chains forward, VJP chains backward, block size k + ``oversample``
-    (default k // 2 + 4), until every exponent's residual bound is below ``tol`` (relative to
+    (default k // 4 + 4), until every exponent's residual bound is below ``tol`` (relative to
     max(1, |Lambda_i|); default 1e-6 in float64, 1e-3 in float32) or ``max_matvecs`` chain
     products (default 40 (k + p)) or a stalled bound. The result carries the bounds
     (``error_bound``), ``converged`` and the products used. Its dynamic range is limited by the
@@ -348,7 +359,7 @@ def lyapunov_spectrum(step: StepFn, n_steps: int, x_init: torch.Tensor, k: int, 
     flats = [x.reshape(M, -1) for x in xs]
     if method == "krylov":
         return _lyapunov_krylov(step, N, flats, shape, k, d, tol, oversample, max_matvecs, frame, chunk_size,
-                                generator, return_local, progress, x_init)
+                                generator, return_local, progress, x_init, deflate)
     if frame is None:
         Q = random_frame(M, d, k, x_init.dtype, x_init.device, generator)
     else:
@@ -396,11 +407,11 @@ def lyapunov_spectrum(step: StepFn, n_steps: int, x_init: torch.Tensor, k: int, 
 
 
 def _lyapunov_krylov(step, N, flats, shape, k, d, tol, oversample, max_matvecs, frame, chunk_size, generator,
-                     return_local, progress, x_init) -> NumericalLyapunov:
+                     return_local, progress, x_init, deflate=True) -> NumericalLyapunov:
     M = shape[0]
     if return_local:
         raise PifsError("return_local needs method='benettin' (the Krylov method has no per-step frame)")
-    p = k // 2 + 4 if oversample is None else int(oversample)
+    p = k // 4 + 4 if oversample is None else int(oversample)
     if p < 0:
         raise PifsError("oversample must be >= 0")
     p = min(p, d - k)
@@ -416,7 +427,7 @@ def _lyapunov_krylov(step, N, flats, shape, k, d, tol, oversample, max_matvecs, 
             raise PifsError(f"frame must have shape ({M}, {d}, b) with b >= k = {k}, got {tuple(frame.shape)}")
         start = frame.to(x_init.dtype)
         p = start.shape[2] - k
-    out = _krylov(step, N, flats, shape, k, p, tol, max_matvecs, start, chunk_size, progress)
+    out = _krylov(step, N, flats, shape, k, p, tol, max_matvecs, start, chunk_size, progress, deflate)
     ex, bound = out["ex"], out["bound"]
     # rounding floor: each of the N steps is applied with relative error ~eps, a perturbation of
     # size ~N eps sigma_1 of the product, i.e. N eps exp(Lambda_1 - Lambda_i) relative on sigma_i

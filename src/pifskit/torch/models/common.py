@@ -17,29 +17,34 @@ __all__ = ["PREDICTIONS", "TimestepEmbedder", "as_time_tensor", "count_parameter
 PREDICTIONS = ("epsilon", "sample", "v_prediction")
 
 
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding [cos(t w_k), sin(t w_k)], w_k = max_period^(-k / (dim/2)), k < dim/2."""
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0,
+                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Sinusoidal embedding [cos(t w_k), sin(t w_k)], w_k = max_period^(-k / (dim/2)), k < dim/2, in ``dtype``."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = t.float()[:, None] * freqs[None]
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=dtype, device=t.device) / half)
+    args = t.to(dtype)[:, None] * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
     return emb
 
 
-def as_time_tensor(t, batch: int, device) -> torch.Tensor:
-    """t as a float (B,) tensor: a scalar is broadcast; integer training timesteps become floats."""
+def as_time_tensor(t, batch: int, device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """t as a floating (B,) tensor of ``dtype``: a scalar is broadcast; integer timesteps become floats."""
     t = torch.as_tensor(t, device=device)
     if t.dim() == 0:
         t = t.expand(batch)
     if t.shape != (batch,):
         raise PifsError(f"t must be a scalar or have shape ({batch},), got {tuple(t.shape)}")
-    return t.float()
+    return t.to(dtype)
 
 
 class TimestepEmbedder(nn.Module):
-    """t -> MLP(sinusoidal(t)): Linear(freq_dim, dim), SiLU, Linear(dim, dim)."""
+    """t -> MLP(sinusoidal(t)): Linear(freq_dim, dim), SiLU, Linear(dim, dim).
+
+    The sinusoid is computed in the MLP's parameter dtype, so ``model.double()`` runs in float64
+    end to end (a float32 embedding would both fail the matmul and cap the precision at 1e-7).
+    """
 
     def __init__(self, dim: int, freq_dim: int = 128):
         super().__init__()
@@ -47,7 +52,8 @@ class TimestepEmbedder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_embedding(t, self.freq_dim))
+        dtype = self.mlp[0].weight.dtype
+        return self.mlp(timestep_embedding(t, self.freq_dim, dtype=dtype))
 
 
 def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

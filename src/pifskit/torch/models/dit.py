@@ -161,7 +161,7 @@ class DiT(nn.Module):
         if x.dim() != 4 or tuple(x.shape[1:]) != (cfg.in_channels, cfg.image_size, cfg.image_size):
             raise PifsError(f"DiT expects input (B, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}), "
                             f"got {tuple(x.shape)}")
-        c = self.t_embed(as_time_tensor(t, x.shape[0], x.device))
+        c = self.t_embed(as_time_tensor(t, x.shape[0], x.device, x.dtype))
         h = self.patchify(x) + self.pos
         maps = []
         for blk in self.blocks:

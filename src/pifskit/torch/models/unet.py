@@ -141,7 +141,7 @@ class UNet(nn.Module):
         if x.dim() != 4 or tuple(x.shape[1:]) != (cfg.in_channels, cfg.image_size, cfg.image_size):
             raise PifsError(f"UNet expects input (B, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}), "
                             f"got {tuple(x.shape)}")
-        temb = self.t_embed(as_time_tensor(t, x.shape[0], x.device))
+        temb = self.t_embed(as_time_tensor(t, x.shape[0], x.device, x.dtype))
         h = self.inp(x)
         hs = [h]
         for lvl, blocks in enumerate(self.down):
