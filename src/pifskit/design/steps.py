@@ -503,6 +503,11 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver:
                   extra_baselines: dict | None = None, free_start: bool = False) -> StepDesign:
     """The N sampling levels minimising the closed-form W2 of ``solver`` on the Gaussian of ``spectrum``.
 
+    ``spectrum`` may also be a :class:`~pifskit.design.level_spectrum.LevelSpectra` (a model's per-level
+    linear model, e.g. from :mod:`pifskit.torch.model_spectrum`): the solver then sees the gains
+    g_k(sigma_i) and is scored against the exact flow of that model (no binning; the DDIM/marginal angle
+    form and ``fixed_endpoints`` do not apply).
+
     ``steps`` = N noisy levels, then the solver's own last step to sigma = 0 (the landing convention of
     every baseline too). ``start`` (default: "prior-ve" for an EDM schedule, else "prior"):
 
