@@ -106,6 +106,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model-levels", type=int, default=8)
     ap.add_argument("--model-refine", type=int, default=4)
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--regression", action="store_true",
+                    help="also run 'aware-reg': the model-aware design with regression gains (forwards only)")
     ap.add_argument("--sw2-design", action="store_true",
                     help="also run 'sw2', an experimental design on the closed-form sliced W2 of the pooled Gaussian")
     args = ap.parse_args(argv)
@@ -121,6 +123,8 @@ def main(argv=None) -> int:
     ls = level_spectra_for_entry(me, design_range(sched), n_levels=args.model_levels, refine=args.model_refine,
                                  n_states=args.model_states)
     t_est = time.perf_counter() - t0
+    ls_reg = level_spectra_for_entry(me, design_range(sched), n_levels=args.model_levels, refine=args.model_refine,
+                                     n_states=args.model_states, gains="regression") if args.regression else None
     print(f"# {data.name}: level spectra in {t_est:.1f} s, {ls.info['model_calls']} model calls (JVPs), "
           f"levels {', '.join(f'{s:.3g}' for s in ls.sigmas)}", flush=True)
 
@@ -136,6 +140,8 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             chains[(label, N, "aware")] = optimal_steps(sched, ls, N, solver=label).chain
             design_s["aware"] += time.perf_counter() - t
+            if ls_reg is not None:
+                chains[(label, N, "aware-reg")] = optimal_steps(sched, ls_reg, N, solver=label).chain
             if args.sw2_design:
                 from pifskit.chains import Chain
 
@@ -144,8 +150,9 @@ def main(argv=None) -> int:
                 chains[(label, N, "sw2")] = Chain.from_sigmas(sw2_gaussian_design(sched, lam, N, label, starts), None)
     print(f"# optimiser seconds (all cells): free {design_s['free']:.1f}, aware {design_s['aware']:.1f}", flush=True)
 
-    names = ("ays-sd15", "free", "aware") + (("sw2",) if args.sw2_design else ())
+    names = ("ays-sd15", "free", "aware") + (("aware-reg",) if ls_reg else ()) + (("sw2",) if args.sw2_design else ())
     pairs = (("aware", "ays-sd15"), ("aware", "free"), ("free", "ays-sd15")) + (
+        (("aware-reg", "ays-sd15"), ("aware-reg", "free")) if ls_reg else ()) + (
         (("sw2", "ays-sd15"), ("sw2", "free")) if args.sw2_design else ())
     res: dict = {}
     for seed in range(args.seeds):

@@ -145,3 +145,22 @@ def test_cli_model_checkpoint_krylov_and_tail(tmp_path, capsys):
     assert "Jacobian" in out["spectrum_source"] and out["model_calls"] > ls["jvps"]  # + the DDIM samples' forwards
     assert all(out["w2"] <= b["w2"] + 1e-12 for b in out["baselines"].values())
     assert main(["design", "steps", "--model", str(tmp_path / "missing"), "--steps", "3"]) == 2
+
+
+def test_regression_gains_are_the_gaussian_gain_for_linear_data():
+    """Zero-mean Gaussian data along its axes: D = g y sample by sample, so the least-squares response is g exactly
+    (x0 symmetrised so the centring mean is 0); with rank < d the pooled complement ratio lies within its gains."""
+    d = 6
+    lam = np.array([2.0, 1.0, 0.5, 0.1, 0.05, 0.01])
+    m = GaussianMixtureModel([1.0], np.zeros((1, d)), lam[None], np.eye(d)[None])
+    X = m.sample(40, np.random.default_rng(0))
+    X = np.vstack([X, -X])
+    ls = estimate_level_spectra(MixtureDenoiser(m), X, (0.03, 14.6), basis=np.eye(d), levels=[0.1, 1.0, 5.0],
+                                gains="regression", regression_states=80)
+    np.testing.assert_allclose(ls.lam, np.tile(lam, (3, 1)), rtol=1e-9)
+    assert ls.info["forwards"] == ls.info["model_calls"] == 3 * 80 and ls.info["jvps"] == 0
+    lt = estimate_level_spectra(MixtureDenoiser(m), X, (0.03, 14.6), basis=np.eye(d), rank=2, levels=[1.0],
+                                gains="regression", regression_states=80)
+    g_tail = lt.lam[0, 2] / (lt.lam[0, 2] + 1.0)
+    gs = lam[2:] / (lam[2:] + 1.0)
+    assert gs.min() <= g_tail <= gs.max() and "regression" in lt.source

@@ -211,7 +211,7 @@ def _model_spectrum(args: argparse.Namespace, sched):
     with progress("model spectrum (levels)", n_total, enabled=not args.json) as advance:
         ls = level_spectra_for_entry(me, (smin, smax), x0=x0, x0_source=x0_source, n_levels=args.model_levels,
                                      refine=args.model_refine, n_states=args.model_states, rank=args.model_rank,
-                                     progress=advance)
+                                     gains=args.model_gains, progress=advance)
     info = {**ls.to_dict(), "seconds_estimate": time.perf_counter() - t0, "schedule_from_model": from_model}
     return sched, ls, info
 
@@ -303,6 +303,10 @@ def register(subparsers) -> None:
     pst.add_argument("--model-refine", type=int, default=4,
                      help="--model: extra levels bisecting where the measured spectrum changes most (default 4)")
     pst.add_argument("--model-states", type=int, default=8, help="--model: noisy states per level (default 8)")
+    pst.add_argument("--model-gains", default="jacobian", choices=["jacobian", "regression"],
+                     help="--model: mean Jacobian quadratic forms b^T J b (JVPs; default) or the least-squares "
+                          "linear response along b (forwards only, 512 states; the data's Gaussian for a perfect "
+                          "model)")
     pst.add_argument("--model-rank", type=int, default=None,
                      help="--model: directions measured one by one (default min(d, 64)); the rest share a "
                           "Hutchinson-estimated gain")

@@ -46,7 +46,7 @@ from .._validate import PifsError, check_positive_int
 from ..design.level_spectrum import GAIN_CLIP, LevelSpectra
 
 __all__ = ["MixtureDenoiser", "ModelEntry", "estimate_level_spectra", "default_levels", "level_spectra_for_entry",
-           "load_model_entry", "mean_jacobian_gains"]
+           "load_model_entry", "mean_jacobian_gains", "regression_gains"]
 
 #: rows of one batched JVP call (states x directions)
 JVP_BATCH = 512
@@ -210,6 +210,40 @@ def mean_jacobian_gains(denoise: VPDenoiser, x0: np.ndarray, sigmas, basis: np.n
     return np.array(rows)
 
 
+def regression_gains(denoise: VPDenoiser, x0: np.ndarray, sigmas, basis: np.ndarray, *, seed: int = 0,
+                     dtype: torch.dtype = torch.float64, counter: _Counter | None = None, batch: int = JVP_BATCH,
+                     progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """g[l, k] = sum_s (b_k . (D_s - m)) (b_k . (y_s - m)) / sum_s (b_k . (y_s - m))^2: the least-squares linear
+    response of the denoiser along b_k (m = mean of x0), plus the complement's pooled ratio when r < d.
+
+    By Tweedie E[D(y) y^T] = E[x0 y^T], so for the optimal denoiser this is the data's own Gaussian gain
+    b^T S b / (b^T S b + sigma^2) (S = Cov x0) in expectation, at every level -- a model-free design
+    for a perfect model; a trained model's departures from it are what it measures. Forwards only."""
+    counter = counter or _Counter()
+    X0 = np.ascontiguousarray(x0, dtype=np.float64)
+    B = np.ascontiguousarray(basis, dtype=np.float64)
+    d, r = B.shape
+    mu = X0.mean(0)
+    rows = []
+    for s in np.asarray(sigmas, dtype=float):
+        gen = torch.Generator().manual_seed(int(seed) * 1000003 + int(round(np.log(s) * 1e6)) % 999983)
+        Y = torch.as_tensor(X0, dtype=dtype) + float(s) * torch.randn(X0.shape, generator=gen, dtype=dtype)
+        f = _ve(denoise, float(s))
+        with torch.no_grad():
+            D = torch.cat([f(Y[i:i + batch]) for i in range(0, Y.shape[0], batch)]).double().numpy()
+        counter.forwards += Y.shape[0]
+        counter.batched += -(-Y.shape[0] // batch)
+        yc, dc = Y.double().numpy() - mu, D - mu
+        py, pd = yc @ B, dc @ B
+        g = (pd * py).sum(0) / (py * py).sum(0)
+        if r < d:
+            g = np.append(g, ((dc * yc).sum() - (pd * py).sum()) / ((yc * yc).sum() - (py * py).sum()))
+        rows.append(g)
+        if progress is not None:
+            progress(1)
+    return np.array(rows)
+
+
 def _refine_points(sigmas: np.ndarray, gains: np.ndarray, count: np.ndarray, k: int) -> np.ndarray:
     """Midpoints (in log sigma) of the k intervals where the variance-weighted |Delta log lambda_eff| is largest."""
     g = np.clip(gains, GAIN_CLIP, 1 - GAIN_CLIP)
@@ -225,7 +259,8 @@ def estimate_level_spectra(denoise: VPDenoiser, x0, sigma_range: tuple[float, fl
                            refine: int = 4, levels=None, basis="pca", rank: int | None = None,
                            n_states: int = 8, tail_probes: int = 8, oversample: int = 8, power_iters: int = 2,
                            seed: int = 0, dtype: torch.dtype = torch.float64, name: str = "model",
-                           basis_name: str = "given basis", extra_calls: int = 0,
+                           basis_name: str = "given basis", extra_calls: int = 0, gains: str = "jacobian",
+                           regression_states: int = 512,
                            progress: Callable[[int], None] | None = None) -> LevelSpectra:
     """Per-level Jacobian gains of ``denoise`` (VP signature D(x, logsnr), rows of x flattened) -> LevelSpectra.
 
@@ -273,28 +308,44 @@ def estimate_level_spectra(denoise: VPDenoiser, x0, sigma_range: tuple[float, fl
         B = B[:, :r]
     r = B.shape[1]
     count = np.ones(r) if r == d else np.append(np.ones(r), d - r)
-    gains = mean_jacobian_gains(denoise, states, lv, B, tail_probes=tail_probes, seed=seed, dtype=dtype,
-                                counter=counter, progress=progress)
+    if gains not in ("jacobian", "regression"):
+        raise PifsError(f"gains must be 'jacobian' or 'regression', got {gains!r}")
+    if gains == "regression":
+        reg_x = X[rng.permutation(n)[:check_positive_int(regression_states, "regression states")]]
+        reg_x = np.resize(reg_x, (max(regression_states, reg_x.shape[0]), d)) if n < regression_states else reg_x
+
+        def measure(levels_):
+            return regression_gains(denoise, reg_x, levels_, B, seed=seed, dtype=dtype, counter=counter,
+                                    progress=progress)
+    else:
+        def measure(levels_):
+            return mean_jacobian_gains(denoise, states, levels_, B, tail_probes=tail_probes, seed=seed, dtype=dtype,
+                                       counter=counter, progress=progress)
+    gains_ = measure(lv)
     if levels is None and refine > 0 and lv.size >= 2:
-        extra = _refine_points(lv, gains, count, min(refine, lv.size - 1))
-        g2 = mean_jacobian_gains(denoise, states, extra, B, tail_probes=tail_probes, seed=seed, dtype=dtype,
-                                 counter=counter, progress=progress)
+        extra = _refine_points(lv, gains_, count, min(refine, lv.size - 1))
+        g2 = measure(extra)
         lv = np.concatenate([lv, extra])
-        gains = np.vstack([gains, g2])
+        gains_ = np.vstack([gains_, g2])
         order = np.argsort(lv)
-        lv, gains = lv[order], gains[order]
-    clipped = float(np.mean((gains < GAIN_CLIP) | (gains > 1 - GAIN_CLIP)))
-    tail = "" if r == d else (f"; tail: {d - r} directions share one gain, the Hutchinson estimate of "
-                              f"tr(P J P)/(d - r) ({tail_probes} probes per state) -- assumed isotropic")
-    source = (f"model {name}: mean Jacobian gains b^T J b over {states.shape[0]} noisy states per level at "
-              f"{lv.size} levels, basis {basis_name}, {r} directions{tail}")
-    info = {"model_calls": counter.total + int(extra_calls), "jvps": counter.jvps, "vjps": counter.vjps,
+        lv, gains_ = lv[order], gains_[order]
+    clipped = float(np.mean((gains_ < GAIN_CLIP) | (gains_ > 1 - GAIN_CLIP)))
+    if gains == "regression":
+        tail = "" if r == d else f"; tail: {d - r} directions share one pooled regression gain -- assumed isotropic"
+        what = f"least-squares linear response (regression) gains over {reg_x.shape[0]} noisy states per level"
+    else:
+        tail = "" if r == d else (f"; tail: {d - r} directions share one gain, the Hutchinson estimate of "
+                                  f"tr(P J P)/(d - r) ({tail_probes} probes per state) -- assumed isotropic")
+        what = f"mean Jacobian gains b^T J b over {states.shape[0]} noisy states per level"
+    source = f"model {name}: {what} at {lv.size} levels, basis {basis_name}, {r} directions{tail}"
+    info = {"gains": gains, "model_calls": counter.total + int(extra_calls), "jvps": counter.jvps,
+            "vjps": counter.vjps,
             "forwards": counter.forwards + int(extra_calls), "batched_calls": counter.batched, "states": int(states.shape[0]),
             "rank": int(r), "dimension": int(d), "gains_clipped_fraction": clipped,
             "seconds_estimate": time.perf_counter() - t0}
-    ls = LevelSpectra.from_gains(lv, gains, count, name=f"level spectra of {name}", source=source, info=info)
+    ls = LevelSpectra.from_gains(lv, gains_, count, name=f"level spectra of {name}", source=source, info=info)
     object.__setattr__(ls, "_basis", B)
-    object.__setattr__(ls, "_gains", gains)
+    object.__setattr__(ls, "_gains", gains_)
     return ls
 
 
@@ -376,7 +427,7 @@ def load_model_entry(entry: str) -> ModelEntry:
 
 def level_spectra_for_entry(me: ModelEntry, sigma_range: tuple[float, float], *, x0: np.ndarray | None = None,
                             x0_source: str = "", n_levels: int = 8, refine: int = 4, n_states: int = 8,
-                            rank: int | None = None, seed: int = 0,
+                            rank: int | None = None, seed: int = 0, gains: str = "jacobian",
                             progress: Callable[[int], None] | None = None) -> LevelSpectra:
     """The model's level spectra over ``sigma_range``: clean points from ``x0`` (data), else the entry's own
     (the mixture's draws), else the model's DDIM samples (counted in model_calls); basis: the entry's, else
@@ -390,13 +441,13 @@ def level_spectra_for_entry(me: ModelEntry, sigma_range: tuple[float, float], *,
             raise PifsError(f"data rows have {x0.shape[1]} values, the model takes {me.d}")
     basis, basis_name = me.basis, me.basis_name
     if x0 is None:
-        x0, extra = me.sample(max(n_states, 2), seed)
+        x0, extra = me.sample(max(n_states, 2) if gains == "jacobian" else 256, seed)
         x0_source = f"{x0.shape[0]} DDIM samples of the model (20 steps)"
         basis, basis_name = "krylov", ""
     elif basis is None:
         basis = "pca"
     ls = estimate_level_spectra(me.denoise, x0, sigma_range, n_levels=n_levels, refine=refine, basis=basis,
                                 rank=rank, n_states=n_states, seed=seed, dtype=me.dtype, name=me.name,
-                                basis_name=basis_name, extra_calls=extra, progress=progress)
+                                basis_name=basis_name, extra_calls=extra, gains=gains, progress=progress)
     ls.info["states_from"] = x0_source
     return ls
