@@ -121,7 +121,11 @@ def _steps(args: argparse.Namespace) -> int:
     sched, cfg = schedule_from_args(args)
     if args.steps < 1:
         raise PifsError(f"--steps must be >= 1, got {args.steps}")
-    if args.data:
+    level_info = None
+    if args.model:
+        sched, sp, level_info = _model_spectrum(args, sched)
+        cfg = {} if level_info.get("schedule_from_model") else cfg
+    elif args.data:
         from ..design.data_spectrum import data_spectrum
 
         sp = data_spectrum(args.data)
@@ -139,9 +143,16 @@ def _steps(args: argparse.Namespace) -> int:
                       fixed_endpoints=args.fixed_endpoints, min_gap=args.min_gap, extra_baselines=extra)
     elapsed = time.perf_counter() - t0
     out = {"criterion": "steps", "schedule": getattr(sched, "name", type(sched).__name__), "spectrum": sp.name,
-           "spectrum_source": ("data " + args.data) if args.data else
+           "spectrum_source": sp.source if level_info is not None else ("data " + args.data) if args.data else
            ("file" if args.spectrum.startswith("file:") else f"assumption: preset {args.spectrum}"),
            "steps": args.steps, **d.to_dict(), "seconds": elapsed}
+    if level_info is not None:  # model-aware: the estimate's cost beside the optimiser's
+        out["model"] = args.model
+        out["model_calls"] = level_info["model_calls"]
+        out["seconds_model"] = level_info["seconds_estimate"]
+        out["seconds"] = elapsed + level_info["seconds_estimate"]
+        out["seconds_optimiser"] = elapsed
+        out["level_spectra"] = level_info
     noisy = d.sigmas[:-1]
     for name, b in out["baselines"].items():
         bs = np.asarray(b["sigmas"], dtype=float)
@@ -154,6 +165,9 @@ def _steps(args: argparse.Namespace) -> int:
     if args.json:
         dump_json(out)
         return 0
+    if level_info is not None:
+        print(f"model-aware: {sp.source}")
+        print(f"  {level_info['model_calls']} model calls (JVPs + forwards), {level_info['seconds_estimate']:.1f} s")
     print(f"W2-optimal {args.steps}-step chain for {out['schedule']}, solver {d.solver}, start {d.start}, "
           f"with {sp.name} ({d.iterations} L-BFGS iterations, {elapsed * 1e3:.0f} ms):")
     print("  sigmas    " + ", ".join(f"{s:.4g}" for s in d.sigmas))
@@ -169,6 +183,37 @@ def _steps(args: argparse.Namespace) -> int:
         for name, b in sorted(out["baselines"].items(), key=lambda kv: kv[1]["w2"]):
             print(f"  {name:<16} {b['w2']:>9.4f}")
     return 0
+
+
+def _model_spectrum(args: argparse.Namespace, sched):
+    """(schedule, LevelSpectra, info) for ``--model ENTRY`` (torch layer; a checkpoint brings its schedule)."""
+    try:
+        from ..torch.model_spectrum import level_spectra_for_entry, load_model_entry
+    except ImportError as exc:
+        raise PifsError(f"--model needs torch (pip install 'pifskit[torch]'): {exc}") from None
+    from ..design.baselines import design_range
+    from ._common import progress
+
+    t0 = time.perf_counter()
+    me = load_model_entry(args.model)
+    from_model = me.schedule is not None
+    if from_model:
+        sched = me.schedule
+    x0, x0_source = None, ""
+    if args.data:
+        from ..datasets import load_dataset
+
+        ds = load_dataset(args.data)
+        x0 = ds.images.reshape(len(ds.images), -1)[:2000]
+        x0_source = f"data {args.data} ({x0.shape[0]} rows)"
+    smin, smax = design_range(sched)
+    n_total = args.model_levels + max(0, min(args.model_refine, args.model_levels - 1))
+    with progress("model spectrum (levels)", n_total, enabled=not args.json) as advance:
+        ls = level_spectra_for_entry(me, (smin, smax), x0=x0, x0_source=x0_source, n_levels=args.model_levels,
+                                     refine=args.model_refine, n_states=args.model_states, rank=args.model_rank,
+                                     gains=args.model_gains, progress=advance)
+    info = {**ls.to_dict(), "seconds_estimate": time.perf_counter() - t0, "schedule_from_model": from_model}
+    return sched, ls, info
 
 
 # ---------------------------------------------------------------------------
@@ -248,6 +293,23 @@ def register(subparsers) -> None:
     pst.add_argument("--data", default=None,
                      help="use the PCA spectrum of a data set (digits, mnist:DIR, folder:DIR, npz:PATH, ...) "
                           "instead of --spectrum")
+    pst.add_argument("--model", default=None, metavar="ENTRY",
+                     help="design against the model's own per-level spectrum (Jacobian gains at a handful of "
+                          "levels, JVPs): a pifskit checkpoint (run folder or file; its training schedule is "
+                          "used) or gmm:digits / gmm:mnist:PATH (exact mixture). With --data, the data rows "
+                          "centre the noisy states and give the basis; else the model's own DDIM samples")
+    pst.add_argument("--model-levels", type=int, default=8,
+                     help="--model: log-uniform levels before refinement (default 8)")
+    pst.add_argument("--model-refine", type=int, default=4,
+                     help="--model: extra levels bisecting where the measured spectrum changes most (default 4)")
+    pst.add_argument("--model-states", type=int, default=8, help="--model: noisy states per level (default 8)")
+    pst.add_argument("--model-gains", default="jacobian", choices=["jacobian", "regression"],
+                     help="--model: mean Jacobian quadratic forms b^T J b (JVPs; default) or the least-squares "
+                          "linear response along b (forwards only, 512 states; the data's Gaussian for a perfect "
+                          "model)")
+    pst.add_argument("--model-rank", type=int, default=None,
+                     help="--model: directions measured one by one (default min(d, 64)); the rest share a "
+                          "Hutchinson-estimated gain")
     pst.add_argument("--min-gap", type=float, default=MIN_GAP,
                      help="smallest log-sigma gap between free levels, as a fraction of the mean gap "
                           f"(default {MIN_GAP}; 0 = off)")

@@ -38,6 +38,12 @@ Start laws (``start``): "prior" -- VP N(0, I) at sigma_0, VE std sqrt(1 + sigma_
 diffusers); "prior-ve" -- VE std sigma_0 (k-diffusion / EDM: randn * sigma_max); "marginal" -- the exact
 marginal sqrt(lambda + sigma_0^2) (the theory's surrogate; it does not charge a chain that starts low).
 
+Per-level models: ``lam`` may instead be a :class:`~pifskit.design.level_spectrum.LevelSpectra` (a
+measured denoiser's gain g_k(sigma) per fixed direction, interpolated in log sigma). The gain is the only
+place lambda enters a step, so every update above is unchanged with g(s) -> g_k(s) at each evaluation
+(complex s included, for the gradient); the output is compared with the exact flow of the same linear
+model (std t_k instead of sqrt(lambda_k)); a constant model gives the Gaussian's numbers to rounding.
+
 Gradients: A_i depends on at most four levels (sigma_{i-2} .. sigma_{i+1}); dA_i/dlog sigma is taken by
 the complex step (exact to rounding) and combined with the forward states and backward co-states,
 
@@ -80,11 +86,11 @@ def _matrices(solver: str, S: list, lam: np.ndarray, idx: np.ndarray, last: np.n
     """Step matrices A_i(lambda), shape (n, K, m, m). ``S`` = [sigma_{i-2}, sigma_{i-1}, sigma_i, sigma_{i+1}]
     as (n, 1) arrays (may be complex; entries a step does not use are finite dummies)."""
     s_m2, s_m1, s0, s1 = S
-    n, K = s0.shape[0], lam.size
+    n, K = s0.shape[0], _size(lam)
     m = _STATE[solver]
     dt = np.result_type(s0, s1, float)
     A = np.zeros((n, K, m, m), dtype=dt)
-    g0 = lam / (lam + s0 * s0)
+    g0 = _gain(lam, s0)
     rho = s1 / s0
     if solver in ("ddim", "euler"):
         A[..., 0, 0] = rho + (1.0 - rho) * g0
@@ -92,7 +98,7 @@ def _matrices(solver: str, S: list, lam: np.ndarray, idx: np.ndarray, last: np.n
     if solver == "heun":
         ae = rho + (1.0 - rho) * g0
         s1_safe = np.where(last[:, None], 1.0, s1)
-        g1 = lam / (lam + s1_safe * s1_safe)
+        g1 = _gain(lam, s1_safe)
         heun = 1.0 + 0.5 * (s1_safe - s0) * ((1.0 - g0) / s0 + (1.0 - g1) / s1_safe * ae)
         A[..., 0, 0] = np.where(last[:, None], ae, heun)
         return A
@@ -152,13 +158,34 @@ def _matrices(solver: str, S: list, lam: np.ndarray, idx: np.ndarray, last: np.n
     raise PifsError(f"unknown solver {solver!r}")  # pragma: no cover
 
 
-def _start_std(sigma0, lam: np.ndarray, start: str):
-    """VE std of the start law at the (finite) first level sigma0."""
+def _is_level_model(lam) -> bool:
+    """A per-level linear model (:class:`pifskit.design.level_spectrum.LevelSpectra`) instead of eigenvalues."""
+    return hasattr(lam, "gain") and hasattr(lam, "target_std")
+
+
+def _size(lam) -> int:
+    return int(lam.size)
+
+
+def _gain(lam, s):
+    """g(s) per direction: lambda / (lambda + s^2), or the level model's g_k(s) (s may be complex)."""
+    return lam.gain(s) if _is_level_model(lam) else lam / (lam + s * s)
+
+
+def _target(lam) -> np.ndarray:
+    """The std the output is compared with: sqrt(lambda), or the level model's exact-flow std."""
+    return lam.target_std() if _is_level_model(lam) else np.sqrt(lam)
+
+
+def _start_std(sigma0, lam, start: str):
+    """VE std of the start law at the (finite) first level sigma0 (a level model: its variance at sigma0)."""
+    ones = np.ones(_size(lam))
     if start == "prior":
-        return np.sqrt(1.0 + sigma0 * sigma0) * np.ones_like(lam)
+        return np.sqrt(1.0 + sigma0 * sigma0) * ones
     if start == "prior-ve":
-        return sigma0 * np.ones_like(lam)
-    return np.sqrt(lam + sigma0 * sigma0)
+        return sigma0 * ones
+    var = lam.variance(np.array([[sigma0]]))[0] if _is_level_model(lam) else lam
+    return np.sqrt(var + sigma0 * sigma0)
 
 
 def _split(sigmas) -> tuple[np.ndarray, bool]:
@@ -197,11 +224,13 @@ def output_gain(solver: str, sigmas, lam, start: str = "prior", grad: bool = Fal
     """
     check_choice(solver, "solver", SOLVERS)
     check_choice(start, "start", START_LAWS)
-    lam = np.asarray(lam, dtype=float)
+    if not _is_level_model(lam):
+        lam = np.asarray(lam, dtype=float)
+    K = _size(lam)
     lev, pure = _split(sigmas)
     if lev.size == 1:  # [inf, 0]: x_0 = D(x_T) = 0
-        m = np.zeros_like(lam)
-        return (m, np.zeros((1, lam.size))) if grad else m
+        m = np.zeros(K)
+        return (m, np.zeros((1, K))) if grad else m
     with np.errstate(divide="ignore"):
         u = np.log(lev)
     n = lev.size - 1
@@ -209,10 +238,10 @@ def output_gain(solver: str, sigmas, lam, start: str = "prior", grad: bool = Fal
     last = idx == n - 1
     M = _STATE[solver]
     A = _matrices(solver, _window(u), lam, idx, last)
-    r0 = lev[0] * np.ones_like(lam) if pure else _start_std(lev[0], lam, start)
-    z = np.zeros((lam.size, M))
+    r0 = lev[0] * np.ones(K) if pure else _start_std(lev[0], lam, start)
+    z = np.zeros((K, M))
     z[:, 0] = r0
-    zs = np.empty((n + 1, lam.size, M))
+    zs = np.empty((n + 1, K, M))
     zs[0] = z
     for i in range(n):
         z = np.einsum("kab,kb->ka", A[i], z)
@@ -221,13 +250,13 @@ def output_gain(solver: str, sigmas, lam, start: str = "prior", grad: bool = Fal
     if not grad:
         return m
     # backward co-states w_i = e0^T A_{n-1} ... A_{i+1}
-    ws = np.empty((n, lam.size, M))
-    w = np.zeros((lam.size, M))
+    ws = np.empty((n, K, M))
+    w = np.zeros((K, M))
     w[:, 0] = 1.0
     for i in range(n - 1, -1, -1):
         ws[i] = w
         w = np.einsum("ka,kab->kb", w, A[i])
-    dm_full = np.zeros((n + 1, lam.size))  # d m / d u_j for the levels of ``lev``
+    dm_full = np.zeros((n + 1, K))  # d m / d u_j for the levels of ``lev``
     for q in _SLOTS[solver]:
         up = u.astype(complex)
         cols = _window(up)
@@ -239,29 +268,34 @@ def output_gain(solver: str, sigmas, lam, start: str = "prior", grad: bool = Fal
         np.add.at(dm_full, j[ok], contrib[ok])
     # the start std depends on sigma_0 (m is linear in r0)
     if pure:
-        dr = lev[0] * np.ones_like(lam)
+        dr = lev[0] * np.ones(K)
     elif start == "prior":
-        dr = lev[0] ** 2 / np.sqrt(1.0 + lev[0] ** 2) * np.ones_like(lam)
+        dr = lev[0] ** 2 / np.sqrt(1.0 + lev[0] ** 2) * np.ones(K)
     elif start == "prior-ve":
-        dr = lev[0] * np.ones_like(lam)
-    else:
-        dr = lev[0] ** 2 / np.sqrt(lam + lev[0] ** 2)
+        dr = lev[0] * np.ones(K)
+    else:  # a level model's d lambda(sigma_0) / d sigma_0 is left out (sigma_0 is fixed with the marginal start)
+        dr = lev[0] ** 2 / r0
     dm_full[0] += m / r0 * dr
     dm = dm_full[:n]  # the last level (0) is not a variable
     if pure:
-        dm = np.vstack([np.zeros((1, lam.size)), dm])
+        dm = np.vstack([np.zeros((1, K)), dm])
     return m, dm
 
 
 def solver_w2sq(solver: str, sigmas, lam, count, start: str = "prior", grad: bool = False):
-    """W2^2 = sum_k count_k (sqrt(lambda_k) - |m_k|)^2 (and its gradient in log sigma of the noisy levels)."""
-    lam = np.asarray(lam, dtype=float)
+    """W2^2 = sum_k count_k (sqrt(lambda_k) - |m_k|)^2 (and its gradient in log sigma of the noisy levels).
+
+    ``lam`` may be a per-level model (:class:`~pifskit.design.level_spectrum.LevelSpectra`): the gains
+    g_k(sigma_i) at each evaluation, and sqrt(lambda_k) replaced by the exact flow's output std t_k.
+    """
+    if not _is_level_model(lam):
+        lam = np.asarray(lam, dtype=float)
     count = np.asarray(count, dtype=float)
     if not grad:
         m = output_gain(solver, sigmas, lam, start)
-        return float(np.sum(count * (np.sqrt(lam) - np.abs(m)) ** 2))
+        return float(np.sum(count * (_target(lam) - np.abs(m)) ** 2))
     m, dm = output_gain(solver, sigmas, lam, start, grad=True)
-    resid = np.sqrt(lam) - np.abs(m)
+    resid = _target(lam) - np.abs(m)
     val = float(np.sum(count * resid**2))
     g = (-2.0 * count * resid * np.sign(m))[None, :] * dm
     return val, g.sum(axis=1)
@@ -269,8 +303,9 @@ def solver_w2sq(solver: str, sigmas, lam, count, start: str = "prior", grad: boo
 
 def solver_kl(solver: str, sigmas, lam, count, start: str = "prior") -> float:
     """KL(sample law || data law) = 1/2 sum_k count_k (v/lambda - 1 - log(v/lambda)), v = m^2 (inf if some m = 0)."""
-    lam = np.asarray(lam, dtype=float)
+    if not _is_level_model(lam):
+        lam = np.asarray(lam, dtype=float)
     m = output_gain(solver, sigmas, lam, start)
-    ratio = m * m / lam
+    ratio = m * m / _target(lam) ** 2
     with np.errstate(divide="ignore"):
         return float(0.5 * np.sum(np.asarray(count, float) * (ratio - 1.0 - np.log(ratio))))

@@ -61,6 +61,7 @@ from ..schedules import DiscreteSchedule, RectifiedFlowSchedule, Schedule
 from ..spectra import Spectrum
 from ._binning import DEFAULT_MAX_BINS, compress_spectrum
 from .baselines import baseline_levels, design_range, starts_from_noise
+from .level_spectrum import LevelSpectra
 from .solvers import SOLVERS, START_LAWS, solver_kl, solver_w2sq
 
 __all__ = [
@@ -281,7 +282,10 @@ def score_levels(sigmas, spectrum: Spectrum, solver: str = "ddim", start: str = 
     on the Gaussian of ``spectrum``, started from ``start`` (:mod:`pifskit.design.solvers`)."""
     check_choice(solver, "solver", SOLVERS)
     check_choice(start, "start", START_MODES)
-    lam, count, _ = compress_spectrum(spectrum, max_bins)
+    if isinstance(spectrum, LevelSpectra):
+        lam, count = spectrum, spectrum.count
+    else:
+        lam, count, _ = compress_spectrum(spectrum, max_bins)
     return float(np.sqrt(solver_w2sq(solver, np.asarray(sigmas, float), lam, count, start)))
 
 
@@ -339,6 +343,11 @@ def _solver_objective(z, u_max, D, pure, solver, lam, count, start, norm, min_ga
     return val / norm, grad / norm
 
 
+def _reference_variances(lam) -> np.ndarray:
+    """Per-direction variances for normalising and the closed-form start: lambda, or a level model's t_k^2."""
+    return lam.target_variance() if isinstance(lam, LevelSpectra) else lam
+
+
 def _feasible(levels: np.ndarray, smin: float, smax: float, pure: bool) -> np.ndarray | None:
     """A candidate's noisy levels moved inside the design range (None if it cannot be represented)."""
     if pure != bool(np.isinf(levels[0])):
@@ -361,7 +370,7 @@ def _optimise_solver(smin: float, smax: float, N: int, pure: bool, solver: str, 
     from the best two. BLAS single-threaded (small matrices; see :func:`_optimise`).
     """
     u_max, D = float(np.log(smax)), float(np.log(smax / smin))
-    norm = float(np.sum(count * lam))
+    norm = float(np.sum(count * _reference_variances(lam)))
     n_runs = 2 if N <= 20 else 1
     if pure and N == 1:
         return np.array([np.inf]), 0, True
@@ -494,6 +503,11 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver:
                   extra_baselines: dict | None = None, free_start: bool = False) -> StepDesign:
     """The N sampling levels minimising the closed-form W2 of ``solver`` on the Gaussian of ``spectrum``.
 
+    ``spectrum`` may also be a :class:`~pifskit.design.level_spectrum.LevelSpectra` (a model's per-level
+    linear model, e.g. from :mod:`pifskit.torch.model_spectrum`): the solver then sees the gains
+    g_k(sigma_i) and is scored against the exact flow of that model (no binning; the DDIM/marginal angle
+    form and ``fixed_endpoints`` do not apply).
+
     ``steps`` = N noisy levels, then the solver's own last step to sigma = 0 (the landing convention of
     every baseline too). ``start`` (default: "prior-ve" for an EDM schedule, else "prior"):
 
@@ -531,7 +545,8 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver:
 
         start = "prior-ve" if isinstance(schedule, EDMSchedule) else "prior"
     check_choice(start, "start", START_MODES)
-    if start == "marginal" and solver == "ddim":
+    level_model = isinstance(spectrum, LevelSpectra)
+    if start == "marginal" and solver == "ddim" and not level_model:
         d = _optimal_steps_ddim_marginal(schedule, spectrum, N, fixed_endpoints=fixed_endpoints, sigma_min=sigma_min,
                                          sigma_max=sigma_max, max_bins=max_bins or DEFAULT_MAX_BINS,
                                          refine_timesteps=refine_timesteps, maxiter=maxiter, start="marginal")
@@ -548,7 +563,10 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver:
     bins = max_bins or SOLVER_MAX_BINS
     if solver not in MULTISTEP:  # one-step solvers cannot exploit near-duplicate levels: no floor
         min_gap = 0.0
-    lam, count, _ = compress_spectrum(spectrum, bins)
+    if level_model:  # per-level linear model: its own K direction groups (no binning)
+        lam, count = spectrum, spectrum.count
+    else:
+        lam, count, _ = compress_spectrum(spectrum, bins)
     smin0, smax0 = design_range(schedule)
     smin = float(smin0 if sigma_min is None else sigma_min)
     smax = float(smax0 if sigma_max is None else sigma_max)
@@ -570,8 +588,9 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver:
         base_levels[name] = np.asarray(lv, dtype=float)
     base = {name: {"sigmas": lv, "w2": score(lv)} for name, lv in base_levels.items()}
     # candidate starts: one-variance closed form, uniform log sigma, and every baseline
-    norm = float(np.sum(count * lam))
-    c = float(np.exp(np.sum(count * lam * np.log(lam)) / norm) ** 0.5)
+    lam_ref = _reference_variances(lam)
+    norm = float(np.sum(count * lam_ref))
+    c = float(np.exp(np.sum(count * lam_ref * np.log(lam_ref)) / norm) ** 0.5)
     top = np.inf if pure else smax
     guess = gaussian_optimal_sigmas(smax, N, c, 0.0)
     uni = np.exp(np.linspace(np.log(smax), np.log(smin), N)) if N > 1 else np.array([smax])
@@ -630,7 +649,7 @@ def _optimise_solver_fixed_top(smin, smax, N, solver, lam, count, cands, maxiter
     if N == 1:
         return np.array([smax]), 0, True
     u_max, D = float(np.log(smax)), float(np.log(smax / smin))
-    norm = float(np.sum(count * lam))
+    norm = float(np.sum(count * _reference_variances(lam)))
 
     def obj(z):
         lev, p = _levels_of(z, u_max, D, False, min_gap, True)
