@@ -20,6 +20,12 @@ uniform logSNR, Karras rho = 7 and the published Align Your Steps lists (``ays-s
 those endpoints, and ``pifskit`` = :func:`pifskit.design.steps.optimal_steps` for the data's pooled
 PCA spectrum (skipped with a warning if that module is unavailable).
 
+Extra schedules: ``--levels NAME=FILE`` (:func:`load_levels`, format ``LEVELS_CONTRACT``), e.g. the
+output of ``pifskit design steps --json``. The limit: ``--oracle`` (mixtures) optimises, per sampler
+and step count, the levels directly on this bench's sliced W2 with the exact denoiser
+(:func:`oracle_objective`, :func:`optimise_oracle`) on an optimisation sample separate from the
+evaluation sample, then scores them like every schedule; each schedule's distance to it is reported.
+
 Determinism: one seed fixes x_T (shared by all configurations: common random numbers, so
 differences between schedules are paired), the reference samples, the projections and the
 bootstrap.
@@ -279,7 +285,7 @@ def _chain_of(log_sigmas: np.ndarray, name: str) -> Chain:
 
 
 def optimise_oracle(objective: Callable[[Chain], float], starts: dict[str, Chain], sigma_range_: tuple[float, float],
-                    *, budget: int = ORACLE_BUDGET, step: float = 0.25, tol: float = 0.01,
+                    *, budget: int = ORACLE_BUDGET, step: float = 0.3, tol: float = 0.005,
                     progress: Callable[[int], None] | None = None) -> OracleResult:
     """Levels minimising ``objective`` by coordinate search in log sigma, from the best of ``starts``.
 
@@ -288,8 +294,9 @@ def optimise_oracle(objective: Callable[[Chain], float], starts: dict[str, Chain
     strictly decreasing inside [sigma_min, sigma_max] (widened to hold the start chain). Each start chain
     costs one evaluation; then per sweep each u_k is tried at u_k + delta, else u_k - delta (a move
     that breaks the order is shortened to halfway to the neighbour); an improvement is kept at once.
-    delta halves after a sweep without improvement; stop at ``budget`` evaluations (starts included) or
-    delta < ``tol``. Only improvements are accepted, so the result is never worse than the start on
+    delta starts at ``step`` x the start chain's mean log-sigma gap (so N = 20 is searched as finely,
+    relative to its spacing, as N = 5) and halves after a sweep without improvement; stop at ``budget``
+    evaluations (starts included) or delta < ``tol``. Only improvements are accepted, so the result is never worse than the start on
     the objective's sample.
     """
     t0 = time.perf_counter()
@@ -310,7 +317,7 @@ def optimise_oracle(objective: Callable[[Chain], float], starts: dict[str, Chain
     lo = min(np.log(sigma_range_[0]), float(u.min()))
     hi = max(np.log(sigma_range_[1]), float(u.max()))
     history = [best]
-    delta = float(step)
+    delta = float(step) * (float(u[0] - u[-1]) / max(u.size - 1, 1) if u.size > 1 else 1.0)
     while evals < budget and delta >= tol:
         improved = False
         for k in range(u.size):
