@@ -170,3 +170,23 @@ def test_levels_name_must_not_shadow_a_schedule(tmp_path, capsys):
                                    "--channels", "1", "--samplers", "ddim", "--steps", "3", "--schedules", "trailing",
                                    "--levels", f"{name}={f}", "--json"])
         assert rc == 2 and "not a built-in schedule" in err and err.count("\n") == 1
+
+
+def test_levels_schedule_as_the_paired_reference(tmp_path, capsys):
+    f = tmp_path / "lv.json"
+    f.write_text('{"sigmas": [14.6, 2.0, 0.3, 0], "solver": "ddim"}')
+    base = ["bench", "sampling", "--data", "gmm:digits", "--samplers", "ddim", "--steps", "3",
+            "--schedules", "trailing,karras", "--samples", "100", "--n-boot", "3", "--mmd-samples", "50",
+            "--levels", f"mine={f}", "--json"]
+    rc, out, err = _run(capsys, base + ["--reference", "mine"])
+    assert rc == 0, err
+    rep = json.loads(out)
+    sw = {r["schedule"]: r["value"] for r in rep["results"] if r["metric"] == "sw2"}
+    pr = {r["schedule"]: r for r in rep["paired"]}
+    assert set(pr) == {"trailing", "karras"} and {r["reference"] for r in rep["paired"]} == {"mine[ddim]"}
+    for sc in ("trailing", "karras"):
+        assert pr[sc]["value"] == pytest.approx(sw[sc] - sw["mine[ddim]"], abs=1e-12)
+    vb = rep["versus_best"][0]
+    assert vb["schedule"] == "mine[ddim]" and vb["best_other"] == min(("trailing", "karras"), key=sw.get)
+    rc, _, err = _run(capsys, base + ["--reference", "linspace"])
+    assert rc == 2 and "reference schedule" in err and err.count("\n") == 1

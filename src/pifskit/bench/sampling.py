@@ -182,7 +182,9 @@ LEVELS_CONTRACT = (
     "strictly decreasing, then 0; a 'solver' field is kept in the label as NAME[solver]), or {\"sigmas\": [...]} "
     "(a missing final 0 is added), or one such object per step count keyed by N: {\"5\": {...}, \"10\": {...}}. "
     "N = the number of noisy levels; a single design must have an N among --steps, a keyed file is used at the "
-    "--steps it has. The chain starts from x_T ~ N(0, I) at its first level like every other schedule.")
+    "--steps it has. Levels are VE sigmas of --base-schedule's VP process (what `pifskit design steps` prints for a "
+    "VP schedule); the chain starts from x_T ~ N(0, I) (VP) at its first level like every other schedule. "
+    "--reference NAME makes it the schedule the paired differences are taken to.")
 
 
 def _levels_entry(obj, where: str) -> tuple[np.ndarray, str | None]:
@@ -355,11 +357,12 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
                            n_projections: int = 128, mmd_samples: int = 1000, paired: bool = True,
                            progress: Callable[[int], None] | None = None,
                            levels: dict[str, dict[int, Chain]] | None = None, oracle: bool = False,
-                           oracle_budget: int = ORACLE_BUDGET, oracle_samples: int = ORACLE_SAMPLES) -> dict:
+                           oracle_budget: int = ORACLE_BUDGET, oracle_samples: int = ORACLE_SAMPLES,
+                           reference: str | None = None) -> dict:
     """Run the grid and return the report: ``results`` (one row per sampler/schedule/steps/metric),
     ``floor`` (the metrics of a second true sample set: the finite-sample noise floor), ``paired``
-    (mixtures: SW2 of each schedule minus SW2 of the reference schedule -- 'pifskit' if run, else the
-    first -- on the same x_T, with a paired bootstrap CI; negative = better than the reference),
+    (mixtures: SW2 of each schedule minus SW2 of the ``reference`` schedule -- default 'pifskit' if run,
+    else the first; a ``levels`` label or its bare name may be given -- on the same x_T, with a paired bootstrap CI; negative = better than the reference),
     ``versus_best`` (the reference minus the best other non-oracle schedule of each cell, paired CI),
     ``chains``, ``skipped`` schedules, timing (samples per second) and the settings.
 
@@ -447,7 +450,12 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
         fl, _ = score(ref2)
         floor = [{"metric": k, **v.to_dict()} for k, v in fl.items()]
         scheds_run = list(dict.fromkeys(sc for sc, _ in chains))
-        reference = "pifskit" if "pifskit" in scheds_run else (scheds_run[0] if scheds_run else None)
+        if reference is not None:
+            names = {sc: sc for sc in scheds_run} | {sc.partition("[")[0]: sc for sc in levels}
+            check_choice(reference, "reference schedule", names)
+            reference = names[reference]
+        else:
+            reference = "pifskit" if "pifskit" in scheds_run else (scheds_run[0] if scheds_run else None)
         for j, (label, fn, opts) in enumerate(parsed):
             objective = (oracle_objective(model, fn, opts, n=oracle_samples, seed=seed, sampler_key=j,
                                           batch=batch) if oracle else None)

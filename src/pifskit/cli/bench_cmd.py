@@ -67,6 +67,9 @@ def register(subparsers) -> None:
     p.add_argument("--mmd-samples", type=int, default=1000, help="samples used by MMD^2 (default 1000)")
     p.add_argument("--levels", action="append", default=[], metavar="NAME=FILE",
                    help="add a schedule from a JSON file (repeatable). " + LEVELS_CONTRACT)
+    p.add_argument("--reference", default=None, metavar="SCHEDULE",
+                   help="mixtures: the schedule the paired differences are taken to, and compared with the best "
+                        "other (default: 'pifskit' if run, else the first of --schedules; a --levels NAME may be given)")
     p.add_argument("--oracle", action="store_true",
                    help="mixtures: also optimise the levels per sampler and step count directly on this bench's "
                         "sliced W2 (exact denoiser, that sampler, coordinate search in log sigma from the best "
@@ -128,7 +131,7 @@ def run_bench_sampling(args: argparse.Namespace) -> int:
                                             base_schedule=args.base_schedule, batch_size=args.batch_size,
                                             n_boot=args.n_boot, mmd_samples=args.mmd_samples, progress=advance,
                                             levels=levels, oracle=args.oracle, oracle_budget=args.oracle_budget,
-                                            oracle_samples=args.oracle_samples)
+                                            oracle_samples=args.oracle_samples, reference=args.reference)
     for w in caught:
         print(f"pifskit: warning: {w.message}", file=sys.stderr)
     report["timing"]["total_seconds"] = time.perf_counter() - t0
