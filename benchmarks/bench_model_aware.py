@@ -163,7 +163,7 @@ def main(argv=None) -> int:
         for label, fn, opts in samplers:
             for N in steps:
                 for name in names:
-                    X = fn(model.denoise, chains[(label, N, name)], x_T, np.random.default_rng([seed, 6]), **opts)
+                    X = fn(model.denoise, x_T, chains[(label, N, name)], rng=np.random.default_rng([seed, 6]), **opts)
                     res.setdefault((label, N, name), []).append(sw.compare(X))
         print(f"# seed {seed} done", file=sys.stderr, flush=True)
 

@@ -84,7 +84,7 @@ def test_closed_form_matches_the_numpy_sampler_with_a_time_varying_linear_denois
         return x / a * ls.gain(np.array([[s]]))[0]
 
     xT = np.eye(K)  # VP N(0, I) start: VE std sqrt(1 + sigma_0^2) along each axis
-    out = SAMPLERS[solver](den, chain, xT)
+    out = SAMPLERS[solver](den, xT, chain)
     np.testing.assert_allclose(np.diag(out), output_gain(solver, sig, ls, "prior"), rtol=1e-9, atol=1e-12)
 
 

@@ -9,7 +9,7 @@ import torch
 
 from pifskit import PifsError
 from pifskit.cli import main
-from pifskit.datamodels import GaussianMixtureModel
+from pifskit.exact_models import GaussianMixtureModel
 from pifskit.design.steps import optimal_steps
 from pifskit.schedules import get_schedule
 from pifskit.spectra import Spectrum

@@ -20,6 +20,12 @@ uniform logSNR, Karras rho = 7 and the published Align Your Steps lists (``ays-s
 those endpoints, and ``pifskit`` = :func:`pifskit.design.steps.optimal_steps` for the data's pooled
 PCA spectrum (skipped with a warning if that module is unavailable).
 
+Extra schedules: ``--levels NAME=FILE`` (:func:`load_levels`, format ``LEVELS_CONTRACT``), e.g. the
+output of ``pifskit design steps --json``. The limit: ``--oracle`` (mixtures) optimises, per sampler
+and step count, the levels directly on this bench's sliced W2 with the exact denoiser
+(:func:`oracle_objective`, :func:`optimise_oracle`) on an optimisation sample separate from the
+evaluation sample, then scores them like every schedule; each schedule's distance to it is reported.
+
 Determinism: one seed fixes x_T (shared by all configurations: common random numbers, so
 differences between schedules are paired), the reference samples, the projections and the
 bootstrap.
@@ -48,7 +54,8 @@ from .samplers import parse_sampler, sampler_nfe
 from .schedules import Schedule, get_schedule
 from .spectra import IMAGENET_PIXEL_VARIANCE, Spectrum, powerlaw
 
-__all__ = ["BenchData", "BENCH_SCHEDULES", "DEFAULT_SCHEDULES", "DEFAULT_SAMPLERS", "DEFAULT_STEPS", "DEFAULT_SAMPLES",
+__all__ = ["BenchData", "BENCH_SCHEDULES", "LEVELS_CONTRACT", "ORACLE_BUDGET", "ORACLE_SAMPLES", "OracleResult",
+           "load_levels", "oracle_objective", "optimise_oracle", "DEFAULT_SCHEDULES", "DEFAULT_SAMPLERS", "DEFAULT_STEPS", "DEFAULT_SAMPLES",
            "DEFAULT_N_BOOT",
            "parse_bench_data", "bench_chain", "run_sampling_benchmark", "write_report", "markdown_tables"]
 
@@ -158,6 +165,7 @@ def bench_chain(name: str, steps: int, schedule: Schedule, spectrum: Spectrum | 
 
 def _batched(sampler: Callable, denoiser, chain: Chain, x_T: np.ndarray, rng, opts: dict, batch: int,
              advance: Callable) -> np.ndarray:
+    """The one place the benchmark calls a sampler: ``x_T`` in row batches of ``batch``."""
     out = np.empty_like(x_T)
     for i in range(0, x_T.shape[0], batch):
         sl = slice(i, min(i + batch, x_T.shape[0]))
@@ -166,16 +174,207 @@ def _batched(sampler: Callable, denoiser, chain: Chain, x_T: np.ndarray, rng, op
     return out
 
 
+# ---------------------------------------------------------------------------
+# user levels (--levels NAME=FILE) and the oracle (--oracle)
+# ---------------------------------------------------------------------------
+
+#: what ``--levels NAME=FILE`` reads (shown by the CLI's --help)
+LEVELS_CONTRACT = (
+    "FILE is JSON: the output of `pifskit design steps --json` (its 'sigmas' are used: N noisy VE levels, "
+    "strictly decreasing, then 0; a 'solver' field is kept in the label as NAME[solver]), or {\"sigmas\": [...]} "
+    "(a missing final 0 is added), or one such object per step count keyed by N: {\"5\": {...}, \"10\": {...}}. "
+    "N = the number of noisy levels; a single design must have an N among --steps, a keyed file is used at the "
+    "--steps it has. Levels are VE sigmas of --base-schedule's VP process (what `pifskit design steps` prints for a "
+    "VP schedule); the chain starts from x_T ~ N(0, I) (VP) at its first level like every other schedule. "
+    "--reference NAME makes it the schedule the paired differences are taken to.")
+
+
+def _levels_entry(obj, where: str) -> tuple[np.ndarray, str | None]:
+    if not isinstance(obj, dict) or "sigmas" not in obj:
+        raise PifsError(f"{where}: expected an object with 'sigmas' (pifskit design steps --json), "
+                        "or one such object per step count keyed by N")
+    try:
+        sig = np.asarray(obj["sigmas"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise PifsError(f"{where}: 'sigmas' must be a list of numbers") from None
+    if sig.ndim != 1 or sig.size == 0 or not np.isfinite(sig).all():
+        raise PifsError(f"{where}: 'sigmas' must be a non-empty list of finite numbers")
+    if sig[-1] != 0.0:
+        sig = np.append(sig, 0.0)
+    if (sig[:-1] <= 0).any() or not (np.diff(sig) < 0).all():
+        raise PifsError(f"{where}: 'sigmas' must be positive and strictly decreasing (then 0)")
+    solver = obj.get("solver")
+    return sig, (str(solver) if solver else None)
+
+
+def load_levels(name: str, path, steps) -> tuple[str, dict[int, Chain]]:
+    """``--levels NAME=FILE`` -> (label, {N: chain}) (format: ``LEVELS_CONTRACT``)."""
+    import json
+
+    if not name or any(c in name for c in ",=[]") or name in BENCH_SCHEDULES or name == "oracle":
+        raise PifsError(f"--levels name {name!r} must be non-empty, without ',=[]', and not a built-in schedule")
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PifsError(f"--levels {name}: file {path} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PifsError(f"--levels {name}: cannot read {path} as JSON ({exc.__class__.__name__})") from None
+    steps = [int(s) for s in steps]
+    if isinstance(obj, dict) and "sigmas" not in obj and obj and all(str(k).strip().isdigit() for k in obj):
+        entries = {}
+        for k, v in obj.items():
+            sig, solver = _levels_entry(v, f"--levels {name} ({path}) key {k!r}")
+            if sig.size - 1 != int(k):
+                raise PifsError(f"--levels {name} ({path}): key {k!r} holds {sig.size - 1} noisy levels")
+            entries[int(k)] = (sig, solver)
+        keyed = True
+    else:
+        sig, solver = _levels_entry(obj, f"--levels {name} ({path})")
+        entries, keyed = {sig.size - 1: (sig, solver)}, False
+    used = {N: e for N, e in entries.items() if N in steps}
+    if not used:
+        have = ", ".join(map(str, sorted(entries)))
+        raise PifsError(f"--levels {name} ({path}): N = {have} noisy levels, none among --steps "
+                        f"{','.join(map(str, steps))}" + ("" if keyed else " (key the file by N for several)"))
+    solvers = {s for _, s in used.values() if s}
+    label = name + (f"[{'/'.join(sorted(solvers))}]" if solvers else "")
+    return label, {N: Chain.from_sigmas(sig, name=label) for N, (sig, _) in used.items()}
+
+
+#: the oracle's defaults: coordinate-search evaluations per (sampler, N) and its optimisation sample size
+ORACLE_BUDGET = 100
+ORACLE_SAMPLES = 1000
+ORACLE_PROJECTIONS = 64
+
+
+@dataclass
+class OracleResult:
+    """The oracle's levels for one (sampler, N) and the record of its search (values on the optimisation sample)."""
+
+    chain: Chain
+    start_schedule: str
+    start_value: float
+    value: float
+    evaluations: int
+    seconds: float
+    history: list[float]
+    bounds: tuple[float, float]
+
+
+def oracle_objective(model, sampler: Callable, opts: dict, *, n: int, seed: int, sampler_key: int = 0,
+                     n_projections: int = ORACLE_PROJECTIONS, batch: int = 4096) -> Callable[[Chain], float]:
+    """SW2 of the sampler's output on a fixed optimisation sample: common random numbers.
+
+    x_T, the true reference sample and the unit projections are drawn once from the streams
+    ``[seed, 7, 0]``, ``[seed, 7, 1]``, ``[seed, 7, 2]`` (the evaluation uses ``[seed, 0..6]``: a
+    separate sample), the sampler's own noise (eta > 0) is reset to ``[seed, 7, 3, sampler_key]`` on each
+    call, so the objective is a deterministic function of the levels.
+    """
+    x_T = np.random.default_rng([seed, 7, 0]).standard_normal((n, model.d))
+    ref = model.sample(n, np.random.default_rng([seed, 7, 1]))
+    sw = SlicedW2Reference(ref, n_projections, 1, np.random.default_rng([seed, 7, 2]))
+
+    def f(chain: Chain) -> float:
+        X = _batched(sampler, model.denoise, chain, x_T, np.random.default_rng([seed, 7, 3, sampler_key]), opts,
+                     batch, lambda k: None)
+        return float(sw.compare(X)[0]) if np.isfinite(X).all() else float("inf")
+
+    f.x_T = x_T  # the optimisation sample, exposed for checks
+    return f
+
+
+def _chain_of(log_sigmas: np.ndarray, name: str) -> Chain:
+    return Chain.from_sigmas(np.append(np.exp(log_sigmas), 0.0), name=name)
+
+
+def optimise_oracle(objective: Callable[[Chain], float], starts: dict[str, Chain], sigma_range_: tuple[float, float],
+                    *, budget: int = ORACLE_BUDGET, step: float = 0.3, tol: float = 0.005,
+                    progress: Callable[[int], None] | None = None) -> OracleResult:
+    """Levels minimising ``objective`` by coordinate search in log sigma, from the best of ``starts``.
+
+    Parameters: all N noisy levels u_k = log sigma_k (the first free too, so every baseline -- 'leading'
+    starts below sigma_max -- is a feasible start; the last step goes to 0 as for every schedule),
+    strictly decreasing inside [sigma_min, sigma_max] (widened to hold the start chain). Each start chain
+    costs one evaluation; then per sweep each u_k is tried at u_k + delta, else u_k - delta (a move
+    that breaks the order is shortened to halfway to the neighbour); an improvement is kept at once.
+    delta starts at ``step`` x the start chain's mean log-sigma gap (so N = 20 is searched as finely,
+    relative to its spacing, as N = 5) and halves after a sweep without improvement; stop at ``budget``
+    evaluations (starts included) or delta < ``tol``. Only improvements are accepted, so the result is never worse than the start on
+    the objective's sample.
+    """
+    t0 = time.perf_counter()
+    advance = progress or (lambda k=1: None)
+    budget = check_positive_int(budget, "oracle budget")
+    if not starts:
+        raise PifsError("the oracle needs at least one start schedule")
+    evals = 0
+    scored = {}
+    for name, ch in starts.items():
+        scored[name] = objective(ch)
+        evals += 1
+        advance(1)
+    start = min(scored, key=lambda k: scored[k])
+    best = float(scored[start])
+    sig = starts[start].sigmas
+    u = np.log(sig[:-1] if sig[-1] == 0.0 else sig)
+    lo = min(np.log(sigma_range_[0]), float(u.min()))
+    hi = max(np.log(sigma_range_[1]), float(u.max()))
+    history = [best]
+    delta = float(step) * (float(u[0] - u[-1]) / max(u.size - 1, 1) if u.size > 1 else 1.0)
+    while evals < budget and delta >= tol:
+        improved = False
+        for k in range(u.size):
+            up = hi if k == 0 else u[k - 1]
+            down = lo if k == u.size - 1 else u[k + 1]
+            for sgn in (1.0, -1.0):
+                if evals >= budget:
+                    break
+                v = u[k] + sgn * delta
+                bound = up if sgn > 0 else down
+                closed = (k == 0 and sgn > 0) or (k == u.size - 1 and sgn < 0)  # range ends may be reached
+                if (v > bound if sgn > 0 else v < bound) or (not closed and v == bound):
+                    v = bound if closed else 0.5 * (u[k] + bound)
+                if v == u[k]:
+                    continue
+                trial = u.copy()
+                trial[k] = v
+                val = objective(_chain_of(trial, "oracle"))
+                evals += 1
+                advance(1)
+                if val < best:
+                    u, best, improved = trial, float(val), True
+                    history.append(best)
+                    break
+        if not improved:
+            delta *= 0.5
+    advance(max(budget - evals, 0))  # the unused budget, so a bar sized by the budget completes
+    return OracleResult(_chain_of(u, "oracle"), start, float(scored[start]), best, evals,
+                        time.perf_counter() - t0, history, (float(np.exp(lo)), float(np.exp(hi))))
+
+
 def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEFAULT_STEPS,
                            schedules=DEFAULT_SCHEDULES, n_samples: int = DEFAULT_SAMPLES, seed: int = 0,
                            base_schedule: str = "sd", batch_size: int = 4096, n_boot: int = DEFAULT_N_BOOT,
                            n_projections: int = 128, mmd_samples: int = 1000, paired: bool = True,
-                           progress: Callable[[int], None] | None = None) -> dict:
+                           progress: Callable[[int], None] | None = None,
+                           levels: dict[str, dict[int, Chain]] | None = None, oracle: bool = False,
+                           oracle_budget: int = ORACLE_BUDGET, oracle_samples: int = ORACLE_SAMPLES,
+                           reference: str | None = None) -> dict:
     """Run the grid and return the report: ``results`` (one row per sampler/schedule/steps/metric),
     ``floor`` (the metrics of a second true sample set: the finite-sample noise floor), ``paired``
-    (mixtures: SW2 of each schedule minus SW2 of the reference schedule -- 'pifskit' if run, else the
-    first -- on the same x_T, with a paired bootstrap CI; negative = better than the reference), ``chains``,
-    ``skipped`` schedules, timing (samples per second) and the settings."""
+    (mixtures: SW2 of each schedule minus SW2 of the ``reference`` schedule -- default 'pifskit' if run,
+    else the first; a ``levels`` label or its bare name may be given -- on the same x_T, with a paired bootstrap CI; negative = better than the reference),
+    ``versus_best`` (the reference minus the best other non-oracle schedule of each cell, paired CI),
+    ``chains``, ``skipped`` schedules, timing (samples per second) and the settings.
+
+    ``levels``: extra schedules {label: {N: chain}} (:func:`load_levels`), scored at the N they have.
+    ``oracle`` (mixtures): per sampler and N, :func:`optimise_oracle` on :func:`oracle_objective`
+    (``oracle_samples`` rows, a sample separate from the evaluation's, ``oracle_budget`` evaluations),
+    started from every other schedule of the cell; its levels are then scored on the evaluation sample
+    like every schedule (row 'oracle'), ``oracle_gap`` holds each schedule's SW2 minus the oracle's
+    (paired CI: the number to drive to zero; negative = the oracle was beaten on the evaluation sample,
+    by sampling noise or the search's limits) and ``oracle`` the search records."""
     n = check_positive_int(n_samples, "samples")
     batch = check_positive_int(batch_size, "batch size")
     if not samplers or not steps or not schedules:
@@ -184,6 +383,15 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
     steps = [check_positive_int(int(s), "steps") for s in steps]
     for s in schedules:
         check_choice(s, "schedule", BENCH_SCHEDULES)
+    levels = dict(levels or {})
+    if oracle and data.kind != "gmm":
+        raise PifsError("--oracle needs a mixture data model (gmm:...): on a Gaussian the metric is closed form "
+                        "and the solver-specific pifskit design is its optimum")
+    if oracle:
+        oracle_budget = check_positive_int(oracle_budget, "oracle budget")
+        oracle_samples = check_positive_int(oracle_samples, "oracle samples")
+        if oracle_samples < 2:
+            raise PifsError("--oracle-samples must be >= 2")
     sched = get_schedule(base_schedule)
     smin, smax = sigma_range(sched)
     chains: dict[tuple[str, int], Chain] = {}
@@ -197,11 +405,19 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
                 warnings.warn(msg, stacklevel=2)
                 skipped.append({"schedule": sc, "reason": msg})
                 break
+    for label, by_n in levels.items():
+        for N, ch in by_n.items():
+            if N in steps:
+                chains[(label, N)] = ch
     advance = progress or (lambda k=1: None)
     model = data.model
     results: list[dict] = []
     floor: list[dict] = []
     paired_rows: list[dict] = []
+    gap_rows: list[dict] = []
+    best_rows: list[dict] = []
+    oracle_rows: list[dict] = []
+    oracle_chains: list[dict] = []
     t_sample, t_metrics, n_generated = 0.0, 0.0, 0
 
     def add(label, sc, N, nfe, metric, mv):
@@ -236,14 +452,29 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
         fl, _ = score(ref2)
         floor = [{"metric": k, **v.to_dict()} for k, v in fl.items()]
         scheds_run = list(dict.fromkeys(sc for sc, _ in chains))
-        reference = "pifskit" if "pifskit" in scheds_run else (scheds_run[0] if scheds_run else None)
+        if reference is not None:
+            names = {sc: sc for sc in scheds_run} | {sc.partition("[")[0]: sc for sc in levels}
+            check_choice(reference, "reference schedule", names)
+            reference = names[reference]
+        else:
+            reference = "pifskit" if "pifskit" in scheds_run else (scheds_run[0] if scheds_run else None)
         for j, (label, fn, opts) in enumerate(parsed):
+            objective = (oracle_objective(model, fn, opts, n=oracle_samples, seed=seed, sampler_key=j,
+                                          batch=batch) if oracle else None)
             for N in steps:
                 kept: dict[str, tuple[float, np.ndarray]] = {}
-                for sc in scheds_run:
-                    chain = chains.get((sc, N))
-                    if chain is None:
-                        continue
+                cell = {sc: chains[(sc, N)] for sc in scheds_run if (sc, N) in chains}
+                if oracle and cell:
+                    orc = optimise_oracle(objective, cell, (smin, smax), budget=oracle_budget, progress=advance)
+                    oracle_rows.append({"sampler": label, "steps": N, "start_schedule": orc.start_schedule,
+                                        "start_value": orc.start_value, "value": orc.value,
+                                        "evaluations": orc.evaluations, "seconds": orc.seconds,
+                                        "history": orc.history, "bounds": list(orc.bounds),
+                                        "sigmas": orc.chain.sigmas.tolist()})
+                    oracle_chains.append({"schedule": "oracle", "sampler": label, "steps": N,
+                                          "sigmas": orc.chain.sigmas.tolist()})
+                    cell["oracle"] = orc.chain
+                for sc, chain in cell.items():
                     rng = np.random.default_rng([seed, 6, j])
                     t0 = time.perf_counter()
                     X = _batched(fn, model.denoise, chain, x_T, rng, opts, batch, lambda k: None)
@@ -266,21 +497,45 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
                         paired_rows.append({"sampler": label, "schedule": sc, "reference": reference, "steps": N,
                                             "metric": "sw2_minus_reference", "value": mv.value,
                                             "ci_low": mv.ci_low, "ci_high": mv.ci_high})
+                    others = [sc for sc in kept if sc not in (reference, "oracle")]
+                    if others:
+                        bo = min(others, key=lambda sc: kept[sc][0])
+                        mv = paired_difference(kept[reference], kept[bo])
+                        best_rows.append({"sampler": label, "schedule": reference, "best_other": bo, "steps": N,
+                                          "metric": "sw2_reference_minus_best_other", "value": mv.value,
+                                          "ci_low": mv.ci_low, "ci_high": mv.ci_high})
+                if "oracle" in kept:
+                    for sc, sw in kept.items():
+                        mv = paired_difference(sw, kept["oracle"])
+                        gap_rows.append({"sampler": label, "schedule": sc, "steps": N, "metric": "sw2_minus_oracle",
+                                         "value": mv.value, "ci_low": mv.ci_low, "ci_high": mv.ci_high})
     return {
         "data": {"spec": data.name, "kind": data.kind, **data.info},
         "settings": {"samplers": [p[0] for p in parsed], "steps": steps, "schedules": list(schedules),
                      "samples": n, "seed": seed, "base_schedule": base_schedule, "n_boot": n_boot,
                      "n_projections": n_projections, "mmd_samples": mmd_samples,
                      "start": "x_T ~ N(0, I) at the first level",
-                     "kl_direction": "KL(sampler || data)"},
+                     "kl_direction": "KL(sampler || data)",
+                     "levels": sorted(levels),
+                     **({"oracle": {"budget": oracle_budget, "samples": oracle_samples,
+                                    "projections": ORACLE_PROJECTIONS, "objective": "sliced W2 (no bootstrap)",
+                                    "optimisation_seed": [seed, 7], "evaluation_seed": [seed, 0],
+                                    "method": "coordinate search in log sigma from the best schedule of the cell",
+                                    "start_level": "free in [sigma_min, sigma_max] (like every schedule, x_T ~ "
+                                                   "N(0, I) at the first level); last step to sigma = 0"}}
+                        if oracle else {})},
         "noise_range": {"sigma_min": smin, "sigma_max": smax,
                         "sqrt_lambda_max": float(np.sqrt(data.spectrum.eigenvalues[0])),
                         "sqrt_lambda_min": float(np.sqrt(data.spectrum.eigenvalues[-1]))},
         "results": results,
         "floor": floor,
         "paired": paired_rows,
+        "versus_best": best_rows,
+        "oracle_gap": gap_rows,
+        "oracle": oracle_rows,
         "skipped": skipped,
-        "chains": [{"schedule": sc, "steps": N, "sigmas": ch.sigmas.tolist()} for (sc, N), ch in chains.items()],
+        "chains": [{"schedule": sc, "steps": N, "sigmas": ch.sigmas.tolist()} for (sc, N), ch in chains.items()]
+        + oracle_chains,
         "timing": {"sampling_seconds": t_sample, "metrics_seconds": t_metrics, "samples_generated": n_generated,
                    "samples_per_second": (n_generated / t_sample) if t_sample > 0 else None},
     }
@@ -353,6 +608,48 @@ def markdown_tables(report: dict) -> str:
                 r = tab.get((smp, sc, N))
                 cells.append("" if r is None else f"{r['value']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]")
             lines.append(f"| {smp} | {sc} | " + " | ".join(cells) + " |")
+        lines.append("")
+    vb = report.get("versus_best") or []
+    if vb:
+        ref = vb[0]["schedule"]
+        lines += [f"## '{ref}' minus the best other schedule (SW2; same x_T; 95% paired bootstrap CI; <= 0 or an "
+                  "interval holding 0 = best or tied; the oracle excluded)", "",
+                  "| sampler | " + " | ".join(f"{N} steps" for N in steps) + " |", "|---|" + "---|" * len(steps)]
+        tab = {(r["sampler"], r["steps"]): r for r in vb}
+        for smp in dict.fromkeys(r["sampler"] for r in vb):
+            cells = []
+            for N in steps:
+                r = tab.get((smp, N))
+                cells.append("" if r is None else f"{r['value']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] "
+                                                  f"vs {r['best_other']}")
+            lines.append(f"| {smp} | " + " | ".join(cells) + " |")
+        lines.append("")
+    og = report.get("oracle_gap") or []
+    if og:
+        o = report["settings"]["oracle"]
+        lines += ["## Distance to the oracle (SW2 minus the oracle's; same x_T; 95% paired bootstrap CI; the number "
+                  "to drive to zero)", "",
+                  f"The oracle: per sampler and step count, levels optimised on the bench's own metric (sliced W2, "
+                  f"{o['projections']} fixed directions) with the exact denoiser and that sampler, on a separate "
+                  f"optimisation sample ({o['samples']} rows, seed {o['optimisation_seed']}; common random numbers), "
+                  f"by {o['method']}, at most {o['budget']} evaluations; start level {o['start_level']}. It is scored "
+                  "here on the evaluation sample like every schedule, so sampling noise can put a schedule below it "
+                  "(a negative distance).", "",
+                  "| sampler | schedule | " + " | ".join(f"{N} steps" for N in steps) + " |",
+                  "|---|---|" + "---|" * len(steps)]
+        tab = {(r["sampler"], r["schedule"], r["steps"]): r for r in og}
+        for smp, sc in dict.fromkeys((r["sampler"], r["schedule"]) for r in og if r["schedule"] != "oracle"):
+            cells = []
+            for N in steps:
+                r = tab.get((smp, sc, N))
+                cells.append("" if r is None else f"{r['value']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]")
+            lines.append(f"| {smp} | {sc} | " + " | ".join(cells) + " |")
+        lines += ["", "Oracle searches (SW2 on the optimisation sample):", "",
+                  "| sampler | steps | start (best schedule) | start SW2 | oracle SW2 | evaluations | seconds |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in report.get("oracle", []):
+            lines.append(f"| {r['sampler']} | {r['steps']} | {r['start_schedule']} | {_fmt(r['start_value'])} | "
+                         f"{_fmt(r['value'])} | {r['evaluations']} | {r['seconds']:.1f} |")
         lines.append("")
     t = report.get("timing", {})
     if t.get("samples_per_second"):

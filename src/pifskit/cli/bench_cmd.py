@@ -30,7 +30,7 @@ def _ints(text: str, name: str) -> list[int]:
 
 def register(subparsers) -> None:
     from ..exact_bench import (BENCH_SCHEDULES, DEFAULT_N_BOOT, DEFAULT_SAMPLERS, DEFAULT_SAMPLES, DEFAULT_SCHEDULES,
-                                  DEFAULT_STEPS)
+                                  DEFAULT_STEPS, LEVELS_CONTRACT, ORACLE_BUDGET, ORACLE_SAMPLES)
     from ..samplers import SAMPLERS
 
     bench = subparsers.add_parser("bench", help="benchmarks against exact-score data models")
@@ -65,13 +65,27 @@ def register(subparsers) -> None:
     p.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT,
                    help=f"bootstrap replicates for the CIs (default {DEFAULT_N_BOOT}; the published tables use 100)")
     p.add_argument("--mmd-samples", type=int, default=1000, help="samples used by MMD^2 (default 1000)")
+    p.add_argument("--levels", action="append", default=[], metavar="NAME=FILE",
+                   help="add a schedule from a JSON file (repeatable). " + LEVELS_CONTRACT)
+    p.add_argument("--reference", default=None, metavar="SCHEDULE",
+                   help="mixtures: the schedule the paired differences are taken to, and compared with the best "
+                        "other (default: 'pifskit' if run, else the first of --schedules; a --levels NAME may be given)")
+    p.add_argument("--oracle", action="store_true",
+                   help="mixtures: also optimise the levels per sampler and step count directly on this bench's "
+                        "sliced W2 (exact denoiser, that sampler, coordinate search in log sigma from the best "
+                        "schedule, a separate optimisation sample with common random numbers), score them on the "
+                        "evaluation sample and report every schedule's distance to them")
+    p.add_argument("--oracle-budget", type=int, default=ORACLE_BUDGET,
+                   help=f"objective evaluations per sampler and step count, starts included (default {ORACLE_BUDGET})")
+    p.add_argument("--oracle-samples", type=int, default=ORACLE_SAMPLES,
+                   help=f"rows of the oracle's optimisation sample (default {ORACLE_SAMPLES})")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     add_json_option(p)
     p.set_defaults(handler=run_bench_sampling)
 
 
 def run_bench_sampling(args: argparse.Namespace) -> int:
-    from ..exact_bench import markdown_tables, parse_bench_data, run_sampling_benchmark, write_report
+    from ..exact_bench import load_levels, markdown_tables, parse_bench_data, run_sampling_benchmark, write_report
 
     samplers = _list(args.samplers, "samplers")
     steps = _ints(args.steps, "steps")
@@ -86,10 +100,27 @@ def run_bench_sampling(args: argparse.Namespace) -> int:
         check_choice(s, "schedule", BENCH_SCHEDULES)
     if args.samples < 2:
         raise PifsError(f"--samples must be >= 2, got {args.samples}")
+    levels = {}
+    for spec in args.levels:
+        name, eq, path = spec.partition("=")
+        if not eq or not path:
+            raise PifsError(f"--levels takes NAME=FILE, got {spec!r}")
+        label, by_n = load_levels(name.strip(), path, steps)
+        if label in levels or label in schedules:
+            raise PifsError(f"--levels name {label!r} given twice")
+        levels[label] = by_n
+    if args.oracle:
+        if args.oracle_budget < 1:
+            raise PifsError(f"--oracle-budget must be >= 1, got {args.oracle_budget}")
+        if args.oracle_samples < 2:
+            raise PifsError(f"--oracle-samples must be >= 2, got {args.oracle_samples}")
     data = parse_bench_data(args.data, dim=args.dim, fit=args.fit, components=args.components, jitter=args.jitter,
                             seed=args.seed, resolution=args.resolution, channels=args.channels,
                             pixel_variance=args.pixel_variance)
-    total = len(samplers) * len(steps) * len(schedules)
+    n_cells = len(samplers) * len(steps)
+    total = n_cells * len(schedules) + len(samplers) * sum(len(v) for v in levels.values())
+    if args.oracle:
+        total += n_cells * (1 + args.oracle_budget)  # the search's evaluations, then the oracle's own row
     t0 = time.perf_counter()
     import warnings
 
@@ -98,7 +129,9 @@ def run_bench_sampling(args: argparse.Namespace) -> int:
         with progress(f"bench sampling ({data.kind})", total, enabled=not args.json) as advance:
             report = run_sampling_benchmark(data, samplers, steps, schedules, n_samples=args.samples, seed=args.seed,
                                             base_schedule=args.base_schedule, batch_size=args.batch_size,
-                                            n_boot=args.n_boot, mmd_samples=args.mmd_samples, progress=advance)
+                                            n_boot=args.n_boot, mmd_samples=args.mmd_samples, progress=advance,
+                                            levels=levels, oracle=args.oracle, oracle_budget=args.oracle_budget,
+                                            oracle_samples=args.oracle_samples, reference=args.reference)
     for w in caught:
         print(f"pifskit: warning: {w.message}", file=sys.stderr)
     report["timing"]["total_seconds"] = time.perf_counter() - t0

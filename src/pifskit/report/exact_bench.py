@@ -126,6 +126,10 @@ def write_bench_report(report: dict, out_dir, markdown: str, plots: bool = True)
                "schedules are paired. Read the paired table first: a CI that excludes 0 says which schedule is "
                "better at that step count; overlapping CIs in the per-metric tables do not settle it. Values near "
                "the true-vs-true floor are as good as the finite sample can tell.</p>")
+    if report.get("oracle_gap"):
+        reading += ("<p>The 'oracle' row holds levels optimised on this bench's own metric for each sampler and step "
+                    "count, on a separate optimisation sample; the distance-to-oracle table is the number to drive "
+                    "to zero. It is measured on the evaluation sample, so noise can make it negative.</p>")
     sections = [
         {"key": "results", "title": "Results", "html": reading + markdown_html(markdown)},
         {"key": "figures", "title": "Figures", "html": "", "figures": figures},

@@ -55,7 +55,7 @@ VPDenoiser = Callable[[torch.Tensor, float], torch.Tensor]
 
 
 class MixtureDenoiser(nn.Module):
-    """The exact denoiser of a :class:`~pifskit.datamodels.GaussianMixtureModel` in torch (VP: D(x, logsnr)).
+    """The exact denoiser of a :class:`~pifskit.exact_models.GaussianMixtureModel` in torch (VP: D(x, logsnr)).
 
     D(x) = sum_k r_k(x) [mu_k + U_k diag(g_k) U_k^T (x - a mu_k)], g_k = a lam_k / (a^2 lam_k + s^2),
     r_k = softmax(log w_k - 1/2 sum log v_k - 1/2 ||U_k^T (x - a mu_k)||^2_{v_k^-1}); differentiable, so
@@ -364,7 +364,7 @@ class ModelEntry:
 
 
 def _mixture_entry(spec: str) -> ModelEntry:
-    from ..bench.sampling import parse_bench_data
+    from ..exact_bench import parse_bench_data
 
     data = parse_bench_data(spec)
     m = data.model
@@ -408,7 +408,7 @@ def _checkpoint_entry(path: str) -> ModelEntry:
             with torch.no_grad():
                 return denoise(torch.as_tensor(x, dtype=torch.float32), float(l)).double().numpy()
 
-        return sample_ddim(np_den, chain, xT), n * chain.n_steps
+        return sample_ddim(np_den, xT, chain), n * chain.n_steps
 
     return ModelEntry(f"checkpoint {info['path']} ({info['arch']}, step {info['step']}, {info['prediction_type']})",
                       denoise, d, torch.float32, sched, sample=sample)
