@@ -173,8 +173,17 @@ def _check_betas(beta_start, beta_end, num_train_timesteps) -> tuple[float, floa
     return float(b0), float(b1), check_positive_int(num_train_timesteps, "num_train_timesteps")
 
 
+class _BetaRange(Schedule):
+    """Validates beta_start < beta_end and the number of training timesteps of a continuous beta schedule."""
+
+    def __post_init__(self):
+        for k, v in zip(("beta_start", "beta_end", "num_train_timesteps"),
+                        _check_betas(self.beta_start, self.beta_end, self.num_train_timesteps)):
+            _set(self, k, v)
+
+
 @dataclass(frozen=True)
-class LinearBetaSchedule(Schedule):
+class LinearBetaSchedule(_BetaRange):
     """Continuous DDPM linear-beta schedule (Ho et al. 2020).
 
     beta(u) = T (beta_start + u (beta_end - beta_start)) per unit t, so
@@ -186,11 +195,6 @@ class LinearBetaSchedule(Schedule):
     num_train_timesteps: int = 1000
     name = "ddpm-linear"
 
-    def __post_init__(self):
-        for k, v in zip(("beta_start", "beta_end", "num_train_timesteps"),
-                        _check_betas(self.beta_start, self.beta_end, self.num_train_timesteps)):
-            _set(self, k, v)
-
     def logsnr(self, t) -> np.ndarray:
         t = self._t(t)
         T = self.num_train_timesteps
@@ -199,7 +203,7 @@ class LinearBetaSchedule(Schedule):
 
 
 @dataclass(frozen=True)
-class ScaledLinearBetaSchedule(Schedule):
+class ScaledLinearBetaSchedule(_BetaRange):
     """Continuous Stable Diffusion 'scaled_linear' schedule.
 
     sqrt(beta) linear in t from sqrt(beta_start) to sqrt(beta_end);
@@ -210,11 +214,6 @@ class ScaledLinearBetaSchedule(Schedule):
     beta_end: float = 0.012
     num_train_timesteps: int = 1000
     name = "sd-scaled-linear"
-
-    def __post_init__(self):
-        for k, v in zip(("beta_start", "beta_end", "num_train_timesteps"),
-                        _check_betas(self.beta_start, self.beta_end, self.num_train_timesteps)):
-            _set(self, k, v)
 
     def logsnr(self, t) -> np.ndarray:
         t = self._t(t)

@@ -53,6 +53,19 @@ def lambda_range(chain: Chain, spectrum: Spectrum, lam2: float) -> tuple[float, 
     return 10 ** (math.floor(math.log10(lo)) - 0.5), 10 ** (math.ceil(math.log10(hi)) + 0.5)
 
 
+def _block_mass(spectrum: Spectrum, levels: np.ndarray, patch: int) -> dict:
+    """The surrogate off-diagonal block mass M_off at the levels, or why it is not defined."""
+    pg = spectrum.power_grid
+    if pg is None:
+        return {"available": False, "patch": patch, "image_shape": None, "n_patches": None, "M_off": None,
+                "note": f"spectrum '{spectrum.name}' has no stationary power grid (H x W), so the surrogate "
+                        "off-diagonal block mass M_off(t) is not defined; use a powerlaw spectrum or a Fourier "
+                        "spectrum from images"}
+    patch_overlap_weights(pg.shape, patch)  # validates that the patch tiles the image
+    return {"available": True, "patch": patch, "image_shape": list(pg.shape), "n_patches": int(pg.size // patch**2),
+            "M_off": offdiag_block_mass(levels, pg, patch), "note": None}
+
+
 def compute_report_data(schedule: Schedule, chain: Chain, spectrum: Spectrum, *, patch: int = 8,
                         schedule_label: str | None = None, lambda_points: int = 256,
                         map_points: int = 96) -> dict:
@@ -94,47 +107,23 @@ def compute_report_data(schedule: Schedule, chain: Chain, spectrum: Spectrum, *,
     ex = np.sort(lyapunov_exponents(chain, spectrum))[::-1]
     ky = kaplan_yorke(ex)
 
-    # -- surrogate off-diagonal block mass --------------------------------------------
-    if spectrum.power_grid is not None:
-        patch_overlap_weights(spectrum.power_grid.shape, patch)  # validates that the patch tiles the image
-        m_off = offdiag_block_mass(l[:-1], spectrum.power_grid, patch)
-        bm = {"available": True, "patch": patch, "image_shape": list(spectrum.power_grid.shape),
-              "n_patches": int(spectrum.power_grid.size // patch**2), "M_off": m_off, "note": None}
-    else:
-        m_off = None
-        bm = {"available": False, "patch": patch, "image_shape": None, "n_patches": None, "M_off": None,
-              "note": f"spectrum '{spectrum.name}' has no stationary power grid (H x W), so the surrogate "
-                      "off-diagonal block mass M_off(t) is not defined; use a powerlaw spectrum or a Fourier "
-                      "spectrum from images"}
-
+    bm = _block_mass(spectrum, l[:-1], patch)
+    m_off = bm["M_off"]
     finite_ls = lam_star[np.isfinite(lam_star)]
     summary = {
-        "n_steps": N,
-        "lands_clean": chain.lands_clean,
-        "starts_from_noise": chain.starts_from_noise,
-        "alpha_bar_first": ab[0],
-        "alpha_bar_last": ab[-1],
-        "logsnr_first": l[0],
-        "logsnr_last": l[-1],
-        "L_star_first": L_star[0],
-        "L_star_last": L_star[-1],
+        "n_steps": N, "lands_clean": chain.lands_clean, "starts_from_noise": chain.starts_from_noise,
+        "alpha_bar_first": ab[0], "alpha_bar_last": ab[-1], "logsnr_first": l[0], "logsnr_last": l[-1],
+        "L_star_first": L_star[0], "L_star_last": L_star[-1],
         "lambda_star_min": finite_ls.min() if finite_ls.size else math.inf,
         "lambda_star_max": finite_ls.max() if finite_ls.size else math.inf,
-        "lambda_2star": lam2,
-        "regime_boundary_step": boundary,
-        "d": spectrum.d,
-        "pixel_variance": spectrum.pixel_variance,
-        "eigenvalue_max": vals[0],
-        "eigenvalue_min": vals[-1],
+        "lambda_2star": lam2, "regime_boundary_step": boundary,
+        "d": spectrum.d, "pixel_variance": spectrum.pixel_variance,
+        "eigenvalue_max": vals[0], "eigenvalue_min": vals[-1],
         "n_above_lambda_2star": int(np.count_nonzero(spectrum.eigenvalues > lam2)) if math.isfinite(lam2) else None,
         "n_positive_exponents": int(np.count_nonzero(ex > 0)),
-        "exponent_max": ex[0],
-        "exponent_min": ex[-1],
-        "exponent_sum": ex.sum(),
-        "kaplan_yorke": ky,
-        "kaplan_yorke_fraction": ky / spectrum.d,
-        "released_before_chain": released[0],
-        "released_never": released[-1],
+        "exponent_max": ex[0], "exponent_min": ex[-1], "exponent_sum": ex.sum(),
+        "kaplan_yorke": ky, "kaplan_yorke_fraction": ky / spectrum.d,
+        "released_before_chain": released[0], "released_never": released[-1],
         "M_off_first": None if m_off is None else m_off[0],
         "M_off_last": None if m_off is None else m_off[-1],
         "M_off_at_boundary": None if (m_off is None or boundary >= N) else m_off[boundary],

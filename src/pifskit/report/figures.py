@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .data import DYNAMIC_RANGE
-from .page import new_figure, render_png
+from .page import finish_axes, new_figure, render_png
 
 __all__ = ["FigureSpec", "FIGURES", "render_png"]
 
@@ -57,10 +57,8 @@ def fig_thresholds(data: dict) -> Figure:
     ax.plot(x, st["alpha_bar_t"], marker=mk, ms=4, lw=1.2, ls=":", color="#8a5a9e", label=r"$\bar\alpha_t$")
     _step_axis(ax, N)
     ax.set_ylim(0, 1.08)
-    ax.set_ylabel("value at the step's source level t")
-    ax.set_title(r"Per-step contraction threshold $L^*_t$ along the chain")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+    finish_axes(ax, "value at the step's source level t", r"Per-step contraction threshold $L^*_t$ along the chain",
+                grid={}, legend=dict(loc="upper left", fontsize=8))
     return fig
 
 
@@ -103,9 +101,8 @@ def fig_expansion_map(data: dict) -> Figure:
                     bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1.0})
     _step_axis(ax, N)
     ax.set_ylim(ye[0], ye[-1])
-    ax.set_ylabel(r"$\log_{10}\lambda$ (direction variance)")
-    ax.set_title(r"Diagonal expansion function $f_t(\lambda)$ of each step")
-    ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
+    finish_axes(ax, r"$\log_{10}\lambda$ (direction variance)",
+                r"Diagonal expansion function $f_t(\lambda)$ of each step", legend=dict(loc="lower left", fontsize=8))
     return fig
 
 
@@ -129,11 +126,10 @@ def fig_chain_exponent(data: dict) -> Figure:
         pad = 0.05 * (fin.max() - fin.min() + 1e-12)
         ax.set_ylim(fin.min() - pad, fin.max() + pad)
     ax.set_xlim(lam[0], lam[-1])
-    ax.set_xlabel(r"direction variance $\lambda$")
-    ax.set_ylabel(r"chain exponent $\Lambda(\lambda)$ (log of total stretch)")
-    ax.set_title(r"Whole-chain exponent $\Lambda(\lambda)$ and global threshold $\lambda^{**}$")
-    ax.grid(alpha=0.3, which="both", lw=0.5)
-    ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+    finish_axes(ax, r"chain exponent $\Lambda(\lambda)$ (log of total stretch)",
+                r"Whole-chain exponent $\Lambda(\lambda)$ and global threshold $\lambda^{**}$",
+                xlabel=r"direction variance $\lambda$", grid=dict(which="both", lw=0.5),
+                legend=dict(loc="upper left", fontsize=8))
     return fig
 
 
@@ -175,10 +171,8 @@ def fig_release_map(data: dict) -> Figure:
     ax.set_xscale("log")
     ax.set_xlim(1, max(sm["d"], 2))
     ax.set_ylim(ymin, ymax)
-    ax.set_xlabel(r"direction rank k (1 = largest variance)")
-    ax.set_ylabel("logSNR")
-    ax.set_title("Release map: where the chain releases each data direction")
-    ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+    finish_axes(ax, "logSNR", "Release map: where the chain releases each data direction",
+                xlabel=r"direction rank k (1 = largest variance)", legend=dict(loc="upper left", fontsize=8))
     return fig
 
 
@@ -194,10 +188,8 @@ def fig_block_mass(data: dict) -> Figure | None:
             label=rf"$M_{{\rm off}}(t)$, {bm['patch']}x{bm['patch']} patches ({bm['n_patches']} per channel)")
     _step_axis(ax, N)
     ax.set_ylim(0, 1.02)
-    ax.set_ylabel("off-diagonal share of Jacobian mass")
-    ax.set_title(r"Surrogate cross-patch Jacobian mass $M_{\rm off}(t)$")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
+    finish_axes(ax, "off-diagonal share of Jacobian mass", r"Surrogate cross-patch Jacobian mass $M_{\rm off}(t)$",
+                grid={}, legend=dict(loc="upper right", fontsize=8))
     return fig
 
 
@@ -220,9 +212,8 @@ def fig_lyapunov(data: dict) -> Figure:
 
     ax1.axhline(0, color="k", lw=0.8)
     ax1.set_xscale("log")
-    ax1.set_xlabel("exponent index i (descending)")
-    ax1.set_ylabel(r"$\Lambda_i=\sum_t \log f_t(\lambda_i)$")
-    ax1.set_title("Lyapunov spectrum of the chain")
+    finish_axes(ax1, r"$\Lambda_i=\sum_t \log f_t(\lambda_i)$", "Lyapunov spectrum of the chain",
+                xlabel="exponent index i (descending)")
     ps = np.concatenate([[0.0], np.cumsum(ex)])
     # zoom on the root: the partial sums fall steeply past it and would hide the hump
     xmax = int(min(ex.size, max(math.ceil(2.5 * ky), 10)))
@@ -230,9 +221,8 @@ def fig_lyapunov(data: dict) -> Figure:
     ax2.plot(D, ps[: xmax + 1], lw=2, color="#2a9d5c", label=r"Moran function $P(D)$")
     ax2.axhline(0, color="k", lw=0.8)
     ax2.set_xlim(0, xmax)
-    ax2.set_xlabel(f"D (zoomed to [0, {xmax}] of d = {sm['d']})")
-    ax2.set_ylabel(r"$P(D)=\sum_{i\leq D}\Lambda_i$ (linear between integers)")
-    ax2.set_title("Kaplan-Yorke dimension: the root of P(D)")
+    finish_axes(ax2, r"$P(D)=\sum_{i\leq D}\Lambda_i$ (linear between integers)",
+                "Kaplan-Yorke dimension: the root of P(D)", xlabel=f"D (zoomed to [0, {xmax}] of d = {sm['d']})")
     if ky > 0:
         ax1.axvline(ky, color="#c0392b", lw=1.2, ls=":", label=rf"$D_{{KY}}={ky:.4g}$")
     ax2.axvline(ky, color="#c0392b", lw=1.2, ls=":")

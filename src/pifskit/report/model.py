@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .html import _cell, fmt_number
-from .page import new_figure, render_png, write_file, write_page
+from .page import finish_axes, new_figure, render_png, write_file, write_page
 
 __all__ = ["write_model_report", "ky_text", "OVERVIEW_PNG"]
 
@@ -53,11 +53,8 @@ def _panel_block_norms(ax, r: dict) -> None:
         ax.plot(n, _arr(st["surrogate_gaussian_block_max"]), ":", color="#2a9d5c", lw=2,
                 label=r"Gaussian-optimal $L_B$ (surrogate)")
     ax.set_yscale("log")
-    ax.set_xlabel("step i (0 = noisiest)")
-    ax.set_ylabel("block-Lipschitz norm (log scale)")
-    ax.set_title(r"Block-max norm of $D_t$ vs $L^*_t$")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, framealpha=0.9)
+    finish_axes(ax, "block-Lipschitz norm (log scale)", r"Block-max norm of $D_t$ vs $L^*_t$",
+                xlabel="step i (0 = noisiest)", grid=dict(which="both"), legend=dict(fontsize=7))
 
 
 def _panel_offdiag(ax, r: dict) -> None:
@@ -70,11 +67,8 @@ def _panel_offdiag(ax, r: dict) -> None:
     if 0 < b < len(n):
         ax.axvline(b - 0.5, color="#b07a2a", ls=":", label="regime boundary (logSNR = 0)")
     ax.set_ylim(0, 1)
-    ax.set_xlabel("step i (0 = noisiest)")
-    ax.set_ylabel(r"off-diagonal share $M_{off}$ of $\|J\|_F^2$")
-    ax.set_title("Cross-patch share of the Jacobian")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, framealpha=0.9)
+    finish_axes(ax, r"off-diagonal share $M_{off}$ of $\|J\|_F^2$", "Cross-patch share of the Jacobian",
+                xlabel="step i (0 = noisiest)", grid={}, legend=dict(fontsize=7))
 
 
 def _panel_lyapunov(ax, r: dict) -> None:
@@ -87,11 +81,8 @@ def _panel_lyapunov(ax, r: dict) -> None:
         ax.plot(kk, _arr(ana["exponents_top"]), "--", color="#2a9d5c",
                 label=f"analytic surrogate (KY = {float(ana['kaplan_yorke']):.3g})")
     ax.axhline(0, color="grey", lw=0.6)
-    ax.set_xlabel("exponent index i (largest first)")
-    ax.set_ylabel("Lyapunov exponent (log-stretch over the chain)")
-    ax.set_title("Top-k Lyapunov spectrum")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, framealpha=0.9)
+    finish_axes(ax, "Lyapunov exponent (log-stretch over the chain)", "Top-k Lyapunov spectrum",
+                xlabel="exponent index i (largest first)", grid={}, legend=dict(fontsize=7))
 
 
 _FIGURES = (

@@ -52,6 +52,20 @@ def new_figure(size: tuple[float, float] = (7.6, 4.2), ncols: int = 1, **subplot
     return fig, fig.subplots(1, ncols, **subplots)
 
 
+def finish_axes(ax, ylabel: str, title: str, *, xlabel: str | None = None, grid: dict | None = None,
+                legend: dict | None = None) -> None:
+    """Axis labels and title; a grid (alpha 0.3, updated by ``grid``) and a legend (framealpha 0.9, updated
+    by ``legend``) when given."""
+    if xlabel is not None:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if grid is not None:
+        ax.grid(**{"alpha": 0.3, **grid})
+    if legend is not None:
+        ax.legend(**{"framealpha": 0.9, **legend})
+
+
 def render_png(fig, dpi: int = 110) -> bytes:
     """PNG bytes of a figure (Agg)."""
     buf = io.BytesIO()

@@ -113,6 +113,44 @@ def _check_model_output(cd: ChainDenoiser, shape: tuple[int, ...], dtype) -> Non
         raise PifsError(f"model output has shape {tuple(out.shape)}, expected {(1,) + shape}")
 
 
+def _measure_blocks(cd: ChainDenoiser, xs: torch.Tensor, partition: Partition, points: int, exact: bool,
+                    probes: int, gen: torch.Generator, progress: Callable | None) -> tuple[np.ndarray, ...]:
+    """Per step, mean over ``points`` visited states of L_B (block max, spectral; NaN for probe estimates),
+    L_B,F (Frobenius), M_off, and the spread (std) of L_B (L_B,F for probes)."""
+    N = xs.shape[0] - 1
+    LB, LB_F, Moff, LB_spread = np.zeros(N), np.zeros(N), np.zeros(N), np.zeros(N)
+    for i in range(N):
+        lbs, lbfs, ms = [], [], []
+        for m in range(points):
+            fn = lambda v, i=i: cd.denoise(v, i)
+            if exact:
+                bn = block_norms(fn, xs[i][m], partition)
+                lbs.append(bn.block_max)
+                lbfs.append(bn.block_max_frob)
+                ms.append(bn.offdiag_mass)
+            else:
+                F2 = estimate_block_frob2_matrix(fn, xs[i][m:m + 1], partition, n_probes=probes, generator=gen)[0]
+                F2 = F2.double().cpu().numpy()
+                lbfs.append(float(np.sqrt(F2).sum(axis=1).max()))
+                lbs.append(float("nan"))
+                ms.append(float(1.0 - np.trace(F2) / F2.sum()))
+        LB[i], LB_F[i], Moff[i] = np.mean(lbs), np.mean(lbfs), np.mean(ms)
+        LB_spread[i] = np.std(lbs if exact else lbfs)
+        if progress is not None:
+            progress(1)
+    return LB, LB_F, Moff, LB_spread
+
+
+def _surrogate(spectrum: Spectrum | None, shape: tuple, levels: np.ndarray, patch: int) -> dict[str, Any]:
+    """The Gaussian surrogate's M_off and block norms at the levels (empty without a power grid of this shape)."""
+    pg = None if spectrum is None else spectrum.power_grid
+    if pg is None or len(shape) != 3 or pg.shape != tuple(shape[1:]):
+        return {}
+    return {"offdiag_mass": offdiag_block_mass(levels, pg, patch),
+            "gaussian_block_max": gaussian_block_row_sums(levels, pg, patch, "spectral"),
+            "gaussian_block_max_frob": gaussian_block_row_sums(levels, pg, patch, "fro", channels=shape[0])}
+
+
 def analyze_model(model, info: dict, chain: Chain, spectrum: Spectrum | None = None, *, patch: int = 2,
                   points: int = 2, k: int = 8, trajectories: int = 2, refine: int = 1, probes: int = 8,
                   exact: bool | None = None, float64: bool = False, seed: int = 0, schedule=None,
@@ -152,37 +190,11 @@ def analyze_model(model, info: dict, chain: Chain, spectrum: Spectrum | None = N
     if not torch.isfinite(xs).all():
         raise PifsError("the chain produced non-finite states with this model (check prediction type / schedule)")
 
-    LB, LB_F, Moff, LB_spread = np.zeros(N), np.zeros(N), np.zeros(N), np.zeros(N)
-    for i in range(N):
-        lbs, lbfs, ms = [], [], []
-        for m in range(points):
-            fn = lambda v, i=i: cd.denoise(v, i)
-            if exact:
-                bn = block_norms(fn, xs[i][m], partition)
-                lbs.append(bn.block_max)
-                lbfs.append(bn.block_max_frob)
-                ms.append(bn.offdiag_mass)
-            else:
-                F2 = estimate_block_frob2_matrix(fn, xs[i][m:m + 1], partition, n_probes=probes, generator=gen)[0]
-                F2 = F2.double().cpu().numpy()
-                lbfs.append(float(np.sqrt(F2).sum(axis=1).max()))
-                lbs.append(float("nan"))
-                ms.append(float(1.0 - np.trace(F2) / F2.sum()))
-        LB[i], LB_F[i], Moff[i] = np.mean(lbs), np.mean(lbfs), np.mean(ms)
-        LB_spread[i] = np.std(lbs if exact else lbfs)
-        if progress is not None:
-            progress(1)
-
+    LB, LB_F, Moff, LB_spread = _measure_blocks(cd, xs, partition, points, exact, probes, gen, progress)
     lstar = contraction_threshold(chain)
     c, dcoef = step_coefficients(chain)
     levels = chain.logsnr[:-1]
-    surrogate: dict[str, Any] = {}
-    if spectrum is not None and spectrum.power_grid is not None and len(shape) == 3 \
-            and spectrum.power_grid.shape == tuple(shape[1:]):
-        surrogate["offdiag_mass"] = offdiag_block_mass(levels, spectrum.power_grid, patch)
-        surrogate["gaussian_block_max"] = gaussian_block_row_sums(levels, spectrum.power_grid, patch, "spectral")
-        surrogate["gaussian_block_max_frob"] = gaussian_block_row_sums(levels, spectrum.power_grid, patch, "fro",
-                                                                       channels=shape[0])
+    surrogate = _surrogate(spectrum, shape, levels, patch)
 
     # the map the sampler runs: the same clamp as the rollout (its Jacobian is 0 where the clamp is active)
     step = cd.step if clip_x0 is None else (lambda v, i: cd.step(v, i, clip_x0=clip_x0))
