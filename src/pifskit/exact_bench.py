@@ -300,14 +300,16 @@ def optimise_oracle(objective: Callable[[Chain], float], starts: dict[str, Chain
     that breaks the order is shortened to halfway to the neighbour); an improvement is kept at once.
     delta starts at ``step`` x the start chain's mean log-sigma gap (so N = 20 is searched as finely,
     relative to its spacing, as N = 5) and halves after a sweep without improvement; stop at ``budget``
-    evaluations (starts included) or delta < ``tol``. Only improvements are accepted, so the result is never worse than the start on
-    the objective's sample.
+    evaluations (starts included) or delta < ``tol``. Only improvements are accepted, so the result is
+    never worse than the start on the objective's sample. Start chains with a pure-noise (infinite) level
+    are not candidates.
     """
     t0 = time.perf_counter()
     advance = progress or (lambda k=1: None)
     budget = check_positive_int(budget, "oracle budget")
+    starts = {k: c for k, c in starts.items() if np.isfinite(c.sigmas).all()}
     if not starts:
-        raise PifsError("the oracle needs at least one start schedule")
+        raise PifsError("the oracle needs at least one start schedule with finite noise levels")
     evals = 0
     scored = {}
     for name, ch in starts.items():
@@ -364,7 +366,8 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
     """Run the grid and return the report: ``results`` (one row per sampler/schedule/steps/metric),
     ``floor`` (the metrics of a second true sample set: the finite-sample noise floor), ``paired``
     (mixtures: SW2 of each schedule minus SW2 of the ``reference`` schedule -- default 'pifskit' if run,
-    else the first; a ``levels`` label or its bare name may be given -- on the same x_T, with a paired bootstrap CI; negative = better than the reference),
+    else the first; a ``levels`` label or its bare name may be given -- on the same x_T, with a paired
+    bootstrap CI; negative = better than the reference),
     ``versus_best`` (the reference minus the best other non-oracle schedule of each cell, paired CI),
     ``chains``, ``skipped`` schedules, timing (samples per second) and the settings.
 
