@@ -338,7 +338,8 @@ def lyapunov_spectrum(step: StepFn, n_steps: int, x_init: torch.Tensor, k: int, 
     products (default 40 (k + p)) or a stalled bound. The result carries the bounds
     (``error_bound``), ``converged`` and the products used. Its dynamic range is limited by the
     working precision: exponents more than about log(1/eps) below Lambda_1 get large bounds.
-    ``frame`` (M, d, b) replaces the random start block.
+    ``frame`` (M, d, b) replaces the random start block. ``deflate`` (default True) drops
+    converged top-k Ritz pairs from the next block; False is the classic block step.
 
     ``method="benettin"``: k tangent vectors by JVPs with a thin QR at every step (sums of
     log |R_jj|); ``refine`` forward-backward sweeps (block power on M^T M) and ``ritz`` (one
