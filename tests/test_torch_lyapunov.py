@@ -262,3 +262,24 @@ def test_cli_table_shows_bounds_and_marks_unconverged(capsys):
     assert main(base + ["--oversample", "0", "--max-matvecs", "8", "--tol", "1e-14", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["converged"] is False and not all(res["exponent_converged"])
+
+
+def test_krylov_deflation_saves_products_and_keeps_accuracy():
+    # four well-separated top exponents, then a slowly decaying tail: the top pairs converge in the
+    # first blocks; deflating them (next block = J^T J on the unconverged Ritz vectors only) reaches
+    # the tolerance with fewer chain products than the classic block step (measured: 270 vs 324,
+    # and the classic run stalls unconverged), and every bound holds against the closed form
+    lam = np.concatenate([[1e4, 1e3, 1e2, 10.0], 0.99 ** np.arange(252)])
+    chain = make_chain(get_schedule("cosine"), 8, "uniform")
+    cd = _gaussian_chain(lam, chain, seed=4)
+    ana = lyapunov_exponents(chain, Spectrum(lam))[:8]
+    x = torch.randn(2, 256, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = {}
+    for deflate in (False, True):
+        res = lyapunov_spectrum(cd.step, chain.n_steps, x, 8, oversample=4, tol=1e-6, deflate=deflate,
+                                generator=torch.Generator().manual_seed(1))
+        assert np.all(np.abs(res.exponents - ana) <= res.error_bound + 1e-12)
+        out[deflate] = res
+    assert out[True].converged
+    np.testing.assert_allclose(out[True].exponents, ana, rtol=1e-6)
+    assert out[True].meta["matvecs"] < out[False].meta["matvecs"]

@@ -12,7 +12,10 @@ not rates). Two methods, both driven by ``torch.func`` JVPs / VJPs batched with 
   Ritz value s, i.e. |Delta Lambda| <= -log(1 - ||r|| / (sqrt(2) s)), plus a rounding floor
   N eps exp(Lambda_1 - Lambda_j). It stops when every bound is below ``tol`` (relative to
   max(1, |Lambda|)), so the convergence rate is set by sigma_{k+p} / sigma_k and the Krylov
-  polynomial, not sigma_{k+1} / sigma_k per sweep. Memory: 3 d x (basis) float64 blocks per
+  polynomial, not sigma_{k+1} / sigma_k per sweep. Converged Ritz pairs are deflated: the next
+  block is M^T M applied to the unconverged top-k Ritz vectors and the p oversampling ones only.
+  Cost: >= k JVP + k VJP chains (one block, p = 0) against d VJPs per step for jacrev, so d/(2k)
+  is the one-pass ceiling of the speed-up; slowly decaying spectra need several blocks. Memory: 3 d x (basis) float64 blocks per
   trajectory -- linear in d and k, never d x d. Degenerate clusters up to b wide are resolved;
   neighbours that agree within their bounds are reported as clusters.
 * ``method="benettin"``: an orthonormal d x k frame propagated with a thin QR per step,
@@ -335,7 +338,8 @@ def lyapunov_spectrum(step: StepFn, n_steps: int, x_init: torch.Tensor, k: int, 
     products (default 40 (k + p)) or a stalled bound. The result carries the bounds
     (``error_bound``), ``converged`` and the products used. Its dynamic range is limited by the
     working precision: exponents more than about log(1/eps) below Lambda_1 get large bounds.
-    ``frame`` (M, d, b) replaces the random start block.
+    ``frame`` (M, d, b) replaces the random start block. ``deflate`` (default True) drops
+    converged top-k Ritz pairs from the next block; False is the classic block step.
 
     ``method="benettin"``: k tangent vectors by JVPs with a thin QR at every step (sums of
     log |R_jj|); ``refine`` forward-backward sweeps (block power on M^T M) and ``ritz`` (one
