@@ -584,8 +584,8 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver:
       [sigma_min, sigma_max] -- the Gaussian criterion then often starts low (a Gaussian prior at
       sigma ~ 2-4 costs it little), which on a mixture skips the window where modes are decided (measured
       on gmm:digits with DPM-Solver++(2M): worse), so it is off by default. The optimiser starts from the
-      closed-form guess, uniform log sigma and every baseline, and the reported optimum's ``w2`` is <=
-      each baseline's under this same metric: if a baseline scores lower (e.g. one that starts below
+      closed-form guess, uniform log sigma and every baseline, and the reported optimum's ``w2``
+      (``sw2`` with metric="sw2") is <= each baseline's under this same metric: if a baseline scores lower (e.g. one that starts below
       sigma_max at N = 1-2), its levels are returned and ``meta["source"]`` names it;
     * "marginal": the theory's surrogate (the exact marginal at sigma_0 = sigma_max, fixed); with
       ``solver="ddim"`` this is the original criterion III (``fixed_endpoints`` allowed). It does not
