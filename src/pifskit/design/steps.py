@@ -62,10 +62,12 @@ from ..spectra import Spectrum
 from ._binning import DEFAULT_MAX_BINS, compress_spectrum
 from .baselines import baseline_levels, design_range, starts_from_noise
 from .level_spectrum import LevelSpectra
-from .solvers import SOLVERS, START_LAWS, solver_kl, solver_w2sq
+from .solvers import SOLVERS, START_LAWS, solver_kl, solver_sw2sq, solver_w2sq, sw2_standard_error, sw2_weights
 
 __all__ = [
+    "METRICS",
     "SOLVERS",
+    "SW2_PROJECTIONS",
     "START_MODES",
     "SOLVER_MAX_BINS",
     "score_levels",
@@ -89,6 +91,10 @@ __all__ = [
 START_MODES = START_LAWS  # "prior" (VP N(0, I)), "prior-ve" (VE N(0, sigma_0^2)), "marginal" (the theory's)
 #: spectrum bins of the solver-aware criterion (binned vs exact W2 agree to ~1e-4; see tests)
 SOLVER_MAX_BINS = 128
+#: design criteria: "w2" per-direction W2 (sum over eigen-directions), "sw2" sliced W2 (mean over unit projections)
+METRICS = ("w2", "sw2")
+#: fixed projections (seed 0) of the sliced-W2 criterion
+SW2_PROJECTIONS = 1024
 
 
 def _start_gain(sigma0: float, lam: np.ndarray, start: str) -> np.ndarray:
@@ -222,7 +228,10 @@ class StepDesign:
     timesteps; ``flow_sigmas``: t' = sigma/(1 + sigma) of the noisy levels (flow units, first 1.0) for a
     rectified-flow schedule, and ``flow_sigmas_unshifted`` the values to hand to diffusers'
     FlowMatchEulerDiscreteScheduler ``set_timesteps(sigmas=...)``, which applies its shift on top;
-    ``baselines``: name -> {"sigmas", "w2"} scored under the same metric.
+    ``baselines``: name -> {"sigmas", "w2", "sw2"} scored under the same solver and start;
+    ``metric``: the criterion minimised ("w2" or "sw2"): the design's value of that metric is <= each
+    baseline's (start "prior"/"prior-ve"); ``sw2``: the sliced W2 of ``sigmas`` (always reported) and
+    ``sw2_se`` the Monte-Carlo standard error of that estimate (its fixed projections).
     """
 
     sigmas: np.ndarray
@@ -244,6 +253,10 @@ class StepDesign:
     flow_sigmas_unshifted: np.ndarray | None = None
     flow_shift: float | None = None
     baselines: dict = field(default_factory=dict)
+    metric: str = "w2"
+    sw2: float | None = None
+    sw2_se: float | None = None
+    sw2_timesteps: float | None = None
 
     @property
     def n_steps(self) -> int:
@@ -259,9 +272,13 @@ class StepDesign:
             "solver": self.solver,
             "start": self.start,
             "landing": "N noisy levels, then the solver's own last step to sigma = 0 (every baseline alike)",
+            "metric": self.metric,
             "w2": self.w2,
+            "sw2": self.sw2,
+            "sw2_mc_se": self.sw2_se,
             "kl": self.kl,
             "w2_timesteps": self.w2_timesteps,
+            "sw2_timesteps": self.sw2_timesteps,
             "flow_sigmas": lst(self.flow_sigmas),
             "flow_sigmas_unshifted": lst(self.flow_sigmas_unshifted),
             "flow_shift": self.flow_shift,
@@ -272,21 +289,54 @@ class StepDesign:
             "iterations": self.iterations,
             "converged": self.converged,
             "source": self.meta.get("source", "optimiser"),
-            "baselines": {k: {"sigmas": lst(v["sigmas"]), "w2": v["w2"]} for k, v in self.baselines.items()},
+            "baselines": {k: {"sigmas": lst(v["sigmas"]), "w2": v["w2"], "sw2": v.get("sw2")}
+                          for k, v in self.baselines.items()},
         }
 
 
+def _sw2_proj(spectrum, count: np.ndarray, n_projections: int = SW2_PROJECTIONS) -> np.ndarray:
+    """Bin weights of the sliced-W2 projections (:func:`~pifskit.design.solvers.sw2_weights`, seed 0); a
+    Spectrum's zero eigenvalues (dropped by the binning) still dilute each unit projection."""
+    null = 0.0 if isinstance(spectrum, LevelSpectra) else float(spectrum.d - np.sum(count))
+    return sw2_weights(count, n_projections, seed=0, null=max(null, 0.0))
+
+
+def _dist2(solver: str, sigmas, lam, count, start: str, grad: bool = False, proj: np.ndarray | None = None):
+    """The design's squared distance: per-direction W2^2 (``proj`` None) or sliced SW2^2 with bin weights ``proj``."""
+    if proj is None:
+        return solver_w2sq(solver, sigmas, lam, count, start, grad=grad)
+    return solver_sw2sq(solver, sigmas, lam, proj, start, grad=grad)
+
+
+#: objective value of a rejected trial point (a float tie of levels) under SW2^2 / (the best start's SW2^2)
+_REJECT_SW2 = 1e6
+
+
+def _metric_norm(lam, count, proj: np.ndarray | None, scale: float | None = None) -> float:
+    """Scale of the objective: the data's total variance (W2^2), or ``scale`` (SW2^2: the best start's value, so
+    the optimiser's tolerances are relative -- SW2^2 / projected variance reaches 1e-8 at N = 10), else the mean
+    projected variance."""
+    ref = _reference_variances(lam)
+    if proj is None:
+        return float(np.sum(count * ref))
+    return float(scale) if scale else float(np.mean(proj @ ref))
+
+
 def score_levels(sigmas, spectrum: Spectrum, solver: str = "ddim", start: str = "prior",
-                 max_bins: int = SOLVER_MAX_BINS) -> float:
-    """W2 of the chain through ``sigmas`` (noisy levels, then 0; the first may be inf) run by ``solver``
-    on the Gaussian of ``spectrum``, started from ``start`` (:mod:`pifskit.design.solvers`)."""
+                 max_bins: int = SOLVER_MAX_BINS, metric: str = "w2",
+                 projections: int = SW2_PROJECTIONS) -> float:
+    """W2 (``metric="w2"``) or sliced W2 (``"sw2"``, ``projections`` fixed unit directions, seed 0) of the
+    chain through ``sigmas`` (noisy levels, then 0; the first may be inf) run by ``solver`` on the Gaussian
+    of ``spectrum``, started from ``start`` (:mod:`pifskit.design.solvers`)."""
     check_choice(solver, "solver", SOLVERS)
     check_choice(start, "start", START_MODES)
+    check_choice(metric, "metric", METRICS)
     if isinstance(spectrum, LevelSpectra):
         lam, count = spectrum, spectrum.count
     else:
         lam, count, _ = compress_spectrum(spectrum, max_bins)
-    return float(np.sqrt(solver_w2sq(solver, np.asarray(sigmas, float), lam, count, start)))
+    proj = _sw2_proj(spectrum, count, projections) if metric == "sw2" else None
+    return float(np.sqrt(_dist2(solver, np.asarray(sigmas, float), lam, count, start, proj=proj)))
 
 
 #: solvers that reuse past denoiser outputs (the min-gap floor applies to them only)
@@ -330,11 +380,13 @@ def _z_of(levels: np.ndarray, u_max: float, D: float, pure: bool, min_gap: float
     return np.log(allg / allg.sum())
 
 
-def _solver_objective(z, u_max, D, pure, solver, lam, count, start, norm, min_gap=0.0):
+def _solver_objective(z, u_max, D, pure, solver, lam, count, start, norm, min_gap=0.0, proj=None):
+    """The design's metric (:func:`_dist2`; ``proj`` None = W2^2, else sliced SW2^2) / norm, and its gradient in z."""
     lev, p = _levels_of(z, u_max, D, pure, min_gap)
     if not (np.diff(lev) < 0).all():  # a float tie (a gap underflowed): reject the trial point
-        return 4.0, np.zeros(z.size)  # W2^2 / trace <= (1 + start factor)^2-ish; any value above the start's
-    val, g = solver_w2sq(solver, np.concatenate([lev, [0.0]]), lam, count, start, grad=True)
+        # W2^2 / trace <= (1 + start factor)^2-ish; any value above the start's (SW2^2 is scaled by its best start)
+        return (4.0 if proj is None else _REJECT_SW2), np.zeros(z.size)
+    val, g = _dist2(solver, np.concatenate([lev, [0.0]]), lam, count, start, grad=True, proj=proj)
     g_u = g[1:] if pure else g
     dE_dp = np.zeros(z.size)
     dE_dp[:-1] = -D * np.cumsum(g_u[::-1])[::-1]
@@ -363,14 +415,15 @@ def _feasible(levels: np.ndarray, smin: float, smax: float, pure: bool) -> np.nd
 
 def _optimise_solver(smin: float, smax: float, N: int, pure: bool, solver: str, lam: np.ndarray,
                      count: np.ndarray, start: str, candidates: list, maxiter: int,
-                     min_gap: float = 0.0) -> tuple[np.ndarray, int, bool]:
+                     min_gap: float = 0.0, proj: np.ndarray | None = None,
+                     scale: float | None = None) -> tuple[np.ndarray, int, bool]:
     """Noisy levels minimising the solver's W2 over the design range (sigma_0 free, or inf when pure).
 
     Starts: every candidate (closed-form guess, uniform log sigma, the baselines), scored; L-BFGS-B runs
     from the best two. BLAS single-threaded (small matrices; see :func:`_optimise`).
     """
     u_max, D = float(np.log(smax)), float(np.log(smax / smin))
-    norm = float(np.sum(count * _reference_variances(lam)))
+    norm = _metric_norm(lam, count, proj, scale)
     n_runs = 2 if N <= 20 else 1
     if pure and N == 1:
         return np.array([np.inf]), 0, True
@@ -381,11 +434,11 @@ def _optimise_solver(smin: float, smax: float, N: int, pure: bool, solver: str, 
             if lev is None or lev.size != N:
                 continue
             z = _z_of(lev, u_max, D, pure, min_gap)
-            scored.append((_solver_objective(z, u_max, D, pure, solver, lam, count, start, norm, min_gap)[0], z))
+            scored.append((_solver_objective(z, u_max, D, pure, solver, lam, count, start, norm, min_gap, proj)[0], z))
         scored.sort(key=lambda t: t[0])
         best = None
         for _, z0 in scored[:n_runs]:
-            res = minimize(_solver_objective, z0, args=(u_max, D, pure, solver, lam, count, start, norm, min_gap),
+            res = minimize(_solver_objective, z0, args=(u_max, D, pure, solver, lam, count, start, norm, min_gap, proj),
                            jac=True,
                            method="L-BFGS-B", options={"maxiter": maxiter, "ftol": 1e-12, "gtol": 1e-9, "maxcor": 20})
             if best is None or res.fun < best.fun:
@@ -500,8 +553,22 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver:
                   sigma_min: float | None = None, sigma_max: float | None = None,
                   max_bins: int | None = None, refine_timesteps: bool = True,
                   maxiter: int = 5000, baselines: bool = True, min_gap: float = MIN_GAP,
-                  extra_baselines: dict | None = None, free_start: bool = False) -> StepDesign:
+                  extra_baselines: dict | None = None, free_start: bool = False, metric: str = "w2",
+                  projections: int = SW2_PROJECTIONS) -> StepDesign:
     """The N sampling levels minimising the closed-form W2 of ``solver`` on the Gaussian of ``spectrum``.
+
+    ``metric``: "w2" (default) -- the per-direction W2^2 = sum_k (sqrt(lambda_k) - |m_k|)^2 of the
+    solver's output law N(0, diag m^2); "sw2" -- its *sliced* W2 (what ``pifskit bench sampling`` measures),
+
+        SW2^2 = E_u (sqrt(sum_k u_k^2 m_k^2) - sqrt(sum_k u_k^2 lambda_k))^2,  u uniform on the unit sphere,
+
+    estimated on ``projections`` fixed directions (seed 0; a spectrum bin of c_k directions enters through
+    its weight chi2(c_k) / chi2(d), :func:`~pifskit.design.solvers.sw2_weights`; the Monte-Carlo error is
+    reported as ``sw2_se``, ~0.5-1 % of SW2^2 at 1024). In high dimension the weights concentrate on
+    c_k / d, so SW2 tends to |sqrt(mean m^2) - sqrt(mean lambda)|: it matches the *trace* of the output
+    covariance, not each direction -- a different criterion, not a better one (it lets a step schedule
+    trade a too-small variance in one direction against a too-large one in another). The baselines and the
+    integer-timestep refinement are scored with the same metric.
 
     ``spectrum`` may also be a :class:`~pifskit.design.level_spectrum.LevelSpectra` (a model's per-level
     linear model, e.g. from :mod:`pifskit.torch.model_spectrum`): the solver then sees the gains
@@ -517,8 +584,8 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver:
       [sigma_min, sigma_max] -- the Gaussian criterion then often starts low (a Gaussian prior at
       sigma ~ 2-4 costs it little), which on a mixture skips the window where modes are decided (measured
       on gmm:digits with DPM-Solver++(2M): worse), so it is off by default. The optimiser starts from the
-      closed-form guess, uniform log sigma and every baseline, and the reported optimum's ``w2`` is <=
-      each baseline's under this same metric: if a baseline scores lower (e.g. one that starts below
+      closed-form guess, uniform log sigma and every baseline, and the reported optimum's ``w2``
+      (``sw2`` with metric="sw2") is <= each baseline's under this same metric: if a baseline scores lower (e.g. one that starts below
       sigma_max at N = 1-2), its levels are returned and ``meta["source"]`` names it;
     * "marginal": the theory's surrogate (the exact marginal at sigma_0 = sigma_max, fixed); with
       ``solver="ddim"`` this is the original criterion III (``fixed_endpoints`` allowed). It does not
@@ -545,8 +612,9 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver:
 
         start = "prior-ve" if isinstance(schedule, EDMSchedule) else "prior"
     check_choice(start, "start", START_MODES)
+    check_choice(metric, "metric", METRICS)
     level_model = isinstance(spectrum, LevelSpectra)
-    if start == "marginal" and solver == "ddim" and not level_model:
+    if start == "marginal" and solver == "ddim" and not level_model and metric == "w2":
         d = _optimal_steps_ddim_marginal(schedule, spectrum, N, fixed_endpoints=fixed_endpoints, sigma_min=sigma_min,
                                          sigma_max=sigma_max, max_bins=max_bins or DEFAULT_MAX_BINS,
                                          refine_timesteps=refine_timesteps, maxiter=maxiter, start="marginal")
@@ -557,9 +625,11 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver:
                     base[name] = {"sigmas": levels, "w2": w2_of_sigmas(levels, spectrum, max_bins or DEFAULT_MAX_BINS)}
         lam, count, _ = compress_spectrum(spectrum, max_bins or DEFAULT_MAX_BINS)
         return _with(d, solver="ddim", start="marginal", baselines=base, schedule=schedule,
-                     kl=solver_kl("ddim", d.sigmas, lam, count, "marginal"))
+                     kl=solver_kl("ddim", d.sigmas, lam, count, "marginal"), metric="w2",
+                     sliced=(lam, count, _sw2_proj(spectrum, count, projections)))
     if fixed_endpoints:
-        raise PifsError("fixed_endpoints is the theory's convention: only with solver='ddim' and start='marginal'")
+        raise PifsError("fixed_endpoints is the theory's convention: only with solver='ddim', start='marginal' "
+                        "and metric='w2'")
     bins = max_bins or SOLVER_MAX_BINS
     if solver not in MULTISTEP:  # one-step solvers cannot exploit near-duplicate levels: no floor
         min_gap = 0.0
@@ -567,6 +637,8 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver:
         lam, count = spectrum, spectrum.count
     else:
         lam, count, _ = compress_spectrum(spectrum, bins)
+    W = _sw2_proj(spectrum, count, projections)
+    proj = W if metric == "sw2" else None
     smin0, smax0 = design_range(schedule)
     smin = float(smin0 if sigma_min is None else sigma_min)
     smax = float(smax0 if sigma_max is None else sigma_max)
@@ -580,13 +652,17 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver:
     pure = starts_from_noise(schedule)
     marginal = start == "marginal"
 
-    def score(levels: np.ndarray) -> float:
+    def score(levels: np.ndarray) -> float:  # the per-direction W2 (always reported)
         return float(np.sqrt(solver_w2sq(solver, levels, lam, count, start)))
 
+    def sscore(levels: np.ndarray) -> float:  # the sliced W2 (always reported)
+        return float(np.sqrt(solver_sw2sq(solver, levels, lam, W, start)))
+
+    key = metric  # the criterion the design minimises and the baselines are ranked by
     base_levels = baseline_levels(schedule, N) if baselines else {}
     for name, lv in (extra_baselines or {}).items():  # e.g. a diffusers config's own set_timesteps(N)
         base_levels[name] = np.asarray(lv, dtype=float)
-    base = {name: {"sigmas": lv, "w2": score(lv)} for name, lv in base_levels.items()}
+    base = {name: {"sigmas": lv, "w2": score(lv), "sw2": sscore(lv)} for name, lv in base_levels.items()}
     # candidate starts: one-variance closed form, uniform log sigma, and every baseline
     lam_ref = _reference_variances(lam)
     norm = float(np.sum(count * lam_ref))
@@ -599,18 +675,32 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver:
         g = np.clip(g, smin, smax)
         cands.append(np.concatenate([[top], g[:-1]]) if (pure or marginal) and N > 1 else g)
     cands += [b["sigmas"][:-1] for b in base.values()]
+    scale = w2_design = None
+    if metric == "sw2":  # the criterion is not convex: the per-direction W2 optimum is one more start
+        w2_design = optimal_steps(schedule, spectrum, N, solver=solver, start=start, sigma_min=sigma_min,
+                                  sigma_max=sigma_max, max_bins=max_bins, refine_timesteps=False, maxiter=maxiter,
+                                  baselines=False, min_gap=min_gap, free_start=free_start).sigmas
+        cands.append(w2_design[:-1])
+        vals = [solver_sw2sq(solver, np.concatenate([c, [0.0]]), lam, W, start) for c in cands
+                if np.size(c) == N and (np.diff(c) < 0).all() and np.isfinite(c[1:]).all()]
+        scale = min([v for v in vals if v > 0], default=None)
     if (marginal or not free_start) and not pure:
         # sigma_0 = sigma_max fixed (as samplers run the full range): optimise the N - 1 levels below it
-        noisy, nit, ok = _optimise_solver_fixed_top(smin, smax, N, solver, lam, count, cands, maxiter, start, min_gap)
+        noisy, nit, ok = _optimise_solver_fixed_top(smin, smax, N, solver, lam, count, cands, maxiter, start, min_gap,
+                                                    proj, scale)
     else:
-        noisy, nit, ok = _optimise_solver(smin, smax, N, pure, solver, lam, count, start, cands, maxiter, min_gap)
+        noisy, nit, ok = _optimise_solver(smin, smax, N, pure, solver, lam, count, start, cands, maxiter, min_gap,
+                                          proj, scale)
     sig = np.concatenate([noisy, [0.0]])
-    w2 = score(sig)
+    val = {"w2": score(sig), "sw2": sscore(sig)}
     source = "optimiser"
-    if not marginal:
-        for name, b in base.items():  # a baseline the optimiser could not improve on (float ties)
-            if b["w2"] < w2:
-                sig, w2, source = np.asarray(b["sigmas"], float), b["w2"], name
+    rivals = dict(base) if not marginal else {}
+    if w2_design is not None:  # a local optimum of SW2 worse than the W2 design: keep the W2 design
+        rivals["w2-design"] = {"sigmas": w2_design, "w2": score(w2_design), "sw2": sscore(w2_design)}
+    for name, b in rivals.items():  # a baseline the optimiser could not improve on (float ties)
+        if b[key] < val[key]:
+            sig, val, source = np.asarray(b["sigmas"], float), {"w2": b["w2"], "sw2": b["sw2"]}, name
+    w2 = val["w2"]
     with np.errstate(divide="ignore"):
         chain = Chain(-2.0 * np.log(sig), name=f"w2opt-{solver}-{N}")
     ts = ts_chain = w2_ts = None
@@ -618,7 +708,7 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver:
     if discrete:
         ts = timesteps_from_sigmas(schedule, finite)
         if refine_timesteps and ts.size <= 20:
-            ts = _refine_timesteps_solver(schedule, ts, solver, lam, count, start, fixed_top=marginal)
+            ts = _refine_timesteps_solver(schedule, ts, solver, lam, count, start, fixed_top=marginal, proj=proj)
         ts_chain = Chain.from_timesteps(schedule, ts, set_alpha_to_one=True, name=f"w2opt-{solver}-{N}-timesteps")
         w2_ts = score(ts_chain.sigmas)
         chain = Chain(chain.logsnr, timesteps=schedule.timestep_of_sigma(finite), name=chain.name)
@@ -626,12 +716,26 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver:
                    fixed_endpoints=False, sigma_min=smin, sigma_max=smax, iterations=nit, converged=ok,
                    meta={"bins": int(lam.size), "spectrum": spectrum.name, "start": start, "source": source})
     return _with(d, solver=solver, start=start, baselines=base, schedule=schedule,
-                 kl=solver_kl(solver, sig, lam, count, start))
+                 kl=solver_kl(solver, sig, lam, count, start), metric=metric, sliced=(lam, count, W))
 
 
-def _with(d: StepDesign, *, solver: str, start: str, baselines: dict, schedule: Schedule, kl: float) -> StepDesign:
-    """Attach solver, start, baselines, KL and (rectified flow) the flow-unit levels."""
+def _with(d: StepDesign, *, solver: str, start: str, baselines: dict, schedule: Schedule, kl: float,
+          metric: str = "w2", sliced: tuple | None = None) -> StepDesign:
+    """Attach solver, start, baselines, KL, the metric, the sliced W2 (``sliced`` = (lam, count, weights): of
+    the design, its timestep chain and any baseline without one) and (rectified flow) the flow-unit levels."""
     from dataclasses import replace
+
+    sw2 = se = sw2_ts = None
+    if sliced is not None:
+        lam, _, W = sliced
+        sw2sq = solver_sw2sq(solver, d.sigmas, lam, W, start)
+        sw2 = float(np.sqrt(sw2sq))
+        se = sw2_standard_error(solver, d.sigmas, lam, W, start) / (2.0 * sw2) if sw2 > 0 else None
+        if d.timestep_chain is not None:
+            sw2_ts = float(np.sqrt(solver_sw2sq(solver, d.timestep_chain.sigmas, lam, W, start)))
+        for b in baselines.values():
+            if "sw2" not in b:
+                b["sw2"] = float(np.sqrt(solver_sw2sq(solver, np.asarray(b["sigmas"], float), lam, W, start)))
 
     flow = unshifted = shift = None
     if isinstance(schedule, RectifiedFlowSchedule):
@@ -641,21 +745,23 @@ def _with(d: StepDesign, *, solver: str, start: str, baselines: dict, schedule: 
         shift = schedule.shift
         unshifted = flow / (shift - (shift - 1.0) * flow)  # inverse of t' = s t / (1 + (s - 1) t)
     return replace(d, solver=solver, start=start, baselines=baselines, kl=kl, flow_sigmas=flow,
-                   flow_sigmas_unshifted=unshifted, flow_shift=shift)
+                   flow_sigmas_unshifted=unshifted, flow_shift=shift, metric=metric, sw2=sw2, sw2_se=se,
+                   sw2_timesteps=sw2_ts)
 
 
-def _optimise_solver_fixed_top(smin, smax, N, solver, lam, count, cands, maxiter, start="marginal", min_gap=0.0):
-    """sigma_0 = sigma_max fixed: the N - 1 free levels below it."""
+def _optimise_solver_fixed_top(smin, smax, N, solver, lam, count, cands, maxiter, start="marginal", min_gap=0.0,
+                               proj=None, scale=None):
+    """sigma_0 = sigma_max fixed: the N - 1 free levels below it (``proj``: the metric, see :func:`_dist2`)."""
     if N == 1:
         return np.array([smax]), 0, True
     u_max, D = float(np.log(smax)), float(np.log(smax / smin))
-    norm = float(np.sum(count * _reference_variances(lam)))
+    norm = _metric_norm(lam, count, proj, scale)
 
     def obj(z):
         lev, p = _levels_of(z, u_max, D, False, min_gap, True)
         if not (np.diff(lev) < 0).all() or lev[0] >= smax:
-            return 4.0, np.zeros(z.size)
-        val, g = solver_w2sq(solver, np.concatenate([[smax], lev, [0.0]]), lam, count, start, grad=True)
+            return (4.0 if proj is None else _REJECT_SW2), np.zeros(z.size)
+        val, g = _dist2(solver, np.concatenate([[smax], lev, [0.0]]), lam, count, start, grad=True, proj=proj)
         dE_dp = np.zeros(z.size)
         dE_dp[:-1] = -D * np.cumsum(g[1:][::-1])[::-1]
         dE_dp *= 1.0 - _delta(z.size, min_gap, True).sum()
@@ -684,11 +790,11 @@ def _optimise_solver_fixed_top(smin, smax, N, solver, lam, count, cands, maxiter
 
 
 def _refine_timesteps_solver(schedule: DiscreteSchedule, ts: np.ndarray, solver: str, lam, count, start: str,
-                             fixed_top: bool, max_sweeps: int = 20) -> np.ndarray:
-    """Integer coordinate descent (moves of +-1, order kept) on the solver's W2^2 of the timestep chain."""
+                             fixed_top: bool, max_sweeps: int = 20, proj=None) -> np.ndarray:
+    """Integer coordinate descent (moves of +-1, order kept) on the solver's W2^2 (or SW2^2) of the timestep chain."""
     table = schedule.sigmas_table
     def cost(t):
-        return solver_w2sq(solver, np.concatenate([table[t], [0.0]]), lam, count, start)
+        return _dist2(solver, np.concatenate([table[t], [0.0]]), lam, count, start, proj=proj)
 
     return _descend_timesteps(ts, cost, schedule.num_train_timesteps, 1 if fixed_top else 0,
                               lambda t: bool(np.isfinite(table[t])), max_sweeps)
