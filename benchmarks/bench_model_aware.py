@@ -40,55 +40,6 @@ from pifskit.samplers import parse_sampler  # noqa: E402
 from pifskit.schedules import get_schedule  # noqa: E402
 
 
-def sw2_gaussian_design(schedule, lam: np.ndarray, N: int, solver: str, start_levels, n_proj: int = 2048,
-                        seed: int = 0) -> np.ndarray:
-    """EXPERIMENT (not a library criterion): levels minimising the *sliced* W2 of the solver's Gaussian output law,
-    SW2^2 = mean_u (sqrt(u^T diag(m^2) u) - sqrt(u^T diag(lambda) u))^2 over fixed random unit u (the bench's
-    metric in closed form for Gaussian data; rotation invariance lets u live in the eigenbasis). sigma_0 =
-    sigma_max fixed; the N - 1 levels below by L-BFGS (softmax gaps) from ``start_levels``."""
-    from scipy.optimize import minimize
-    from scipy.special import softmax
-
-    from pifskit.design.baselines import design_range
-    from pifskit.design.solvers import output_gain
-
-    smin, smax = design_range(schedule)
-    P = np.random.default_rng(seed).standard_normal((n_proj, lam.size))
-    P2 = (P / np.linalg.norm(P, axis=1, keepdims=True)) ** 2
-    sb = np.sqrt(P2 @ lam)
-    u0, D = np.log(smax), np.log(smax / smin)
-    if N == 1:
-        return np.array([smax, 0.0])
-
-    def levels(z):
-        q = softmax(z)
-        return np.concatenate([[smax], np.exp(u0 - D * np.cumsum(q[:-1])), [0.0]]), q
-
-    def obj(z):
-        sig, q = levels(z)
-        if not (np.diff(sig) < 0).all():
-            return 1e3, np.zeros_like(z)
-        m, dm = output_gain(solver, sig, lam, "prior", grad=True)
-        sa = np.sqrt(P2 @ (m * m))
-        r = sa - sb
-        val = float(np.mean(r * r))
-        dval_dm = np.mean((2 * r / sa)[:, None] * P2, axis=0) * m      # d val / d m_k
-        du = dm[1:] @ dval_dm                                           # d val / d log sigma_j, free levels
-        dq = np.zeros(z.size)
-        dq[:-1] = -D * np.cumsum(du[::-1])[::-1]
-        return val, q * (dq - np.dot(q, dq))
-
-    best = None
-    for lv in start_levels:
-        lv = np.clip(np.asarray(lv, float)[1:N], smin * 1.0001, smax)
-        gaps = -np.diff(np.concatenate([[u0], np.log(lv)]))
-        allg = np.maximum(np.concatenate([gaps, [D - gaps.sum()]]) / D, 1e-4)
-        res = minimize(obj, np.log(allg), jac=True, method="L-BFGS-B", options={"maxiter": 2000})
-        if best is None or res.fun < best.fun:
-            best = res
-    return levels(best.x)[0]
-
-
 def verdict(lo: float, hi: float) -> str:
     return "win" if hi < 0 else ("loss" if lo > 0 else "tie")
 
@@ -109,7 +60,7 @@ def main(argv=None) -> int:
     ap.add_argument("--regression", action="store_true",
                     help="also run 'aware-reg': the model-aware design with regression gains (forwards only)")
     ap.add_argument("--sw2-design", action="store_true",
-                    help="also run 'sw2', an experimental design on the closed-form sliced W2 of the pooled Gaussian")
+                    help="also run 'sw2': the library's sliced-W2 design (optimal_steps(..., metric='sw2'))")
     args = ap.parse_args(argv)
 
     from pifskit.design.baselines import design_range
@@ -143,11 +94,7 @@ def main(argv=None) -> int:
             if ls_reg is not None:
                 chains[(label, N, "aware-reg")] = optimal_steps(sched, ls_reg, N, solver=label).chain
             if args.sw2_design:
-                from pifskit.chains import Chain
-
-                lam = data.spectrum.eigenvalues[data.spectrum.eigenvalues > 0]
-                starts = [chains[(label, N, "free")].sigmas, chains[(label, N, "ays-sd15")].sigmas]
-                chains[(label, N, "sw2")] = Chain.from_sigmas(sw2_gaussian_design(sched, lam, N, label, starts), None)
+                chains[(label, N, "sw2")] = optimal_steps(sched, data.spectrum, N, solver=label, metric="sw2").chain
     print(f"# optimiser seconds (all cells): free {design_s['free']:.1f}, aware {design_s['aware']:.1f}", flush=True)
 
     names = ("ays-sd15", "free", "aware") + (("aware-reg",) if ls_reg else ()) + (("sw2",) if args.sw2_design else ())
