@@ -32,7 +32,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from pifskit.bench.sampling import parse_bench_data  # noqa: E402
+from pifskit.exact_bench import parse_bench_data  # noqa: E402
 from pifskit.chains import make_chain  # noqa: E402
 from pifskit.design.steps import optimal_steps  # noqa: E402
 from pifskit.metrics import SlicedW2Reference, ci_from_replicates  # noqa: E402
