@@ -104,6 +104,13 @@ def test_no_import_cycles_among_module_level_imports():
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 
+def test_no_import_cycles_counting_function_local_imports():
+    """Stronger: even with the lazy, function-local imports counted, the import graph is a DAG
+    (design.baselines once reached back into design.steps from inside a function)."""
+    graph = {m: _imports(m, p, module_level=False) for m, p in MODULES.items()}
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
 def test_library_never_imports_the_cli():
     offenders = {m: sorted(i for i in _imports(m, p, module_level=False) if i.startswith("pifskit.cli"))
                  for m, p in MODULES.items() if not m.startswith(("pifskit.cli", "pifskit.__main__"))}

@@ -176,9 +176,17 @@ def _flow_to_ve(tp: np.ndarray) -> np.ndarray:
         return np.where(tp >= 1.0, np.inf, tp / (1.0 - tp))
 
 
-def _ays_models(schedule: Schedule) -> tuple[str, ...]:
-    from .steps import ays_model_for
+def ays_model_for(schedule: Schedule) -> tuple[str, ...]:
+    """AYS lists that apply to ``schedule``: SD1.5 / SDXL for the scaled_linear 0.00085..0.012 T=1000 training schedule."""
+    if not isinstance(schedule, DiscreteSchedule) or schedule.num_train_timesteps != 1000:
+        return ()
+    ref = DiscreteSchedule.scaled_linear(1000, 0.00085, 0.012)
+    if np.allclose(schedule.alphas_cumprod, ref.alphas_cumprod, rtol=1e-5, atol=1e-7):
+        return ("sd15", "sdxl")
+    return ()
 
+
+def _ays_models(schedule: Schedule) -> tuple[str, ...]:
     models = list(ays_model_for(schedule))
     if isinstance(schedule, EDMSchedule) and np.isclose(schedule.sigma_min, 0.002) and np.isclose(schedule.sigma_max, 700):
         models.append("svd")

@@ -60,7 +60,7 @@ from ..chains import (
 from ..schedules import DiscreteSchedule, RectifiedFlowSchedule, Schedule
 from ..spectra import Spectrum
 from ._binning import DEFAULT_MAX_BINS, compress_spectrum
-from .baselines import baseline_levels, design_range, starts_from_noise
+from .baselines import ays_model_for, baseline_levels, design_range, starts_from_noise
 from .level_spectrum import LevelSpectra
 from .solvers import SOLVERS, START_LAWS, solver_kl, solver_sw2sq, solver_w2sq, sw2_standard_error, sw2_weights
 
@@ -892,16 +892,6 @@ def rms_log_sigma(a, b) -> float:
     if x.size != y.size or x.size == 0:
         raise PifsError(f"need the same number of noisy levels, got {x.size} and {y.size}")
     return float(np.sqrt(np.mean(np.log(x / y) ** 2)))
-
-
-def ays_model_for(schedule: Schedule) -> tuple[str, ...]:
-    """AYS lists that apply to ``schedule``: SD1.5 / SDXL for the scaled_linear 0.00085..0.012 T=1000 training schedule."""
-    if not isinstance(schedule, DiscreteSchedule) or schedule.num_train_timesteps != 1000:
-        return ()
-    ref = DiscreteSchedule.scaled_linear(1000, 0.00085, 0.012)
-    if np.allclose(schedule.alphas_cumprod, ref.alphas_cumprod, rtol=1e-5, atol=1e-7):
-        return ("sd15", "sdxl")
-    return ()
 
 
 def baseline_chains(schedule: Schedule, steps: int) -> dict[str, Chain]:
