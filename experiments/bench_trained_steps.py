@@ -151,11 +151,11 @@ def read_levels(spec: str) -> tuple[str, dict]:
 
 def schedule_levels(schedule, spectrum, solver: str, n: int, extra: dict, wanted, cache: dict) -> dict:
     """name -> sigmas (N noisy levels then 0) for this solver and N."""
-    out = dict(baseline_levels(schedule, n))
     key = (solver, n)
     if key not in cache:
         cache[key] = optimal_steps(schedule, spectrum, n, solver=solver)
-    out[REFERENCE] = np.asarray(cache[key].sigmas, dtype=np.float64)
+    out = {REFERENCE: np.asarray(cache[key].sigmas, dtype=np.float64)}  # first: the reference of every pair
+    out.update(baseline_levels(schedule, n))
     if "ays-sd15" in (wanted or ()) and "ays-sd15" not in out:
         out["ays-sd15"] = np.concatenate([ays_sigmas("sd15", n)[:n], [0.0]])
     for name, levels in extra.items():
