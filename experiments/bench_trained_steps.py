@@ -36,7 +36,6 @@ Cells already in ``OUT/results.json`` are skipped, so a grid can be run in parts
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -96,11 +95,8 @@ class NumpyDenoiser:
 
 
 def run_sampler(solver: str, denoiser, chain: Chain, x_T: np.ndarray) -> np.ndarray:
-    """The only call into ``pifskit.samplers``: (denoiser, chain, x_T) or, after the reorder, (denoiser, x, chain)."""
-    fn = get_sampler(solver)
-    if list(inspect.signature(fn).parameters)[1] == "chain":
-        return fn(denoiser, chain, x_T)
-    return fn(denoiser, x_T, chain)
+    """The only call into ``pifskit.samplers`` (k-diffusion order: denoiser, x, chain)."""
+    return get_sampler(solver)(denoiser, x_T, chain)
 
 
 # ---------------------------------------------------------------------------
