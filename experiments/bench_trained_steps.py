@@ -21,6 +21,12 @@ every ``--levels NAME=FILE`` (JSON: ``{"sigmas": [...]}`` for one N -- e.g. ``pi
 -- or ``{"N": {"sigmas": ...} | [...], ...}`` / a list of such objects for several N; an object with a
 ``solver`` key is used for that solver only).
 
+``--model-aware`` adds ``pifskit-model``: the model-aware design ``pifskit.design.trajectory.trajectory_steps``
+run on the sampled model itself (EMA weights, the same clamp) for that solver and N, with the CLI's defaults
+(32 starts from a numpy stream apart from the evaluation's, 80 teacher levels, 40 refinement evaluations);
+its cost (model calls of 32 rows, seconds) is stored under ``designs`` in results.json.
+``--reference NAME`` picks the schedule of the paired differences (default ``pifskit``).
+
 Common random numbers: seed k draws the same start noise x_T ~ N(0, I) (numpy ``default_rng(k)``) for
 every schedule and solver. Paired differences against ``pifskit`` per seed, with their mean and a 95 %
 t-interval over seeds. The floor: real training images (n per seed, a different subset per seed) against
@@ -167,6 +173,29 @@ def schedule_levels(schedule, spectrum, solver: str, n: int, extra: dict, wanted
     return out
 
 
+MODEL_AWARE = "pifskit-model"
+
+
+def model_aware_levels(res: dict, den, d: int, schedule, solver: str, n: int) -> np.ndarray:
+    """pifskit's model-aware levels (``pifskit.design.trajectory``, CLI defaults), designed once and cached.
+
+    The design's starts x_T come from the numpy stream [0, 7919], not from default_rng(seed) of the evaluation."""
+    from pifskit.design.baselines import design_range
+    from pifskit.design.trajectory import trajectory_steps
+
+    key = f"{solver}|{n}"
+    designs = res.setdefault("designs", {})
+    if key not in designs:
+        calls0 = den.calls
+        r = trajectory_steps(den, d, design_range(schedule), n, solver=solver, baselines=baseline_levels(schedule, n))
+        designs[key] = {"sigmas": r.sigmas.tolist(), "seconds": r.seconds, "model_calls": den.calls - calls0,
+                        "rows_per_call": r.info["n_starts"], "error": r.global_error, "dp_error": r.dp_global_error,
+                        "start_schedule": r.info["start_schedule"], "baseline_errors": r.info["baseline_errors"]}
+        print(f"{solver:8s} N {n:2d} model-aware design: {designs[key]['model_calls']} calls, "
+              f"{r.seconds:.1f} s, error {r.global_error:.4f} (from {r.info['start_schedule']})", flush=True)
+    return np.asarray(designs[key]["sigmas"], dtype=np.float64)
+
+
 # ---------------------------------------------------------------------------
 # statistics and output
 # ---------------------------------------------------------------------------
@@ -196,7 +225,7 @@ def summarise(res: dict) -> list[dict]:
         ref_by_seed = {c["seed"]: c["fd"] for c in ref}
         common = [c["seed"] for c in cs if c["seed"] in ref_by_seed]
         if sched != REFERENCE and len(common) >= 2:
-            row["vs_pifskit"] = paired([c["fd"] for c in cs if c["seed"] in ref_by_seed],
+            row["vs_reference"] = paired([c["fd"] for c in cs if c["seed"] in ref_by_seed],
                                        [ref_by_seed[s] for s in common])
         rows.append(row)
     return rows
@@ -205,8 +234,8 @@ def summarise(res: dict) -> list[dict]:
 def markdown(res: dict, rows: list[dict]) -> str:
     fl = res["floor"]
     lines = [f"Classifier-feature Frechet distance (mean over seeds; n = {res['n']} samples per seed, "
-             f"{res['n_seeds']} seeds), and in brackets the paired difference to `pifskit` (mean +- 95 % t-interval "
-             f"half-width; > 0: worse than pifskit). Real-vs-real floor at n = {res['n']}: "
+             f"{res['n_seeds']} seeds), and in brackets the paired difference to `{REFERENCE}` (mean +- 95 % "
+             f"t-interval half-width; > 0: worse than {REFERENCE}). Real-vs-real floor at n = {res['n']}: "
              f"{fl['fd_mean']:.2f} (precision {fl['precision_mean']:.3f}, recall {fl['recall_mean']:.3f}).", ""]
     solvers = [s for s in SOLVERS if any(r["solver"] == s for r in rows)]
     nfes = sorted({r["nfe_budget"] for r in rows})
@@ -233,8 +262,8 @@ def markdown(res: dict, rows: list[dict]) -> str:
                     continue
                 v = f"{r['fd_mean']:.1f}"
                 v = f"**{v}**" if r["fd_mean"] == best[n] else v
-                if "vs_pifskit" in r:
-                    p = r["vs_pifskit"]
+                if "vs_reference" in r:
+                    p = r["vs_reference"]
                     v += f" ({p['mean']:+.1f} ± {p['ci95']:.1f})"
                 cells.append(v)
             mid = by.get((solver, cols[len(cols) // 2], s))
@@ -266,6 +295,10 @@ def main(argv=None) -> int:
                                                      "default: every baseline, pifskit and the --levels files")
     p.add_argument("--levels", action="append", default=[], metavar="NAME=FILE",
                    help="extra level lists (JSON with 'sigmas', e.g. `pifskit design steps --json`); repeatable")
+    p.add_argument("--model-aware", action="store_true",
+                   help="add 'pifskit-model': pifskit.design.trajectory on this model (the sampled EMA weights and "
+                        "clamp), per solver and N; designs are cached in results.json under 'designs'")
+    p.add_argument("--reference", default="pifskit", help="schedule of the paired differences (default pifskit)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--n", type=int, default=250, help="samples per seed and cell")
     p.add_argument("--no-clip", dest="clip", action="store_false", help="do not clamp the x0 estimate to [-1, 1]")
@@ -273,6 +306,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
+    global REFERENCE
+    REFERENCE = args.reference
 
     import torch
 
@@ -329,6 +364,11 @@ def main(argv=None) -> int:
                 raise SystemExit(f"solver {solver!r}: one of {', '.join(SOLVERS)}")
             n_steps = steps_for_nfe(solver, nfe, schedule)
             levels = schedule_levels(schedule, spectrum, solver, n_steps, extra, wanted, cache)
+            if args.model_aware:
+                levels[MODEL_AWARE] = model_aware_levels(res, den, d, schedule, solver, n_steps)
+                atomic_json(res_path, res)
+            if REFERENCE not in levels:
+                raise SystemExit(f"--reference {REFERENCE!r} is not among the schedules of {solver}, N = {n_steps}")
             for name, sig in levels.items():
                 chain = Chain.from_sigmas(sig, schedule, name=name)
                 spent = sampler_nfe(solver, chain)

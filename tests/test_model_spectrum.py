@@ -117,7 +117,8 @@ def test_pca_basis_and_bad_input():
 
 
 def test_cli_model_gmm_digits(capsys):
-    assert main(["design", "steps", "--model", "gmm:digits", "--solver", "heun", "--steps", "4", "--model-levels",
+    assert main(["design", "steps", "--model", "gmm:digits", "--model-method", "spectrum", "--solver", "heun",
+                 "--steps", "4", "--model-levels",
                  "3", "--model-refine", "1", "--model-states", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["model"] == "gmm:digits" and "exact mixture" in out["spectrum_source"]
@@ -137,7 +138,8 @@ def test_cli_model_checkpoint_krylov_and_tail(tmp_path, capsys):
     path = save_checkpoint(tmp_path / "run", {
         "model_config": cfg, "model_state": state, "ema_state": state, "step": 0, "hparams": {}, "data": {},
         "image_shape": [1, 8, 8], "schedule": "sd", "prediction": "epsilon"})
-    assert main(["design", "steps", "--model", str(path), "--steps", "3", "--solver", "dpmpp2m", "--model-levels",
+    assert main(["design", "steps", "--model", str(path), "--model-method", "spectrum", "--steps", "3",
+                 "--solver", "dpmpp2m", "--model-levels",
                  "2", "--model-refine", "0", "--model-states", "2", "--model-rank", "4", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     ls = out["level_spectra"]

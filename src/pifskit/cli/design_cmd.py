@@ -122,6 +122,10 @@ def _steps(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise PifsError(f"--steps must be >= 1, got {args.steps}")
     level_info = None
+    if args.model and args.model_method == "trajectory":
+        from . import design_trajectory
+
+        return design_trajectory.run(args, sched, cfg)
     if args.model:
         sched, sp, level_info = _model_spectrum(args, sched)
         cfg = {} if level_info.get("schedule_from_model") else cfg
@@ -305,10 +309,12 @@ def register(subparsers) -> None:
                      help="use the PCA spectrum of a data set (digits, mnist:DIR, folder:DIR, npz:PATH, ...) "
                           "instead of --spectrum")
     pst.add_argument("--model", default=None, metavar="ENTRY",
-                     help="design against the model's own per-level spectrum (Jacobian gains at a handful of "
-                          "levels, JVPs): a pifskit checkpoint (run folder or file; its training schedule is "
-                          "used) or gmm:digits / gmm:mnist:PATH (exact mixture). With --data, the data rows "
-                          "centre the noisy states and give the basis; else the model's own DDIM samples")
+                     help="model-aware design (see --model-method): a pifskit checkpoint (run folder or file; its training schedule is "
+                          "used) or gmm:digits / gmm:mnist:PATH (exact mixture). Method spectrum: with --data, the data "
+                          "rows centre the noisy states and give the basis; else the model's own DDIM samples")
+    from . import design_trajectory
+
+    design_trajectory.add_arguments(pst)
     pst.add_argument("--model-levels", type=int, default=8,
                      help="--model: log-uniform levels before refinement (default 8)")
     pst.add_argument("--model-refine", type=int, default=4,

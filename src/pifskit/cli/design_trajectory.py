@@ -1,0 +1,83 @@
+"""``pifskit design steps --model ENTRY`` (default ``--model-method trajectory``): the model's own trajectories."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from .._json import dump_json
+from .._validate import PifsError
+from ..design.baselines import baseline_levels, design_range
+from ..design.steps import timesteps_from_sigmas
+from ..schedules import DiscreteSchedule
+from ._common import progress
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-method", default="trajectory", choices=["trajectory", "spectrum"],
+                   help="--model: 'trajectory' (default) picks the levels from the model's own ODE trajectories "
+                        "(the solver's local error on a teacher grid, dynamic programming, then global-error "
+                        "refinement); 'spectrum' designs against the model's per-level Jacobian spectrum")
+    p.add_argument("--trajectory-starts", type=int, default=32, help="--model trajectory: starts x_T (default 32)")
+    p.add_argument("--trajectory-grid", type=int, default=80,
+                   help="--model trajectory: teacher levels, uniform in log sigma (default 80)")
+    p.add_argument("--trajectory-refine", type=int, default=40,
+                   help="--model trajectory: global-error evaluations of the refinement (default 40; 0: none)")
+
+
+def run(args: argparse.Namespace, sched, cfg: dict) -> int:
+    try:
+        from ..torch.model_spectrum import load_model_entry
+        from ..torch.trajectory_steps import trajectory_steps_for_entry
+    except ImportError as exc:
+        raise PifsError(f"--model needs torch (pip install 'pifskit[torch]'): {exc}") from None
+    me = load_model_entry(args.model)
+    if me.schedule is not None:
+        sched, cfg = me.schedule, {}
+    if args.solver not in ("ddim", "euler", "heun", "dpmpp2m"):
+        raise PifsError(f"--model-method trajectory supports --solver ddim, euler, heun, dpmpp2m; got {args.solver!r}")
+    N = args.steps
+    baselines = dict(baseline_levels(sched, N))
+    if cfg:
+        from ..scheduler_config import chain_from_config
+
+        ch = chain_from_config(sched, cfg, N)
+        if ch.lands_clean and ch.n_steps == N:
+            baselines["config"] = ch.sigmas
+    n_calls = args.trajectory_grid + (len(baselines) + 1 + args.trajectory_refine) * (2 * N if args.solver == "heun"
+                                                                                         else N)
+    with progress("model trajectories", n_calls, enabled=not args.json) as advance:
+        r = trajectory_steps_for_entry(me, design_range(sched), N, solver=args.solver, baselines=baselines,
+                                       n_starts=args.trajectory_starts, grid_size=args.trajectory_grid,
+                                       refine=args.trajectory_refine, progress=advance)
+    sig = r.sigmas
+    errs = r.info["baseline_errors"]
+    out = {"criterion": "steps", "schedule": getattr(sched, "name", type(sched).__name__), "model": args.model,
+           "model_method": "trajectory", "steps": N, "solver": r.solver, "start": "prior",
+           "landing": "N noisy levels, then the solver's own last step to sigma = 0 (every baseline alike)",
+           "metric": "trajectory",
+           "metric_definition": "mean over the starts of RMS(x_0(levels) - x_0(teacher)), the real solver and model",
+           "sigmas": sig.tolist(), "error": r.global_error, "w2": r.global_error,
+           "timesteps": (timesteps_from_sigmas(sched, sig[:-1]).tolist() if isinstance(sched, DiscreteSchedule)
+                         and np.isfinite(sig[:-1]).all() else None),
+           "flow_sigmas": None if np.isfinite(sig[0]) else np.where(np.isinf(sig[:-1]), 1.0,
+                                                                     sig[:-1] / (1.0 + sig[:-1])).tolist(),
+           "dp_sigmas": r.dp_sigmas.tolist(), "dp_error": r.dp_global_error, "local_error": r.local_error,
+           "baselines": {k: {"sigmas": np.asarray(v, float).tolist(), "error": errs.get(k), "w2": errs.get(k)}
+                         for k, v in baselines.items()},
+           "model_calls": r.model_calls, "seconds": r.seconds, "trajectory": r.info}
+    if args.json:
+        dump_json(out)
+        return 0
+    print(f"model-aware {N}-step chain for {me.name}, solver {r.solver} ({r.model_calls} model calls, "
+          f"{r.seconds:.1f} s; {r.info['teacher']}):")
+    print("  sigmas    " + ", ".join(f"{s:.4g}" for s in sig))
+    if out["timesteps"] is not None:
+        print("  timesteps " + ", ".join(str(int(t)) for t in out["timesteps"]))
+    print(f"  trajectory error {r.global_error:.4f} (DP levels {r.dp_global_error:.4f}; search started from "
+          f"{r.info['start_schedule']})")
+    print(f"  {'baseline':<16} {'error':>9}")
+    for name, e in sorted(errs.items(), key=lambda kv: kv[1]):
+        print(f"  {name:<16} {e:>9.4f}")
+    return 0

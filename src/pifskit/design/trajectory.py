@@ -1,0 +1,274 @@
+"""Model-aware sampling steps: the solver's own error along the model's ODE trajectories.
+
+A teacher solves the probability-flow ODE of the model from B starts x_T on a fine grid
+g_0 = sigma_max > g_1 > ... > g_{G-1} = sigma_min, g_G = 0 (DPM-Solver++(2M); grid uniform in log sigma),
+and keeps the states X_g and the denoiser outputs D_g = D(X_g; g). One step of a linear solver from
+grid level i to j is then an affine combination of cached vectors (VP units, sigma = s/a, rho = sigma_j/sigma_i):
+
+    DDIM = Euler:  x_j = (s_j/s_i) X_i + a_j (1 - rho) D_i
+    DPM++(2M):     x_j = (s_j/s_i) X_i + a_j (1 - rho) [(1 + 1/2r) D_i - (1/2r) D_k],  r = h_ki / h_ij,
+                   h_ij = log(sigma_i / sigma_j), k the previous level (first-order on the first step)
+    Heun:          Euler predictor, trapezoid corrector with D(predictor) replaced by the teacher's D_j
+
+and the last step to 0 is x_0 = D_i for every solver. The local error e = ||x_j - X_j|| (RMS per
+coordinate, mean over the B starts) of every step comes from per-start Gram matrices of [X; D]
+without a further model call, and dynamic programming picks the N noisy levels (g_0 first, then 0)
+whose summed local error is least -- the construction of GITS (Chen et al. 2024, *On the Trajectory
+Regularity of ODE-based Diffusion Sampling*) for first-order steps, here with the given solver's own
+step (states (k, i) for the two-step DPM++(2M)). An optional refinement (``refine`` evaluations of the
+real solver with the model) then minimises the global error ||x_0(levels) - X_G|| by coordinate search
+in log sigma from the DP levels (:func:`pifskit.exact_bench.optimise_oracle`).
+
+Model calls: G + 1 batched teacher calls (B rows each), plus N (Heun: 2N - 1) per refinement evaluation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import expit
+
+from .._validate import PifsError, check_choice, check_positive_int
+from ..chains import Chain
+from ..samplers import get_sampler, sample_dpmpp_2m
+
+#: solvers with an exact cached-vector step (Heun: teacher-forced corrector, an approximation)
+TRAJECTORY_SOLVERS = ("ddim", "euler", "heun", "dpmpp2m")
+
+
+@dataclass
+class Teacher:
+    """States X (G+1, B, d) and denoiser outputs D (G, B, d) on the grid ``sigmas`` (G levels, then 0)."""
+
+    sigmas: np.ndarray
+    X: np.ndarray
+    D: np.ndarray
+    model_calls: int
+
+
+@dataclass
+class TrajectoryDesign:
+    """Levels chosen on the teacher grid (and refined), with the errors that chose them."""
+
+    sigmas: np.ndarray  # N noisy VE levels, then 0
+    solver: str
+    local_error: float  # summed local error of the DP levels (RMS per coordinate)
+    global_error: float  # mean over starts of RMS(x_0 - X_G) of the returned levels
+    dp_sigmas: np.ndarray
+    dp_global_error: float | None
+    model_calls: int
+    seconds: float
+    info: dict = field(default_factory=dict)
+
+
+def teacher_grid(sigma_min: float, sigma_max: float, size: int = 100) -> np.ndarray:
+    """``size`` levels uniform in log sigma from sigma_max to sigma_min, then 0 (pure noise: inf, then 500 ..)."""
+    size = check_positive_int(size, "teacher grid size")
+    if size < 3:
+        raise PifsError(f"teacher grid needs >= 3 levels, got {size}")
+    if not (0 < sigma_min < sigma_max):
+        raise PifsError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+    if np.isinf(sigma_max):
+        top = np.geomspace(max(500.0, 10 * sigma_min), sigma_min, size - 1)
+        return np.concatenate([[np.inf], top, [0.0]])
+    return np.append(np.geomspace(sigma_max, sigma_min, size), 0.0)
+
+
+def run_teacher(denoiser: Callable, x_T: np.ndarray, grid: np.ndarray) -> Teacher:
+    """DPM-Solver++(2M) on ``grid`` from ``x_T`` (VP N(0, I) at grid[0]), recording every state and D."""
+    chain = Chain.from_sigmas(grid, name="teacher")
+    X = np.empty((grid.size,) + x_T.shape)
+    D = np.empty((grid.size - 1,) + x_T.shape)
+    X[0] = x_T
+
+    def record(info):
+        X[info["i"] + 1] = info["x"]
+        D[info["i"]] = info["denoised"]
+
+    sample_dpmpp_2m(denoiser, x_T, chain, callback=record)
+    return Teacher(grid, X, D, grid.size - 1)
+
+
+def _vp(sig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(a, s) from VE sigma: a = 1/sqrt(1 + sigma^2), s = sigma a (inf -> (0, 1))."""
+    with np.errstate(over="ignore", divide="ignore"):
+        l = -2.0 * np.log(sig)
+    return np.sqrt(expit(l)), np.sqrt(expit(-l))
+
+
+def _ratio(sig_j: np.ndarray, sig_i: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = sig_j / sig_i
+    return np.where(np.isinf(sig_i), 0.0, r)
+
+
+def _gram(t: Teacher) -> np.ndarray:
+    """Per-start Gram matrices (B, 2G+1, 2G+1) of the vectors [X_0..X_G, D_0..D_{G-1}] / d."""
+    V = np.concatenate([t.X, t.D])  # (2G+1, B, d)
+    return np.einsum("mbd,nbd->bmn", V, V, optimize=True) / V.shape[-1]
+
+
+def _rms(gram: np.ndarray, terms: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """mean_b sqrt(||sum_p c_p V[idx_p]||^2 / d) for arrays of coefficient / index pairs (one entry per step)."""
+    acc = 0.0
+    for p, (cp, ip) in enumerate(terms):
+        for q, (cq, iq) in enumerate(terms[p:], start=p):
+            acc = acc + (1.0 if p == q else 2.0) * (cp * cq) * gram[:, ip, iq]
+    return np.sqrt(np.maximum(acc, 0.0)).mean(axis=0)
+
+
+def local_errors(t: Teacher, solver: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Local errors on the teacher grid: (C1 (G, G), C2 (G, G, G) or None, final (G,)).
+
+    C1[i, j]: first-order step i -> j (j < G noisy; Heun's step for ``heun``); C2[k, i, j]: a DPM++(2M) step
+    i -> j after k (``dpmpp2m`` only); final[i]: the last step i -> 0 (x_0 = D_i). inf where not a step.
+    """
+    check_choice(solver, "trajectory solver", TRAJECTORY_SOLVERS)
+    sig = t.sigmas
+    G = sig.size - 1
+    gram = _gram(t)
+    xi = lambda i: i  # noqa: E731  index of X_i in the Gram
+    di = lambda i: G + 1 + i  # noqa: E731  index of D_i
+    a, s = _vp(sig)
+    final = _rms(gram, [(np.ones(G), di(np.arange(G))), (-np.ones(G), np.full(G, xi(G)))])
+
+    I, J = np.triu_indices(G, k=1)
+    rho = _ratio(sig[J], sig[I])
+    cx, cd = s[J] / s[I], a[J] * (1.0 - rho)
+    if solver == "heun":
+        # y = x/a; y_j = y_i + (sig_j - sig_i)/2 (d1 + d2), d1 = (y_i - D_i)/sig_i, d2 = (y_pred - D_j)/sig_j
+        dsg = sig[J] - sig[I]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            y_pred_y, y_pred_d = 1.0 + dsg / sig[I], -dsg / sig[I]  # y_pred = y_pred_y y_i + y_pred_d D_i
+            coef_y = 1.0 + 0.5 * dsg * (1.0 / sig[I] + y_pred_y / sig[J])
+            coef_di = 0.5 * dsg * (-1.0 / sig[I] + y_pred_d / sig[J])
+            coef_dj = -0.5 * dsg / sig[J]
+        heun = np.isfinite(sig[I])
+        cx = np.where(heun, a[J] * coef_y / np.where(heun, a[I], 1.0), cx)
+        cd = np.where(heun, a[J] * coef_di, cd)
+        cj = np.where(heun, a[J] * coef_dj, 0.0)
+        terms = [(cx, xi(I)), (cd, di(I)), (cj, di(J)), (-np.ones(I.size), xi(J))]
+    else:
+        terms = [(cx, xi(I)), (cd, di(I)), (-np.ones(I.size), xi(J))]
+    C1 = np.full((G, G), np.inf)
+    C1[I, J] = _rms(gram, terms)
+    if solver != "dpmpp2m":
+        return C1, None, final
+
+    K, I, J = (m.ravel() for m in np.meshgrid(np.arange(G), np.arange(G), np.arange(G), indexing="ij"))
+    keep = (K < I) & (I < J)
+    K, I, J = K[keep], I[keep], J[keep]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        h = np.log(sig[I] / sig[J])
+        h_last = np.log(sig[K] / sig[I])
+    r = h_last / h
+    second = np.isfinite(h_last)
+    w = np.where(second, 1.0 / (2.0 * np.where(second, r, 1.0)), 0.0)
+    rho = _ratio(sig[J], sig[I])
+    base = a[J] * (1.0 - rho)
+    terms = [(s[J] / s[I], xi(I)), (base * (1.0 + w), di(I)), (-base * w, di(K)), (-np.ones(I.size), xi(J))]
+    C2 = np.full((G, G, G), np.inf)
+    C2[K, I, J] = _rms(gram, terms)
+    return C1, C2, final
+
+
+def dp_levels(C1: np.ndarray, C2: np.ndarray | None, final: np.ndarray, steps: int) -> tuple[np.ndarray, float]:
+    """Grid indices i_0 = 0 < i_1 < ... < i_{N-1} (N = ``steps`` noisy levels) minimising the summed local error
+    C1 (one-step solvers) or C1 on the first step and C2 after it (two-step), plus final[i_{N-1}]."""
+    G = C1.shape[0]
+    N = check_positive_int(steps, "steps")
+    if N > G:
+        raise PifsError(f"{N} steps need a teacher grid of at least {N} levels, got {G}")
+    if N == 1:
+        return np.array([0]), float(final[0])
+    back = []
+    if C2 is None:
+        V = C1[0].copy()  # V[j]: best cost of a path 0 -> ... -> j
+        for _ in range(N - 2):
+            tot = V[:, None] + C1
+            back.append(np.argmin(tot, axis=0))
+            V = tot.min(axis=0)
+        tot = V + final
+        j = int(np.argmin(tot))
+        best, path = float(tot[j]), [j]
+        for b in reversed(back):
+            path.append(int(b[path[-1]]))
+        return np.array([0] + path[::-1]), best
+    V = np.full((G, G), np.inf)  # V[k, i]: best cost of a path ending k -> i
+    V[0] = C1[0]
+    for _ in range(N - 2):
+        tot = V[:, :, None] + C2  # (k, i, j)
+        back.append(np.argmin(tot, axis=0))  # best k for (i, j)
+        V = tot.min(axis=0)  # -> V[i, j]
+    tot = V + final[None, :]
+    k, i = np.unravel_index(int(np.argmin(tot)), tot.shape)
+    best, path = float(tot[k, i]), [int(i), int(k)]
+    for b in reversed(back):
+        path.append(int(b[path[-1], path[-2]]))
+    return np.array(path[::-1]), best
+
+
+def trajectory_steps(denoiser: Callable, d: int, sigma_range: tuple[float, float], steps: int, *,
+                     solver: str = "ddim", baselines: dict[str, np.ndarray] | None = None, n_starts: int = 32,
+                     grid_size: int = 80, refine: int = 40, seed: int = 0,
+                     progress: Callable[[int], None] | None = None) -> TrajectoryDesign:
+    """N noisy levels (then 0) for ``solver`` from the model's own trajectories.
+
+    ``denoiser(x (B, d) VP, logsnr) -> x0`` (numpy, as :mod:`pifskit.samplers` take it). Starts x_T ~ N(0, I)
+    (``n_starts`` rows, numpy stream ``[seed, 7919]``, apart from ``default_rng(seed)``, which evaluations draw).
+    The DP levels and every ``baselines`` entry (N noisy levels then 0) are scored by the global error
+    E = mean_b RMS(x_0(levels) - X_G) of the real solver; the best is the start of ``refine`` further
+    evaluations of coordinate search, so the result's E is <= every baseline's on these starts.
+    """
+    t0 = time.perf_counter()
+    check_choice(solver, "trajectory solver", TRAJECTORY_SOLVERS)
+    n_starts = check_positive_int(n_starts, "n_starts")
+    steps = check_positive_int(steps, "steps")
+    if refine < 0:
+        raise PifsError(f"refine must be >= 0, got {refine}")
+    advance = progress or (lambda k=1: None)
+    calls = [0]
+
+    def counted(x, l):
+        calls[0] += 1
+        advance(1)
+        return denoiser(x, l)
+
+    grid = teacher_grid(sigma_range[0], sigma_range[1], grid_size)
+    x_T = np.random.default_rng([seed, 7919]).standard_normal((n_starts, d))
+    teach = run_teacher(counted, x_T, grid)
+    C1, C2, final = local_errors(teach, solver)
+    idx, local = dp_levels(C1, C2, final, steps)
+    dp_sig = np.append(grid[idx], 0.0)
+    sampler = get_sampler(solver)
+    target = teach.X[-1]
+
+    def global_error(chain: Chain) -> float:
+        x0 = sampler(counted, x_T, chain)
+        return float(np.sqrt(np.mean((x0 - target) ** 2, axis=1)).mean()) if np.isfinite(x0).all() else np.inf
+
+    starts = {"dp": Chain.from_sigmas(dp_sig, name="dp")}
+    for name, sig in (baselines or {}).items():
+        sig = np.asarray(sig, dtype=float)
+        if sig.size == steps + 1 and sig[-1] == 0.0 and not np.isnan(sig).any():
+            starts[name] = Chain.from_sigmas(sig, name=name)
+    scores = {name: global_error(ch) for name, ch in starts.items()}
+    best = min(scores, key=lambda k: scores[k])
+    chain, value, history, evals = starts[best], scores[best], [scores[best]], len(starts)
+    if refine and np.isfinite(chain.sigmas).all():  # coordinate search in log sigma (the exact bench's oracle)
+        from ..exact_bench import optimise_oracle
+
+        finite = grid[np.isfinite(grid) & (grid > 0)]
+        res = optimise_oracle(global_error, {best: chain}, (float(finite.min()), float(finite.max())),
+                              budget=int(refine) + 1)
+        chain, value, history, evals = res.chain, res.value, history + res.history[1:], evals + res.evaluations
+    info = {"teacher": f"DPM-Solver++(2M) on {grid.size - 1} levels uniform in log sigma, then 0; "
+                       f"{n_starts} starts",
+            "teacher_calls": teach.model_calls, "grid_size": grid.size - 1, "n_starts": n_starts,
+            "start_schedule": best, "evaluations": evals, "history": [float(v) for v in history],
+            "baseline_errors": {k: v for k, v in scores.items() if k != "dp"}}
+    return TrajectoryDesign(np.asarray(chain.sigmas, float), solver, local, float(value), dp_sig, scores["dp"],
+                            calls[0], time.perf_counter() - t0, info)
