@@ -24,7 +24,8 @@ every ``--levels NAME=FILE`` (JSON: ``{"sigmas": [...]}`` for one N -- e.g. ``pi
 ``--model-aware`` adds ``pifskit-model``: the model-aware design ``pifskit.design.trajectory.trajectory_steps``
 run on the sampled model itself (EMA weights, the same clamp) for that solver and N, with the CLI's defaults
 (32 starts from a numpy stream apart from the evaluation's, 80 teacher levels, 40 refinement evaluations);
-its cost (model calls of 32 rows, seconds) is stored under ``designs`` in results.json.
+its cost (model calls of 32 rows, seconds) is stored under ``designs`` in results.json. It also adds ``gits``:
+GITS's levels (Chen et al. 2024; the same teacher and DP with the first-order step, no refinement).
 ``--reference NAME`` picks the schedule of the paired differences (default ``pifskit``).
 
 Common random numbers: seed k draws the same start noise x_T ~ N(0, I) (numpy ``default_rng(k)``) for
@@ -190,10 +191,14 @@ def model_aware_levels(res: dict, den, d: int, schedule, solver: str, n: int) ->
         r = trajectory_steps(den, d, design_range(schedule), n, solver=solver, baselines=baseline_levels(schedule, n))
         designs[key] = {"sigmas": r.sigmas.tolist(), "seconds": r.seconds, "model_calls": den.calls - calls0,
                         "rows_per_call": r.info["n_starts"], "error": r.global_error, "dp_error": r.dp_global_error,
-                        "start_schedule": r.info["start_schedule"], "baseline_errors": r.info["baseline_errors"]}
+                        "start_schedule": r.info["start_schedule"], "baseline_errors": r.info["baseline_errors"],
+                        "gits_sigmas": r.info["gits_sigmas"]}
         print(f"{solver:8s} N {n:2d} model-aware design: {designs[key]['model_calls']} calls, "
               f"{r.seconds:.1f} s, error {r.global_error:.4f} (from {r.info['start_schedule']})", flush=True)
-    return np.asarray(designs[key]["sigmas"], dtype=np.float64)
+    if "gits_sigmas" not in designs[key]:  # a design cached before GITS was recorded: its teacher + DP only
+        r = trajectory_steps(den, d, design_range(schedule), n, solver=solver, refine=0)
+        designs[key]["gits_sigmas"] = r.info["gits_sigmas"]
+    return np.asarray(designs[key]["sigmas"], dtype=np.float64), np.asarray(designs[key]["gits_sigmas"], float)
 
 
 # ---------------------------------------------------------------------------
@@ -365,7 +370,7 @@ def main(argv=None) -> int:
             n_steps = steps_for_nfe(solver, nfe, schedule)
             levels = schedule_levels(schedule, spectrum, solver, n_steps, extra, wanted, cache)
             if args.model_aware:
-                levels[MODEL_AWARE] = model_aware_levels(res, den, d, schedule, solver, n_steps)
+                levels[MODEL_AWARE], levels["gits"] = model_aware_levels(res, den, d, schedule, solver, n_steps)
                 atomic_json(res_path, res)
             if REFERENCE not in levels:
                 raise SystemExit(f"--reference {REFERENCE!r} is not among the schedules of {solver}, N = {n_steps}")

@@ -137,7 +137,9 @@ def test_design_is_never_worse_than_a_baseline_on_its_own_metric(solver):
                          grid_size=24, refine=15)
     assert r.sigmas.size == N + 1 and r.sigmas[-1] == 0.0 and np.all(np.diff(r.sigmas) < 0)
     errs = r.info["baseline_errors"]
-    assert set(errs) == set(base)
+    assert set(errs) == set(base) | {"gits"}
+    if solver == "ddim":  # GITS is the DP with the first-order step: the same levels for DDIM
+        assert np.array_equal(r.info["gits_sigmas"], r.dp_sigmas)
     assert r.global_error <= min(min(errs.values()), r.dp_global_error) + 1e-12
     assert r.model_calls == 24 + r.info["evaluations"] * (2 * N - 1 if solver == "heun" else N)
 

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace, sched, cfg: dict) -> int:
         ch = chain_from_config(sched, cfg, N)
         if ch.lands_clean and ch.n_steps == N:
             baselines["config"] = ch.sigmas
-    n_calls = args.trajectory_grid + (len(baselines) + 1 + args.trajectory_refine) * (2 * N if args.solver == "heun"
+    n_calls = args.trajectory_grid + (len(baselines) + 3 + args.trajectory_refine) * (2 * N if args.solver == "heun"
                                                                                          else N)
     with progress("model trajectories", n_calls, enabled=not args.json) as advance:
         r = trajectory_steps_for_entry(me, design_range(sched), N, solver=args.solver, baselines=baselines,
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace, sched, cfg: dict) -> int:
                                        refine=args.trajectory_refine, progress=advance)
     sig = r.sigmas
     errs = r.info["baseline_errors"]
+    baselines["gits"] = r.info["gits_sigmas"]
     out = {"criterion": "steps", "schedule": getattr(sched, "name", type(sched).__name__), "model": args.model,
            "model_method": "trajectory", "steps": N, "solver": r.solver, "start": "prior",
            "landing": "N noisy levels, then the solver's own last step to sigma = 0 (every baseline alike)",

@@ -17,7 +17,8 @@ whose summed local error is least -- the construction of GITS (Chen et al. 2024,
 Regularity of ODE-based Diffusion Sampling*) for first-order steps, here with the given solver's own
 step (states (k, i) for the two-step DPM++(2M)). An optional refinement (``refine`` evaluations of the
 real solver with the model) then minimises the global error ||x_0(levels) - X_G|| by coordinate search
-in log sigma from the DP levels (:func:`pifskit.exact_bench.optimise_oracle`).
+in log sigma from the best of the DP levels, GITS's (the DP with the first-order step, whatever the solver)
+and the given baselines (:func:`pifskit.exact_bench.optimise_oracle`).
 
 Model calls: G + 1 batched teacher calls (B rows each), plus N (Heun: 2N - 1) per refinement evaluation.
 """
@@ -219,7 +220,7 @@ def trajectory_steps(denoiser: Callable, d: int, sigma_range: tuple[float, float
 
     ``denoiser(x (B, d) VP, logsnr) -> x0`` (numpy, as :mod:`pifskit.samplers` take it). Starts x_T ~ N(0, I)
     (``n_starts`` rows, numpy stream ``[seed, 7919]``, apart from ``default_rng(seed)``, which evaluations draw).
-    The DP levels and every ``baselines`` entry (N noisy levels then 0) are scored by the global error
+    The DP levels, GITS's (``info["gits_sigmas"]``) and every ``baselines`` entry (N noisy levels then 0) are scored by the global error
     E = mean_b RMS(x_0(levels) - X_G) of the real solver; the best is the start of ``refine`` further
     evaluations of coordinate search, so the result's E is <= every baseline's on these starts.
     """
@@ -250,7 +251,12 @@ def trajectory_steps(denoiser: Callable, d: int, sigma_range: tuple[float, float
         x0 = sampler(counted, x_T, chain)
         return float(np.sqrt(np.mean((x0 - target) ** 2, axis=1)).mean()) if np.isfinite(x0).all() else np.inf
 
-    starts = {"dp": Chain.from_sigmas(dp_sig, name="dp")}
+    if solver in ("ddim", "euler"):
+        gits_sig = dp_sig
+    else:  # GITS: the same DP with the first-order (DDIM) step, whatever the solver
+        gC1, _, gfinal = local_errors(teach, "ddim")
+        gits_sig = np.append(grid[dp_levels(gC1, None, gfinal, steps)[0]], 0.0)
+    starts = {"dp": Chain.from_sigmas(dp_sig, name="dp"), "gits": Chain.from_sigmas(gits_sig, name="gits")}
     for name, sig in (baselines or {}).items():
         sig = np.asarray(sig, dtype=float)
         if sig.size == steps + 1 and sig[-1] == 0.0 and not np.isnan(sig).any():
@@ -269,6 +275,6 @@ def trajectory_steps(denoiser: Callable, d: int, sigma_range: tuple[float, float
                        f"{n_starts} starts",
             "teacher_calls": teach.model_calls, "grid_size": grid.size - 1, "n_starts": n_starts,
             "start_schedule": best, "evaluations": evals, "history": [float(v) for v in history],
-            "baseline_errors": {k: v for k, v in scores.items() if k != "dp"}}
+            "baseline_errors": {k: v for k, v in scores.items() if k != "dp"}, "gits_sigmas": gits_sig.tolist()}
     return TrajectoryDesign(np.asarray(chain.sigmas, float), solver, local, float(value), dp_sig, scores["dp"],
                             calls[0], time.perf_counter() - t0, info)
