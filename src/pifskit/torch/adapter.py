@@ -1,33 +1,9 @@
 """Wrap any ``model(x, t, **cond)`` into the denoiser D_t(x) and the DDIM step map of a pifskit chain.
 
-All geometry is in VP coordinates x = a x0 + s e (a^2 + s^2 = 1, theory section 1).
-The model sees its own input scaling and time variable:
-
-* input space "vp" (DDPM / DDIM / SD models):   x_in = x
-* input space "ve" (EDM / VE, alpha = 1):        x_in = x / a              (x_ve = x0 + sigma e)
-* input space "flow" (rectified flow):          x_in = x / (a + s)        (x_f = (1 - t_f) x0 + t_f e)
-
-  Derivation (flow): alpha = 1 - t_f, sigma = t_f map to VP by a = alpha / r, s = sigma / r with
-  r = sqrt(alpha^2 + sigma^2), hence t_f = s / (a + s), 1 - t_f = a / (a + s) and
-  x_f = r x_vp with r = sqrt((1 - t_f)^2 + t_f^2) = 1 / (a + s).
-
-Prediction types, converted to the x0 estimate D(x):
-
-* ``epsilon``:       D = (x - s eps) / a          (undefined at pure noise a = 0)
-* ``sample`` / x0:   D = model output
-* ``v_prediction``:  D = a x - s v                (v = a e - s x0, VP space)
-* ``flow``:          D = x_f - t_f u              (u = e - x0, flow space)
-
-Timestep conventions (what the model receives as ``t``):
-
-* ``discrete``:   the integer training timestep (``chain.timesteps``; required)
-* ``continuous``: t in [0, 1] of a pifskit :class:`~pifskit.schedules.Schedule` (``schedule.t_of_logsnr``)
-* ``sigma``:      VE sigma = s / a = exp(-l / 2)
-* ``logsnr``:     l itself
-* ``flow``:       t_f = s / (a + s) (SD3 style, times ``timestep_scale``, e.g. 1000)
-
-The DDIM step from level i to i + 1 is F_i(x) = c_i x + d_i D_i(x) with (c, d) from
-:func:`pifskit.geometry.step_coefficients`.
+Geometry in VP coordinates x = a x0 + s e; the model sees its input scaling (``input_space`` vp / ve / flow)
+and time variable (``TIMESTEP_CONVENTIONS``); its output becomes D = c_skip x + c_out F
+(:func:`pifskit.parameterization.x0_scalings`). Step i: F_i(x) = c_i x + d_i D_i(x)
+(:func:`pifskit.geometry.step_coefficients`). Conventions: docs/torch.md#adapter.
 """
 
 from __future__ import annotations
@@ -44,17 +20,6 @@ from ..chains import Chain
 from ..geometry import contraction_threshold, step_coefficients
 from ..parameterization import INPUT_SPACES, PREDICTION_TYPES, input_scale, normalize_prediction, x0_scalings
 from ..schedules import Schedule
-
-__all__ = [
-    "INPUT_SPACES",
-    "PREDICTION_TYPES",
-    "TIMESTEP_CONVENTIONS",
-    "ChainDenoiser",
-    "GaussianDenoiser",
-    "ModelDenoiser",
-    "model_output_tensor",
-    "rollout",
-]
 
 TIMESTEP_CONVENTIONS = ("discrete", "continuous", "sigma", "logsnr", "flow")
 

@@ -1,11 +1,5 @@
-"""Measure a trained (or random) denoiser against the PIFS geometry: block norms, M_off, Lyapunov spectrum.
-
-:func:`analyze_model` runs the DDIM chain from noise along M trajectories and, at every step,
-measures the block Jacobian of D_t at the visited states (exact full Jacobian for small d,
-probe estimates otherwise), puts L_B(D_t) beside L*_t and the Gaussian-optimal L_B, M_off(t)
-beside the surrogate's :func:`pifskit.blockmass.offdiag_block_mass`, and the numerical top-k
-Lyapunov spectrum / Kaplan-Yorke dimension beside the analytic ones. ``write_report``
-(:func:`pifskit.report.model.write_model_report`) writes the page.
+"""Measure a denoiser against the PIFS geometry along its DDIM chain: L_B(D_t) beside L*_t, M_off(t)
+beside the surrogate's, the numerical Lyapunov spectrum beside the analytic one (docs/torch.md#pifskit-analyze-model).
 """
 
 from __future__ import annotations
@@ -34,15 +28,6 @@ from .blocks import (
 )
 from .checkpoint import load_checkpoint_model
 from .lyapunov import lyapunov_spectrum
-
-__all__ = [
-    "analyze_model",
-    "load_entry_point",
-    "load_model",
-    "make_denoiser",
-    "model_info",
-    "write_report",
-]
 
 #: above this dimension the block norms are estimated with probes instead of the full Jacobian
 EXACT_MAX_DIM = 1024

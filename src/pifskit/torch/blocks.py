@@ -1,28 +1,9 @@
 """Block Jacobian analysis of a denoiser for a patch (or token) partition (theory sections 2 and 4).
 
-For a partition of the d coordinates into P blocks of b coordinates (p x p patches of a
-C x H x W image with all channels, or the tokens of a T x D array), J = dD/dx has blocks
-J_ij = dD_i/dx_j. Exact quantities (small d: the full Jacobian via ``torch.func``):
-
-    N2[i, j] = ||J_ij||_2,  NF[i, j] = ||J_ij||_F,
-    L_B = max_i sum_j ||J_ij||_2,   M_off = sum_{i != j} ||J_ij||_F^2 / sum_ij ||J_ij||_F^2.
-
-Stochastic estimators (any d): a Gaussian probe z_j ~ N(0, I_b) supported on input
-block j gives, with one JVP u = J z_j, all output blocks at once:
-
-    E ||u_i||^2 = ||J_ij||_F^2,      Var ||u_i||^2 = 2 ||J_ij^T J_ij||_F^2 <= 2 ||J_ij||_F^4
-
-(sum of sigma_k^2 chi^2_1 variables). With n probes per block the mean has variance
-2 ||J_ij^T J_ij||_F^2 / n. The block-row sum rho_i = sum_j ||J_ij||_F (an upper bound of
-sum_j ||J_ij||_2) is estimated by probing a random subset S of m input blocks:
-
-    rho_i ~= (P / m) sum_{j in S} sqrt(mean_n ||u_i^{(j)}||^2).
-
-Over the subset the estimator is unbiased for sum_j sqrt(.), with variance
-P^2 (1 - m/P) s_i^2 / m (s_i^2 the variance of the P terms over j, sampling without
-replacement). The square root is biased low by Jensen: for an isotropic block of rank r,
-E sqrt(chi^2_{nr} / (nr)) = 1 - 1/(4 n r) + O((nr)^-2); worst case (rank 1, n = 1) it
-is sqrt(2/pi) = 0.80.
+For P blocks of the d coordinates, J_ij = dD_i/dx_j; L_B = max_i sum_j ||J_ij||_2,
+M_off = sum_{i != j} ||J_ij||_F^2 / sum_ij ||J_ij||_F^2. Exact (full Jacobian) for small d; otherwise a
+Gaussian probe z_j on block j gives E ||(J z_j)_i||^2 = ||J_ij||_F^2 (variance 2 ||J_ij^T J_ij||_F^2).
+Estimator bias and variance: docs/torch.md#block-jacobians.
 """
 
 from __future__ import annotations
@@ -36,18 +17,6 @@ from torch.func import jacfwd, jacrev, jvp, vmap
 
 from .._validate import PifsError, check_choice, check_positive_int
 from ..blockmass import block_mass
-
-__all__ = [
-    "BlockNorms",
-    "Partition",
-    "block_norms",
-    "block_norms_from_jacobian",
-    "estimate_block_frob2_matrix",
-    "estimate_block_row_sums",
-    "full_jacobian",
-    "gaussian_block_row_sums",
-    "probe_block_frob2",
-]
 
 
 @dataclass(frozen=True)
@@ -186,10 +155,6 @@ def block_norms(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, par
     return block_norms_from_jacobian(full_jacobian(fn, x, mode, chunk_size), partition)
 
 
-# ---------------------------------------------------------------------------
-# stochastic estimators
-# ---------------------------------------------------------------------------
-
 def _probe_tangents(x: torch.Tensor, partition: Partition, columns: torch.Tensor, n_probes: int,
                     generator: torch.Generator | None) -> torch.Tensor:
     """Gaussian probes supported on input blocks: shape (m * n, B, d) for columns (B, m) of block ids."""
@@ -305,10 +270,6 @@ def estimate_block_frob2_matrix(fn: Callable[[torch.Tensor], torch.Tensor], x: t
     est, _ = probe_block_frob2(fn, x, partition, cols, n_probes, generator, chunk_size)
     return est
 
-
-# ---------------------------------------------------------------------------
-# the Gaussian-optimal (stationary) denoiser, model-free (numpy)
-# ---------------------------------------------------------------------------
 
 def gaussian_block_row_sums(logsnr, power_grid, patch: int, norm: str = "spectral", channels: int = 1) -> np.ndarray:
     """L_B of the Gaussian-optimal denoiser of a stationary model, per level: max_i sum_j ||K_ij||.

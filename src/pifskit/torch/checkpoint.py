@@ -1,10 +1,7 @@
-"""Training checkpoints: atomic writes, validated loads, and ``load_checkpoint_model`` for analysis.
+"""Training checkpoints: one ``torch.save`` dict (read with ``weights_only=True``), written atomically.
 
-A checkpoint is one ``torch.save`` dict (loaded with ``weights_only=True``; no pickled code):
-
-    format, version, model_config, model_state, ema_state, optimizer_state, scaler_state,
-    step, data (DataSpec dict), hparams, image_shape,
-    schedule, prediction, timestep_convention ('discrete'), num_train_timesteps, world_size
+Keys: format, version, model_config, model_state, ema_state, optimizer_state, scaler_state, step, data,
+hparams, image_shape, schedule, prediction, timestep_convention, num_train_timesteps, world_size.
 """
 
 from __future__ import annotations
@@ -17,9 +14,6 @@ from typing import Any
 import torch
 
 from .._validate import PifsError
-
-__all__ = ["CHECKPOINT_NAME", "FORMAT", "checkpoint_path", "save_checkpoint", "load_checkpoint",
-           "load_checkpoint_model", "load_weights", "atomic_write_bytes"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = "pifskit-checkpoint"

@@ -11,9 +11,6 @@ from dataclasses import asdict, dataclass, field, fields
 from .._validate import PifsError, check_choice, check_positive_int
 from ..parameterization import normalize_prediction
 
-__all__ = ["TrainConfig", "WEIGHTINGS", "PRECISIONS", "TRAIN_PREDICTIONS", "RESUMABLE_CHANGES",
-           "DEFAULT_CKPT_MINUTES", "cli_fields"]
-
 #: names of the loss weightings (pifskit.torch.train.LOSS_WEIGHTINGS holds one object each)
 WEIGHTINGS = ("uniform", "min-snr", "geometric")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -1,24 +1,7 @@
-"""Load a diffusers denoiser from a local folder as pifskit's ``(model, info)`` entry.
+"""Load a diffusers denoiser from a local ``save_pretrained`` folder as pifskit's ``(model, info)`` entry.
 
-``load_diffusers_model(path, subfolder=None, prompt=None)`` reads a folder written by
-``save_pretrained`` -- a model folder (``config.json``) or a pipeline folder (``model_index.json``
-with a ``unet`` / ``transformer`` subfolder) -- and returns
-
-* ``model``: a callable ``model(x, t) -> prediction`` on (B, C, H, W) latents with the conditioning
-  bound (a prompt embedding from the pipeline's own text encoders, or zeros when the folder has
-  none: ``info["conditioning"]`` says which). It runs the diffusers model on ``device`` in
-  ``dtype`` and returns the prediction in the input's dtype and device, so pifskit's analysis
-  (float32 / float64 on the CPU side, autograd and forward-mode JVPs through the casts) is unchanged;
-* ``info``: prediction_type, timestep_convention ('discrete' training timesteps for UNets, 'flow'
-  t' = sigma_flow for SD3 / Flux, with ``timestep_scale`` = what the model multiplies by),
-  sample_shape (C, H, W) of the latent, the scheduler config next to the model (``scheduler_config``,
-  normalised for pifskit's reader) and a ``patch`` size for the block partition.
-
-Supported classes: UNet2DConditionModel (SD 1.x / 2.x / XL), UNet2DModel, SD3Transformer2DModel,
-FluxTransformer2DModel (the latent is packed into 2 x 2 patches as FluxPipeline does; guidance 3.5
-for guidance-distilled models).
-Bad input (not a folder, not a diffusers model, unsupported class, missing subfolder) raises
-:class:`pifskit.PifsError` with one line.
+Supported: UNet2DConditionModel (SD 1.x / 2.x / XL), UNet2DModel, SD3Transformer2DModel, FluxTransformer2DModel
+(latents packed into 2 x 2 patches as FluxPipeline does). See docs/diffusers.md.
 """
 
 from __future__ import annotations
@@ -32,8 +15,6 @@ import torch
 
 from .._json import read_json_object
 from .._validate import PifsError
-
-__all__ = ["SUPPORTED_MODELS", "DiffusersModel", "load_diffusers_model", "pipeline_index", "resolve_model_folder"]
 
 #: diffusers model classes pifskit can wrap as model(x, t)
 SUPPORTED_MODELS = ("UNet2DConditionModel", "UNet2DModel", "SD3Transformer2DModel", "FluxTransformer2DModel")

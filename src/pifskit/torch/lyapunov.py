@@ -1,32 +1,9 @@
 """Numerical finite-time Lyapunov spectrum of a DDIM chain (theory section 5), matrix-free.
 
-The chain x_{i+1} = F_i(x_i), i = 0..N-1, has the product Jacobian M = J_{N-1} ... J_0 along a
-trajectory; its finite-time exponents are Lambda_j = log sigma_j(M) (totals over the N steps,
-not rates). Two methods, both driven by ``torch.func`` JVPs / VJPs batched with ``vmap``:
-
-* ``method="krylov"`` (default): randomized block Krylov SVD of M (Musco & Musco 2015; Halko,
-  Martinsson & Tropp 2011) with block size b = k + p. The basis of span{Omega, (M^T M) Omega, ...}
-  grows one block per iteration (b JVP chains forward, b VJP chains backward, block Gram-Schmidt
-  twice); Rayleigh-Ritz on it (SVD of M Q) gives the exponents, and the residuals of the Ritz
-  triplets bound their errors: some singular value lies within ||M^T u - s v|| / sqrt(2) of each
-  Ritz value s, i.e. |Delta Lambda| <= -log(1 - ||r|| / (sqrt(2) s)), plus a rounding floor
-  N eps exp(Lambda_1 - Lambda_j). It stops when every bound is below ``tol`` (relative to
-  max(1, |Lambda|)), so the convergence rate is set by sigma_{k+p} / sigma_k and the Krylov
-  polynomial, not sigma_{k+1} / sigma_k per sweep. Converged Ritz pairs are deflated: the next
-  block is M^T M applied to the unconverged top-k Ritz vectors and the p oversampling ones only.
-  Cost: >= k JVP + k VJP chains (one block, p = 0) against d VJPs per step for jacrev, so d/(2k)
-  is the one-pass ceiling of the speed-up; slowly decaying spectra need several blocks. Memory: 3 d x (basis) float64 blocks per
-  trajectory -- linear in d and k, never d x d. Degenerate clusters up to b wide are resolved;
-  neighbours that agree within their bounds are reported as clusters.
-* ``method="benettin"``: an orthonormal d x k frame propagated with a thin QR per step,
-  Lambda_j += log |(R_i)_jj|, optionally after ``refine`` forward-backward sweeps (block power
-  on M^T M) and a Ritz rotation. One pass (``refine=0, ritz=False``) is the classic method: on
-  a long trajectory of an ergodic map its sums / N converge to the long-time exponents, where M
-  itself over- or underflows (the Krylov method's dynamic range is ~log(1/eps)).
-
-:func:`lyapunov_full_jacobian` is the textbook full-Jacobian Benettin baseline (jacrev + d x d QR).
-For the Gaussian surrogate M = U diag(prod_t f_t(lambda)) U^T, and both methods agree with
-:func:`pifskit.lyapunov.lyapunov_exponents` (tested to 1e-4 relative in float64, 1e-3 in float32).
+Lambda_j = log sigma_j(M), M = J_{N-1} ... J_0 along a trajectory (totals over the N steps, not rates),
+by ``torch.func`` JVPs / VJPs batched with ``vmap``: ``method="krylov"`` (randomized block Krylov SVD with
+residual error bounds) or ``method="benettin"`` (QR-propagated frame; long-time exponents);
+:func:`lyapunov_full_jacobian` is the jacrev + d x d QR baseline. See docs/torch.md#numerical-lyapunov-spectrum.
 """
 
 from __future__ import annotations
@@ -41,8 +18,6 @@ from torch.func import jacrev, jvp, vjp, vmap
 
 from .._validate import PifsError, check_positive_int
 from ..lyapunov import kaplan_yorke
-
-__all__ = ["NumericalLyapunov", "chain_trajectory", "lyapunov_full_jacobian", "lyapunov_spectrum", "random_frame"]
 
 StepFn = Callable[[torch.Tensor, int], torch.Tensor]
 

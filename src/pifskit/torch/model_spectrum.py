@@ -1,35 +1,11 @@
 """The model's own per-level spectrum: Jacobian gains of a denoiser at a handful of noise levels.
 
-For the optimal denoiser, Tweedie gives dD/dy = Cov[x0 | y] / sigma^2 (VE units y = x0 + sigma eps):
-symmetric PSD with eigenvalues in [0, 1] on average. Averaged over noisy states, its quadratic form
-along a fixed unit direction b is the gain of a linear denoiser,
-
-    g_b(sigma) = E_y[ b^T J(y; sigma) b ] = E[(b . (x0 - E[x0|y]))^2-ish] / sigma^2   (MMSE / sigma^2 along b),
-
-exactly lambda/(lambda + sigma^2) for Gaussian data along a principal direction. :func:`estimate_level_spectra`
-measures g_b(sigma) for the directions of a fixed basis B (d x r) at M levels with Jacobian-vector
-products (``torch.func.jvp``; one JVP per state and direction), so the directions stay matched across
-levels, and returns a :class:`pifskit.design.level_spectrum.LevelSpectra` for
-:func:`pifskit.design.steps.optimal_steps`. A quadratic form b^T J b only sees the symmetric part of J:
-a trained denoiser's Jacobian is nearly, not exactly, symmetric, and the estimate is that of
-(J + J^T)/2 by construction.
-
-* Basis: the data's PCA basis when data are given (``basis="pca"``), else the top eigenvectors of the
-  symmetrised mean Jacobian at the highest level (``basis="krylov"``: randomized subspace iteration with
-  JVPs and VJPs, ``power_iters`` passes, ``oversample`` extra vectors, Rayleigh-Ritz). At sigma >> the
-  data's scale, Cov[x0|y] -> Cov[x0], so these are the data's principal directions as the model sees them.
-* Tail: the d - r directions outside B share one gain, the Hutchinson estimate of
-  tr(P J P) / (d - r), P = I - B B^T (``tail_probes`` Rademacher probes per state); that is an
-  assumption (the tail is isotropic in the model's eyes) and ``source`` says so.
-* Levels: ``n_levels`` log-uniform over the design range, then ``refine`` extra levels, each bisecting
-  (in log sigma) the interval where the measured log effective variances change most (variance-weighted
-  mean |Delta log lambda_k|): the knots go where the model departs from a constant Gaussian, e.g. a
-  mixture's mode-deciding window.
-* States: ``n_states`` clean points x0 (data rows, or the model's own DDIM samples), noised afresh at
-  every level (y = x0 + sigma eps, a fixed seed).
-
-Cost (``info["model_calls"]``): per-sample JVP/VJP products plus forward evaluations (each JVP costs
-about two to three forwards); the CLI prints it with the seconds taken.
+g_b(sigma) = E_y[b^T J(y; sigma) b] (VE units y = x0 + sigma eps; lambda / (lambda + sigma^2) for Gaussian
+data along a principal direction b), measured with JVPs for a fixed basis B (d x r: data PCA or the top
+eigenvectors of the symmetrised mean Jacobian) plus one Hutchinson tail gain tr(P J P) / (d - r),
+P = I - B B^T, at log-uniform levels refined where log lambda_eff changes most. Returns a
+:class:`pifskit.design.level_spectrum.LevelSpectra` for :func:`pifskit.design.steps.optimal_steps`;
+details in docs/design.md ("III against the model's own per-level spectrum").
 """
 
 from __future__ import annotations
@@ -44,9 +20,6 @@ from torch import nn
 
 from .._validate import PifsError, check_positive_int
 from ..design.level_spectrum import GAIN_CLIP, LevelSpectra
-
-__all__ = ["MixtureDenoiser", "ModelEntry", "estimate_level_spectra", "default_levels", "level_spectra_for_entry",
-           "load_model_entry", "mean_jacobian_gains", "regression_gains"]
 
 #: rows of one batched JVP call (states x directions)
 JVP_BATCH = 512
@@ -348,10 +321,6 @@ def estimate_level_spectra(denoise: VPDenoiser, x0, sigma_range: tuple[float, fl
     object.__setattr__(ls, "_gains", gains_)
     return ls
 
-
-# ---------------------------------------------------------------------------
-# model entries: a pifskit checkpoint, or an exact mixture (validation)
-# ---------------------------------------------------------------------------
 
 class ModelEntry:
     """What the estimate needs from ``--model ENTRY``: a VP denoiser on flat rows, clean points, a basis."""

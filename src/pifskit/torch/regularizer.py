@@ -1,30 +1,8 @@
 """The PIFS regulariser (theory section 2): penalise block-row sums of dD_t/dx above a per-step budget.
 
-For a step i of a chain (level t -> s, F_i = c_i x + d_i D_i), output block r and an estimate
-rho_r of sum_j ||dD_r/dx_j||_F (probe estimator, :func:`pifskit.torch.blocks.estimate_block_row_sums`):
-
-    R = mean_{samples, r} relu(c_i + d_i rho_r - (c_i + d_i B_i))^2 = mean d_i^2 relu(rho_r - B_i)^2
-
-(``scale='step'``: the excess of F_i's block-row bound over c_i + d_i B_i, which is 1 for
-B_i = L*_i), or mean relu(rho_r / B_i - 1)^2 (``scale='relative'``). The budget B_i is
-
-* ``'lstar'``:    L*_i (1 + margin),      L* = (1 - c) / d from :func:`pifskit.geometry.contraction_threshold`
-* ``'gaussian'``: max(L*_i, L_B^F(G_i)) (1 + margin), with L_B^F(G_i) the Frobenius block-row sum of the
-  Gaussian-optimal denoiser of the (stationary) data spectrum at level i, computed model-free from
-  the FFT kernel (:func:`pifskit.torch.blocks.gaussian_block_row_sums`): a perfect denoiser must expand
-  the directions above lambda*_t, so penalising below that floor fights the data.
-* an array of N budgets.
-
-Estimator (``n_blocks`` = m probed input blocks per sample, ``n_probes`` = n Gaussian probes each;
-cost m n JVPs per regularised sample, differentiable through ``torch.func.jvp``):
-
-* each ||J_rj||_F^2 estimate is unbiased with variance 2 ||J_rj^T J_rj||_F^2 / n;
-* the square root is biased low by at most a factor sqrt(2/pi) (rank-1 block, n = 1) and by
-  ~ 1 - 1/(4 n r) for an isotropic rank-r block;
-* the subset scaling P/m is unbiased over the random subset, with variance
-  P^2 (1 - m/P) s^2 / m (s^2 the spread of the P terms of the row);
-* the hinge is convex, so the noisy estimate overstates the mean excess (Jensen), and
-  rho_F >= the spectral row sum, so the penalty is conservative with respect to L_B.
+R = mean d_i^2 relu(rho_r - B_i)^2 (``scale='step'``) or mean relu(rho_r / B_i - 1)^2 (``'relative'``), rho_r the
+probe estimate of sum_j ||dD_r/dx_j||_F; budget B_i = L*_i (1 + margin) (``'lstar'``),
+max(L*_i, L_B^F(Gaussian-optimal)) (1 + margin) (``'gaussian'``) or an array. Bias: docs/torch.md#pifs-regulariser.
 """
 
 from __future__ import annotations
@@ -40,8 +18,6 @@ from ..chains import Chain
 from ..geometry import contraction_threshold, step_coefficients
 from ..spectra import Spectrum
 from .blocks import Partition, estimate_block_row_sums, gaussian_block_row_sums
-
-__all__ = ["PIFSRegularizer", "pifs_regularizer", "step_budgets"]
 
 
 def step_budgets(chain: Chain, budget: str | np.ndarray = "lstar", *, margin: float = 0.0,

@@ -1,9 +1,5 @@
-"""Tiny models for tests and examples: a minimal attention-based (DiT-like) denoiser and a small MLP.
-
-``tiny_dit`` is an entry point for ``pifskit analyze-model --model pifskit.torch.testing:tiny_dit``:
-it returns ``(model, info)`` with the prediction type, sample shape, timestep convention,
-schedule name and patch size the analysis needs.
-"""
+"""Tiny seeded models for tests and examples; ``tiny_dit`` / ``tiny_mlp`` are ``module:factory`` entry points
+returning ``(model, info)``."""
 
 from __future__ import annotations
 
@@ -11,8 +7,6 @@ import math
 
 import torch
 from torch import nn
-
-__all__ = ["TinyDiT", "TinyMLPDenoiser", "timestep_embedding", "tiny_dit", "tiny_mlp"]
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

@@ -1,41 +1,10 @@
 """Plain PyTorch training loop for the small denoisers; runs unchanged under ``torchrun``.
 
-The loop is three parts: :func:`restore_or_init` (a new run, or a run's state from its
-checkpoint), :class:`TrainStep` (one optimiser step as a function of the step number) and
-:class:`RunPolicy` (when to log, when to checkpoint, when to stop); :func:`train` wires them.
-
-Distributed: when ``WORLD_SIZE > 1`` is in the environment the loop calls
-``torch.distributed.init_process_group`` (NCCL on GPU, gloo on CPU), wraps the model
-in ``DistributedDataParallel`` and shards every global batch with a
-``DistributedSampler``; rank 0 alone logs and writes checkpoints.
-
-Exact resume: everything random is a function of (seed, step, rank), never of an
-iterator's or RNG's state -- the batch is slice ``step % steps_per_epoch`` of the
-DistributedSampler's permutation for epoch ``step // steps_per_epoch``, and the
-noise / timesteps (and the global torch RNG, which the PIFS regulariser may use)
-are seeded from ``SeedSequence([seed, step, rank])``. The learning rate is a
-function of the step. So a run stopped after k steps and resumed reproduces the
-uninterrupted run bit for bit on CPU (same thread count); no RNG state is stored.
-
-Interruption: SIGINT / SIGTERM finish the current step, write an (atomic) checkpoint and
-raise :class:`TrainingInterrupted` (the CLI exits 130 / 143). Checkpoints are also written
-every ``ckpt_minutes`` of wall time (default 5) and every ``ckpt_every`` steps, so a killed
-run loses at most those minutes.
-
-Loss (per sample, in the prediction's own units): ``w(t) * mean((model(x_t, t) - target)^2)``,
-x_t = a_t x0 + s_t eps, with ``w`` one of the :data:`LOSS_WEIGHTINGS`:
-
-* uniform: w = 1;
-* min-snr (Hang et al. 2023): x0 units min(SNR, gamma); epsilon min(SNR, gamma)/SNR;
-  v min(SNR, gamma)/(SNR + 1) -- ``pifskit.design.weighting.min_snr_weights``;
-* geometric (theory section 6 II): the per-timestep weights of ``pifskit.design.weighting``
-  for the training data's spectrum.
-
-plus ``reg_weight * R`` with R the PIFS regulariser of ``pifskit.torch.regularizer`` (on a
-``reg_steps``-step DDIM chain of the training schedule, budget L*_t (1 + reg_margin)).
-
-EMA: theta_ema <- lerp(theta_ema, theta, 1 - ema_decay) after every step (``torch.Tensor.lerp_``,
-as EDM); buffers are copied.
+:func:`train` wires :func:`restore_or_init`, :class:`TrainStep` and :class:`RunPolicy`. Loss per sample:
+``w(t) * mean((model(x_t, t) - target)^2) + reg_weight * R``, x_t = a_t x0 + s_t eps, w from
+:data:`LOSS_WEIGHTINGS`, R the PIFS regulariser. EMA: theta_ema <- lerp(theta_ema, theta, 1 - ema_decay).
+Batches, noise and timesteps are functions of (seed, step, rank), so a resumed run equals the uninterrupted
+one bit for bit on CPU. Distribution, checkpoints and signals: docs/torch.md#training.
 """
 
 from __future__ import annotations
@@ -64,17 +33,8 @@ from .config import (DEFAULT_CKPT_MINUTES, PRECISIONS, RESUMABLE_CHANGES, TRAIN_
                      TrainConfig)
 from .models import build_model, count_parameters, default_config, training_target
 
-__all__ = ["TrainConfig", "train", "restore_or_init", "TrainStep", "RunPolicy", "TrainingInterrupted",
-           "LOSS_WEIGHTINGS", "WEIGHTINGS", "PRECISIONS", "Uniform", "MinSNR", "Geometric", "make_weighting",
-           "timestep_weights", "geometric_weights", "ema_update", "batch_indices", "step_seed",
-           "build_regularizer", "check_out_dir", "LOG_NAME", "DEFAULT_CKPT_MINUTES"]
-
 LOG_NAME = "log.jsonl"
 
-
-# ---------------------------------------------------------------------------
-# loss weightings: one small object each, chosen by name from LOSS_WEIGHTINGS
-# ---------------------------------------------------------------------------
 
 class LossWeighting(Protocol):
     """Per-training-timestep loss weights w[n] (n = 0..T-1) in the prediction's own units."""
@@ -143,10 +103,6 @@ def timestep_weights(cfg: "TrainConfig", schedule: DiscreteSchedule, data: Image
     return w
 
 
-# ---------------------------------------------------------------------------
-# determinism helpers
-# ---------------------------------------------------------------------------
-
 def step_seed(seed: int, step: int, rank: int = 0) -> int:
     """A 63-bit seed that depends only on (seed, step, rank)."""
     return int(np.random.SeedSequence([int(seed), int(step), int(rank)]).generate_state(2, np.uint64)[0] >> 1)
@@ -196,10 +152,6 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         eb.copy_(mb)
 
 
-# ---------------------------------------------------------------------------
-# the PIFS regulariser (pifskit.torch.regularizer)
-# ---------------------------------------------------------------------------
-
 def build_regularizer(model: nn.Module, model_cfg: dict, schedule: DiscreteSchedule, cfg: "TrainConfig",
                       image_shape: tuple[int, int, int]):
     """(regulariser, chain denoiser): R of ``pifskit.torch.regularizer.PIFSRegularizer`` on the
@@ -218,10 +170,6 @@ def build_regularizer(model: nn.Module, model_cfg: dict, schedule: DiscreteSched
     den = ChainDenoiser(ModelDenoiser(model, cfg.prediction, "discrete", sample_shape=image_shape), chain)
     return reg, den
 
-
-# ---------------------------------------------------------------------------
-# distributed context
-# ---------------------------------------------------------------------------
 
 @dataclass
 class _Dist:
@@ -278,10 +226,6 @@ def _autocast(ctx: _Dist, precision: str):
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return (torch.bfloat16 if precision == "bf16" else torch.float16), precision == "fp16"
 
-
-# ---------------------------------------------------------------------------
-# part 1: restore or init
-# ---------------------------------------------------------------------------
 
 def check_out_dir(out: str | os.PathLike, flag: str = "--out") -> Path:
     """``out`` as a Path if it is (or can be created as) a writable directory, else PifsError (creates nothing)."""
@@ -421,10 +365,6 @@ def restore_or_init(out: Path, steps: int, data: DataSpec | None, config: TrainC
                     int(ck["step"]) if ck is not None else 0)
 
 
-# ---------------------------------------------------------------------------
-# part 2: one step
-# ---------------------------------------------------------------------------
-
 @dataclass
 class StepResult:
     loss: float          # mean over ranks
@@ -495,10 +435,6 @@ class TrainStep:
         return StepResult(ctx.reduce(float(loss.detach()), "sum") / ctx.world, float(loss_mse.detach()),
                           float(loss_reg.detach()), lr, float(gnorm), x0.shape[0] * ctx.world)
 
-
-# ---------------------------------------------------------------------------
-# part 3: logging / checkpoint / stop policy
-# ---------------------------------------------------------------------------
 
 class TrainingInterrupted(Exception):
     """SIGINT / SIGTERM stopped the run after ``step`` steps; ``saved``: a checkpoint at ``step`` was written."""
@@ -627,10 +563,6 @@ def _rewrite_log(log_path: Path, upto_step: int) -> None:
             keep.append(line)
     atomic_write_bytes(log_path, lambda f: f.write(("\n".join(keep) + ("\n" if keep else "")).encode()))
 
-
-# ---------------------------------------------------------------------------
-# the loop
-# ---------------------------------------------------------------------------
 
 def train(data: DataSpec | None, out_dir: str | os.PathLike, steps: int, config: TrainConfig | None = None, *,
           resume: bool = False, resume_overrides: dict | None = None, ckpt_every: int = 0,
