@@ -10,8 +10,10 @@ details in docs/design.md ("III against the model's own per-level spectrum").
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -72,11 +74,6 @@ def _jvp(f, Y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
         return torch.autograd.functional.jvp(f, Y, T)[1]
 
 
-def _vjp(f, Y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
-    _, pull = torch.func.vjp(f, Y)
-    return pull(T)[0]
-
-
 class _Counter:
     def __init__(self):
         self.jvps = self.vjps = self.forwards = self.batched = 0
@@ -114,12 +111,11 @@ def _sym_matvec(f, Y: torch.Tensor, V: torch.Tensor, counter: _Counter) -> torch
     Tb = V.T.repeat(S, 1)
     with torch.enable_grad():
         J = _jvp(f, Yb, Tb).detach()
-        Jt = _vjp(f, Yb.clone().requires_grad_(False), Tb).detach()
+        Jt = torch.func.vjp(f, Yb.clone().requires_grad_(False))[1](Tb)[0].detach()
     counter.jvps += S * q
     counter.vjps += S * q
     counter.batched += 2
-    M = 0.5 * (J + Jt)
-    return M.reshape(S, q, -1).mean(0).T                               # (d, q)
+    return (0.5 * (J + Jt)).reshape(S, q, -1).mean(0).T                 # (d, q)
 
 
 def _krylov_basis(f, Y: torch.Tensor, r: int, oversample: int, power_iters: int, gen: torch.Generator,
@@ -127,16 +123,10 @@ def _krylov_basis(f, Y: torch.Tensor, r: int, oversample: int, power_iters: int,
     """Top-r eigenpairs of the state-averaged symmetrised Jacobian (randomized subspace iteration)."""
     d = Y.shape[1]
     q = min(d, r + oversample)
-    if q >= d:
-        Q = torch.eye(d, dtype=Y.dtype)
-        iters = 0
-    else:
-        Q, _ = torch.linalg.qr(torch.randn(d, q, generator=gen, dtype=Y.dtype))
-        iters = power_iters + 1
-    for _ in range(iters):
+    Q = torch.eye(d, dtype=Y.dtype) if q >= d else torch.linalg.qr(torch.randn(d, q, generator=gen, dtype=Y.dtype))[0]
+    for _ in range(0 if q >= d else power_iters + 1):
         Q, _ = torch.linalg.qr(_sym_matvec(f, Y, Q, counter))
-    CQ = _sym_matvec(f, Y, Q, counter)
-    T = Q.T @ CQ
+    T = Q.T @ _sym_matvec(f, Y, Q, counter)
     w, U = torch.linalg.eigh(0.5 * (T + T.T))
     order = torch.argsort(w, descending=True)[:r]
     return (Q @ U[:, order]).numpy(), w[order].numpy()
@@ -144,12 +134,15 @@ def _krylov_basis(f, Y: torch.Tensor, r: int, oversample: int, power_iters: int,
 
 def _tail_gain(f, Y: torch.Tensor, B: torch.Tensor, probes: int, gen: torch.Generator, counter: _Counter) -> float:
     """Hutchinson: tr(P J P) / (d - r), P = I - B B^T, Rademacher probes projected by P."""
-    S, d = Y.shape
-    r = B.shape[1]
+    d, r = B.shape
     Z = (torch.randint(0, 2, (d, probes), generator=gen) * 2 - 1).to(Y.dtype)
     Z = Z - B @ (B.T @ Z)
-    q = _quad_forms(f, Y, Z, counter)                                 # z^T J z, (S, probes)
-    return float(q.mean()) / (d - r)
+    return float(_quad_forms(f, Y, Z, counter).mean()) / (d - r)     # mean z^T J z
+
+
+def _level_generator(seed: int, sigma: float) -> torch.Generator:
+    """The fixed noise seed of one level."""
+    return torch.Generator().manual_seed(int(seed) * 1000003 + int(round(np.log(sigma) * 1e6)) % 999983)
 
 
 def default_levels(sigma_min: float, sigma_max: float, n_levels: int) -> np.ndarray:
@@ -170,8 +163,8 @@ def mean_jacobian_gains(denoise: VPDenoiser, x0: np.ndarray, sigmas, basis: np.n
     B = torch.as_tensor(np.ascontiguousarray(basis, dtype=np.float64), dtype=dtype)
     d, r = B.shape
     rows = []
-    for i, s in enumerate(np.asarray(sigmas, dtype=float)):
-        gen = torch.Generator().manual_seed(int(seed) * 1000003 + int(round(np.log(s) * 1e6)) % 999983)
+    for s in np.asarray(sigmas, dtype=float):
+        gen = _level_generator(seed, s)
         Y = X0 + float(s) * torch.randn(X0.shape, generator=gen, dtype=dtype)
         f = _ve(denoise, float(s))
         g = _quad_forms(f, Y, B, counter).mean(0).numpy()
@@ -199,8 +192,8 @@ def regression_gains(denoise: VPDenoiser, x0: np.ndarray, sigmas, basis: np.ndar
     mu = X0.mean(0)
     rows = []
     for s in np.asarray(sigmas, dtype=float):
-        gen = torch.Generator().manual_seed(int(seed) * 1000003 + int(round(np.log(s) * 1e6)) % 999983)
-        Y = torch.as_tensor(X0, dtype=dtype) + float(s) * torch.randn(X0.shape, generator=gen, dtype=dtype)
+        Y = torch.as_tensor(X0, dtype=dtype) + float(s) * torch.randn(X0.shape, generator=_level_generator(seed, s),
+                                                                      dtype=dtype)
         f = _ve(denoise, float(s))
         with torch.no_grad():
             D = torch.cat([f(Y[i:i + batch]) for i in range(0, Y.shape[0], batch)]).double().numpy()
@@ -261,9 +254,7 @@ def estimate_level_spectra(denoise: VPDenoiser, x0, sigma_range: tuple[float, fl
         if basis == "pca":
             if n < 2:
                 raise PifsError("basis 'pca' needs at least 2 data rows")
-            Xc = X - X.mean(0)
-            _, sv, Vt = np.linalg.svd(Xc, full_matrices=False)
-            B = Vt[:r].T
+            B = np.linalg.svd(X - X.mean(0), full_matrices=False)[2][:r].T
             basis_name = f"data PCA ({n} rows)"
         elif basis == "krylov":
             Y = torch.as_tensor(states, dtype=dtype)
@@ -297,9 +288,7 @@ def estimate_level_spectra(denoise: VPDenoiser, x0, sigma_range: tuple[float, fl
     gains_ = measure(lv)
     if levels is None and refine > 0 and lv.size >= 2:
         extra = _refine_points(lv, gains_, count, min(refine, lv.size - 1))
-        g2 = measure(extra)
-        lv = np.concatenate([lv, extra])
-        gains_ = np.vstack([gains_, g2])
+        lv, gains_ = np.concatenate([lv, extra]), np.vstack([gains_, measure(extra)])
         order = np.argsort(lv)
         lv, gains_ = lv[order], gains_[order]
     clipped = float(np.mean((gains_ < GAIN_CLIP) | (gains_ > 1 - GAIN_CLIP)))
@@ -312,9 +301,8 @@ def estimate_level_spectra(denoise: VPDenoiser, x0, sigma_range: tuple[float, fl
         what = f"mean Jacobian gains b^T J b over {states.shape[0]} noisy states per level"
     source = f"model {name}: {what} at {lv.size} levels, basis {basis_name}, {r} directions{tail}"
     info = {"gains": gains, "model_calls": counter.total + int(extra_calls), "jvps": counter.jvps,
-            "vjps": counter.vjps,
-            "forwards": counter.forwards + int(extra_calls), "batched_calls": counter.batched, "states": int(states.shape[0]),
-            "rank": int(r), "dimension": int(d), "gains_clipped_fraction": clipped,
+            "vjps": counter.vjps, "forwards": counter.forwards + int(extra_calls), "batched_calls": counter.batched,
+            "states": int(states.shape[0]), "rank": int(r), "dimension": int(d), "gains_clipped_fraction": clipped,
             "seconds_estimate": time.perf_counter() - t0}
     ls = LevelSpectra.from_gains(lv, gains_, count, name=f"level spectra of {name}", source=source, info=info)
     object.__setattr__(ls, "_basis", B)
@@ -322,25 +310,28 @@ def estimate_level_spectra(denoise: VPDenoiser, x0, sigma_range: tuple[float, fl
     return ls
 
 
+@dataclass
 class ModelEntry:
     """What the estimate needs from ``--model ENTRY``: a VP denoiser on flat rows, clean points, a basis."""
 
-    def __init__(self, name: str, denoise: VPDenoiser, d: int, dtype: torch.dtype, schedule=None,
-                 x0: np.ndarray | None = None, basis=None, basis_name: str = "", x0_source: str = "",
-                 sample: Callable[[int, int], tuple[np.ndarray, int]] | None = None):
-        self.name, self.denoise, self.d, self.dtype, self.schedule = name, denoise, d, dtype, schedule
-        self.x0, self.basis, self.basis_name, self.x0_source, self.sample = x0, basis, basis_name, x0_source, sample
+    name: str
+    denoise: VPDenoiser
+    d: int
+    dtype: torch.dtype
+    schedule: object = None
+    x0: np.ndarray | None = None
+    basis: object = None
+    basis_name: str = ""
+    x0_source: str = ""
+    sample: Callable[[int, int], tuple[np.ndarray, int]] | None = None
 
 
 def _mixture_entry(spec: str) -> ModelEntry:
     from ..exact_bench import parse_bench_data
 
-    data = parse_bench_data(spec)
-    m = data.model
+    m = parse_bench_data(spec).model
     den = MixtureDenoiser(m)
-    _, C = m.moments()
-    w, U = np.linalg.eigh(C)
-    U = np.ascontiguousarray(U[:, ::-1])
+    U = np.ascontiguousarray(np.linalg.eigh(m.moments()[1])[1][:, ::-1])
     x0 = m.sample(2000, np.random.default_rng(12345))
     return ModelEntry(f"{spec} (exact mixture, {m.K} components, d = {m.d})",
                       lambda x, l: den(x, l), m.d, torch.float64, None, x0, U,
@@ -385,8 +376,6 @@ def _checkpoint_entry(path: str) -> ModelEntry:
 
 def load_model_entry(entry: str) -> ModelEntry:
     """``gmm:digits`` / ``gmm:mnist:PATH`` (exact mixture) or a pifskit checkpoint (run folder or file)."""
-    import os
-
     if entry.startswith("gmm:"):
         return _mixture_entry(entry)
     if os.path.exists(entry):

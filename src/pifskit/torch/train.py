@@ -22,15 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validate import PifsError, check_choice, check_positive_int
+from .._validate import PifsError, check_positive_int
 from ..datasets import DataSpec, ImageDataset
 from ..design.weighting import loss_weights as design_loss_weights
 from ..design.weighting import min_snr_weights
 from ..parameterization import short_prediction
 from ..schedules import DiscreteSchedule, get_schedule
 from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, load_weights, save_checkpoint
-from .config import (DEFAULT_CKPT_MINUTES, PRECISIONS, RESUMABLE_CHANGES, TRAIN_PREDICTIONS, WEIGHTINGS,
-                     TrainConfig)
+from .config import DEFAULT_CKPT_MINUTES, RESUMABLE_CHANGES, TRAIN_PREDICTIONS, WEIGHTINGS, TrainConfig  # noqa: F401
 from .models import build_model, count_parameters, default_config, training_target
 
 LOG_NAME = "log.jsonl"
@@ -92,7 +91,7 @@ def geometric_weights(schedule: DiscreteSchedule, prediction: str, data: ImageDa
 
 
 def make_weighting(cfg: "TrainConfig") -> LossWeighting:
-    return LOSS_WEIGHTINGS[check_choice(cfg.weighting, "weighting", WEIGHTINGS)](cfg)
+    return LOSS_WEIGHTINGS[cfg.weighting](cfg)  # TrainConfig checked the name
 
 
 def timestep_weights(cfg: "TrainConfig", schedule: DiscreteSchedule, data: ImageDataset) -> np.ndarray:
@@ -163,8 +162,7 @@ def build_regularizer(model: nn.Module, model_cfg: dict, schedule: DiscreteSched
     from .regularizer import PIFSRegularizer
 
     chain = make_chain(schedule, cfg.reg_steps, "trailing")
-    patch = model_cfg.get("patch_size", cfg.reg_patch)
-    partition = Partition.patches(image_shape, patch)
+    partition = Partition.patches(image_shape, model_cfg.get("patch_size", cfg.reg_patch))
     reg = PIFSRegularizer(chain, partition, "lstar", margin=cfg.reg_margin, n_blocks=cfg.reg_blocks,
                           sample_fraction=cfg.reg_fraction)
     den = ChainDenoiser(ModelDenoiser(model, cfg.prediction, "discrete", sample_shape=image_shape), chain)
@@ -203,24 +201,18 @@ def _dist_setup(device: str | None) -> _Dist:
     import torch.distributed as dist
 
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    here = False
-    if not dist.is_initialized():
+    here = not dist.is_initialized()
+    if here:
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-        here = True
     if use_cuda:
         torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
-    else:
-        dev = torch.device("cpu")
-    return _Dist(world, rank, local_rank, dev, here)
+    return _Dist(world, rank, local_rank, torch.device("cuda", local_rank) if use_cuda else torch.device("cpu"), here)
 
 
 def _autocast(ctx: _Dist, precision: str):
-    if ctx.device.type != "cuda":
-        if precision in ("bf16", "fp16"):
-            raise PifsError(f"--precision {precision} needs a CUDA device (autocast is GPU-only here); use fp32/auto")
-        return None, False
-    if precision == "fp32":
+    if ctx.device.type != "cuda" and precision in ("bf16", "fp16"):
+        raise PifsError(f"--precision {precision} needs a CUDA device (autocast is GPU-only here); use fp32/auto")
+    if ctx.device.type != "cuda" or precision == "fp32":
         return None, False
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -232,11 +224,7 @@ def check_out_dir(out: str | os.PathLike, flag: str = "--out") -> Path:
     p = Path(out)
     if p.exists() and not p.is_dir():
         raise PifsError(f"{flag} {p} exists and is not a directory")
-    probe = p
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
+    probe = next((q for q in (p, *p.parents) if q.exists()), p)  # the nearest existing ancestor
     if probe.exists() and not probe.is_dir():
         raise PifsError(f"{flag} {p}: {probe} is a file, not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
@@ -245,15 +233,9 @@ def check_out_dir(out: str | os.PathLike, flag: str = "--out") -> Path:
 
 
 def _hparam_diff(stored: dict, given: dict) -> list[str]:
-    diffs = []
-    for k, v in given.items():
-        if k in RESUMABLE_CHANGES or v is None:
-            continue
-        if k not in stored:
-            diffs.append(f"{k} (not in checkpoint)")
-        elif stored[k] != v:
-            diffs.append(f"{k}: checkpoint {stored[k]!r}, given {v!r}")
-    return diffs
+    fixed = {k: v for k, v in given.items() if k not in RESUMABLE_CHANGES and v is not None}
+    return [f"{k}: checkpoint {stored[k]!r}, given {v!r}" if k in stored else f"{k} (not in checkpoint)"
+            for k, v in fixed.items() if k not in stored or stored[k] != v]
 
 
 @dataclass
@@ -318,9 +300,8 @@ def restore_or_init(out: Path, steps: int, data: DataSpec | None, config: TrainC
                     resume: bool, resume_overrides: dict | None = None) -> RunState:
     """A new run from (data, config), or (``resume``) the run in ``out`` from its checkpoint, on ``ctx.device``."""
     ck_path = out / CHECKPOINT_NAME
-    ck = None
-    if resume:
-        ck = load_checkpoint(ck_path)
+    ck = load_checkpoint(ck_path) if resume else None
+    if ck is not None:
         cfg, data = _resume_config(ck, data, steps, resume_overrides)
     else:
         if config is None or data is None:
@@ -341,9 +322,7 @@ def restore_or_init(out: Path, steps: int, data: DataSpec | None, config: TrainC
     else:
         model_cfg = default_config(cfg.model, image_shape, cfg.prediction, **cfg.model_overrides)
     torch.manual_seed(cfg.seed)
-    model = build_model(model_cfg)
-    ema = build_model(model_cfg)
-    ema.requires_grad_(False)
+    model, ema = build_model(model_cfg), build_model(model_cfg).requires_grad_(False)
     if ck is not None:
         load_weights(model, ck["model_state"], f"{ck_path}: model weights")
         load_weights(ema, ck["ema_state"], f"{ck_path}: EMA weights")
@@ -460,29 +439,24 @@ class _StopSignals:
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.signum = 0
-        self._old: dict = {}
+        self.signum, self._old = 0, {}
 
     def _handler(self, signum, frame):
         if self.signum:  # second signal: the default behaviour (KeyboardInterrupt / termination)
-            self.restore()
+            self.__exit__()
             signal.raise_signal(signum)
             return
         self.signum = signum
 
     def __enter__(self) -> "_StopSignals":
         if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                self._old[s] = signal.signal(s, self._handler)
+            self._old = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
         return self
 
-    def restore(self) -> None:
+    def __exit__(self, *exc) -> None:
         for s, h in self._old.items():
             signal.signal(s, h)
         self._old = {}
-
-    def __exit__(self, *exc) -> None:
-        self.restore()
 
 
 class RunPolicy:
