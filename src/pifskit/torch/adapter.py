@@ -102,8 +102,8 @@ class ModelDenoiser(nn.Module):
             raise PifsError(f"a{'n epsilon-prediction' if self.prediction == 'epsilon' else ' VE/EDM'} model has no "
                             "x0 estimate at pure noise (a = 0); use a chain that does not start from pure noise")
         shape = (B,) + (1,) * (x.dim() - 1)
-        c_in, c_skip, c_out = (v.to(dtype=x.dtype, device=x.device).reshape(shape)
-                               for v in (input_scale(self.input_space, a64, s64), *x0_scalings(self.prediction, a64, s64)))
+        scalings = (input_scale(self.input_space, a64, s64), *x0_scalings(self.prediction, a64, s64))
+        c_in, c_skip, c_out = (v.to(dtype=x.dtype, device=x.device).reshape(shape) for v in scalings)
         out = model_output_tensor(self.model(x * c_in, t_model, **self.cond))
         if out.shape != x.shape:
             raise PifsError(f"model output has shape {tuple(out.shape)}, expected the input shape {tuple(x.shape)}")

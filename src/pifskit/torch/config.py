@@ -22,7 +22,6 @@ RESUMABLE_CHANGES = ("precision",)
 DEFAULT_CKPT_MINUTES = 5.0
 
 
-
 def _hp(default, help: str, **meta):
     return field(default=default, metadata={"help": help, **meta})
 

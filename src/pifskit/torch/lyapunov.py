@@ -73,7 +73,8 @@ class NumericalLyapunov:
         kyt = np.array([kaplan_yorke(row) for row in self.per_trajectory])
         return {"k": self.k, "d": self.d, "trajectories": int(self.per_trajectory.shape[0]),
                 "exponents": self.exponents.tolist(), "spread": self.spread.tolist(),
-                "kaplan_yorke": self.kaplan_yorke, "kaplan_yorke_spread": float(kyt.std(ddof=1)) if kyt.size > 1 else 0.0,
+                "kaplan_yorke": self.kaplan_yorke,
+                "kaplan_yorke_spread": float(kyt.std(ddof=1)) if kyt.size > 1 else 0.0,
                 "kaplan_yorke_is_lower_bound": self.ky_is_lower_bound, "converged": self.converged, **self.meta}
 
 

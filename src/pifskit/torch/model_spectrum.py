@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -85,8 +86,7 @@ class _Counter:
 
 def _quad_forms(f, Y: torch.Tensor, V: torch.Tensor, counter: _Counter) -> torch.Tensor:
     """q[s, j] = v_j^T J(y_s) v_j for states Y (S, d) and directions V (d, r), batched."""
-    S, d = Y.shape
-    r = V.shape[1]
+    S, r = Y.shape[0], V.shape[1]
     out = torch.empty(S, r, dtype=Y.dtype)
     Vt = V.T.contiguous()
     per = max(1, JVP_BATCH // S)
@@ -105,8 +105,7 @@ def _quad_forms(f, Y: torch.Tensor, V: torch.Tensor, counter: _Counter) -> torch
 
 def _sym_matvec(f, Y: torch.Tensor, V: torch.Tensor, counter: _Counter) -> torch.Tensor:
     """mean_s (J_s + J_s^T)/2 V for V (d, q): one JVP and one VJP per state and column."""
-    S = Y.shape[0]
-    q = V.shape[1]
+    S, q = Y.shape[0], V.shape[1]
     Yb = Y.repeat_interleave(q, dim=0)
     Tb = V.T.repeat(S, 1)
     with torch.enable_grad():
@@ -240,8 +239,7 @@ def estimate_level_spectra(denoise: VPDenoiser, x0, sigma_range: tuple[float, fl
     if X.ndim != 2 or X.shape[0] < 1 or not np.isfinite(X).all():
         raise PifsError(f"x0 must be a finite (n, d) array of clean points, got shape {X.shape}")
     n, d = X.shape
-    r = min(d, 64) if rank is None else check_positive_int(rank, "rank")
-    r = min(r, d)
+    r = min(d, 64 if rank is None else check_positive_int(rank, "rank"))
     rng = np.random.default_rng(seed)
     states = X[rng.permutation(n)[:check_positive_int(n_states, "states")]]
     smin, smax = float(sigma_range[0]), float(sigma_range[1])
@@ -257,8 +255,8 @@ def estimate_level_spectra(denoise: VPDenoiser, x0, sigma_range: tuple[float, fl
             B = np.linalg.svd(X - X.mean(0), full_matrices=False)[2][:r].T
             basis_name = f"data PCA ({n} rows)"
         elif basis == "krylov":
-            Y = torch.as_tensor(states, dtype=dtype)
-            Y = Y + float(lv[-1]) * torch.randn(Y.shape, generator=gen, dtype=dtype)
+            noise = torch.randn(states.shape, generator=gen, dtype=dtype)
+            Y = torch.as_tensor(states, dtype=dtype) + float(lv[-1]) * noise
             B, _ = _krylov_basis(_ve(denoise, float(lv[-1])), Y, r, oversample, power_iters, gen, counter)
             basis_name = f"top-{r} eigenvectors of the mean symmetrised Jacobian at sigma = {lv[-1]:.3g}"
         else:
@@ -278,13 +276,11 @@ def estimate_level_spectra(denoise: VPDenoiser, x0, sigma_range: tuple[float, fl
         reg_x = X[rng.permutation(n)[:check_positive_int(regression_states, "regression states")]]
         reg_x = np.resize(reg_x, (max(regression_states, reg_x.shape[0]), d)) if n < regression_states else reg_x
 
-        def measure(levels_):
-            return regression_gains(denoise, reg_x, levels_, B, seed=seed, dtype=dtype, counter=counter,
-                                    progress=progress)
+        measure = partial(regression_gains, denoise, reg_x, basis=B, seed=seed, dtype=dtype, counter=counter,
+                          progress=progress)
     else:
-        def measure(levels_):
-            return mean_jacobian_gains(denoise, states, levels_, B, tail_probes=tail_probes, seed=seed, dtype=dtype,
-                                       counter=counter, progress=progress)
+        measure = partial(mean_jacobian_gains, denoise, states, basis=B, tail_probes=tail_probes, seed=seed,
+                          dtype=dtype, counter=counter, progress=progress)
     gains_ = measure(lv)
     if levels is None and refine > 0 and lv.size >= 2:
         extra = _refine_points(lv, gains_, count, min(refine, lv.size - 1))
