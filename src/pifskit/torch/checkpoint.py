@@ -108,14 +108,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
 
 
 def load_checkpoint_model(path: str | os.PathLike, ema: bool = True, device: Any = "cpu"):
-    """(model in eval mode, info) from a run directory or checkpoint file.
-
-    ``ema`` picks the EMA weights (the ones to sample from). ``info``: prediction_type
-    ('epsilon' / 'sample' / 'v_prediction'), image_shape (C, H, W), schedule (a
-    :func:`pifskit.schedules.get_schedule` name), timestep_convention 'discrete'
-    (the model takes integer training timesteps 0..T-1, fractional allowed),
-    num_train_timesteps, step, arch, model_config, data, hparams.
-    """
+    """(model in eval mode, info) from a run directory or checkpoint file; ``ema``: the EMA weights (to sample
+    from). The model takes training timesteps 0..T-1 (fractional allowed): timestep_convention 'discrete'."""
     from .models import build_model
 
     ck = load_checkpoint(path)

@@ -62,14 +62,11 @@ class TrainConfig:
         check_positive_int(self.batch_size, "batch_size")
         check_choice(self.weighting, "weighting", WEIGHTINGS)
         check_choice(self.precision, "precision", PRECISIONS)
-        for k in ("lr", "gamma"):
+        for k, lo in (("lr", "positive"), ("gamma", "positive"), ("weight_decay", "non-negative"),
+                      ("reg_weight", "non-negative"), ("grad_clip", "non-negative")):
             v = getattr(self, k)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise PifsError(f"{k} must be a positive number, got {v!r}")
-        for k in ("weight_decay", "reg_weight", "grad_clip"):
-            v = getattr(self, k)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise PifsError(f"{k} must be a non-negative number, got {v!r}")
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 or lo == "non-negative" and v == 0)):
+                raise PifsError(f"{k} must be a {lo} number, got {v!r}")
         if not (0.0 <= self.ema_decay < 1.0):
             raise PifsError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if self.warmup < 0:

@@ -545,13 +545,10 @@ def train(data: DataSpec | None, out_dir: str | os.PathLike, steps: int, config:
           on_step: Callable[[int, float], None] | None = None) -> dict:
     """Train to a total of ``steps`` steps; returns a summary dict.
 
-    New run: ``data`` and ``config`` define it; ``out_dir/checkpoint.pt`` must not exist.
-    Resume (``resume=True``): the run's own data and hyper-parameters are reloaded from
-    ``out_dir``; ``resume_overrides`` (hyper-parameters the user gave again) must match them
-    (``precision`` may change). A checkpoint is written every ``ckpt_every`` steps (0: off), every
-    ``ckpt_minutes`` minutes (0: off), at the end, and on SIGINT / SIGTERM, after which
-    :class:`TrainingInterrupted` is raised. ``progress``: a callback ``progress(completed=step,
-    loss="0.1234")`` called on the main rank after each step (the CLI draws the bar; None: quiet).
+    New run: ``data`` and ``config`` (``out_dir`` holds no checkpoint). ``resume``: the run in ``out_dir``, whose
+    hyper-parameters ``resume_overrides`` must match (``precision`` may change). Checkpoints every ``ckpt_every``
+    steps and ``ckpt_minutes`` (0: off), at the end and on SIGINT / SIGTERM (then :class:`TrainingInterrupted`).
+    ``progress(completed=step, loss="0.1234")`` is called on the main rank after each step.
     """
     steps = check_positive_int(steps, "steps")
     out = check_out_dir(out_dir)
