@@ -81,9 +81,7 @@ class NumericalLyapunov:
 def random_frame(M: int, d: int, k: int, dtype=torch.float64, device=None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """M random orthonormal d x k frames (QR of Gaussian matrices, signs fixed), shape (M, d, k)."""
-    G = torch.randn((M, d, k), generator=generator, dtype=dtype, device=device)
-    Q, R = torch.linalg.qr(G)
-    return Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-2)
+    return _orth_against(torch.randn((M, d, k), generator=generator, dtype=dtype, device=device), None)
 
 
 @torch.no_grad()
