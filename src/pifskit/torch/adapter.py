@@ -22,6 +22,9 @@ from ..parameterization import INPUT_SPACES, PREDICTION_TYPES, input_scale, norm
 from ..schedules import Schedule
 
 TIMESTEP_CONVENTIONS = ("discrete", "continuous", "sigma", "logsnr", "flow")
+#: closed-form model times of the level l: VE sigma = exp(-l / 2), l itself, flow t_f = s / (a + s)
+_TIME_OF_LOGSNR = {"sigma": lambda l: np.exp(-0.5 * l), "logsnr": lambda l: l.copy(),
+                   "flow": lambda l: 1.0 / (1.0 + np.exp(0.5 * l))}
 
 
 def model_output_tensor(out: Any) -> torch.Tensor:
@@ -79,14 +82,9 @@ class ModelDenoiser(nn.Module):
             t = np.asarray(timestep, dtype=np.float64)
         elif self.timestep_convention == "continuous":
             t = np.asarray(self.schedule.t_of_logsnr(l), dtype=np.float64)
-        elif self.timestep_convention == "sigma":
+        else:
             with np.errstate(over="ignore"):
-                t = np.exp(-0.5 * l)
-        elif self.timestep_convention == "logsnr":
-            t = l.copy()
-        else:  # flow time t_f = s / (a + s) = 1 / (1 + exp(l / 2))
-            with np.errstate(over="ignore"):
-                t = 1.0 / (1.0 + np.exp(0.5 * l))
+                t = _TIME_OF_LOGSNR[self.timestep_convention](l)
         return t * self.timestep_scale
 
     def forward(self, x: torch.Tensor, logsnr, timestep=None) -> torch.Tensor:

@@ -340,8 +340,7 @@ def _lyapunov_krylov(step, N, flats, shape, k, d, tol, oversample, max_matvecs, 
     if p < 0:
         raise PifsError("oversample must be >= 0")
     p = min(p, d - k)
-    double = x_init.dtype == torch.float64
-    tol = (1e-6 if double else 1e-3) if tol is None else float(tol)
+    tol = (1e-6 if x_init.dtype == torch.float64 else 1e-3) if tol is None else float(tol)
     if not tol > 0:
         raise PifsError("tol must be > 0")
     max_matvecs = 40 * (k + p) if max_matvecs is None else check_positive_int(max_matvecs, "max_matvecs")
