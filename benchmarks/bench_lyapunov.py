@@ -48,7 +48,7 @@ def _conv_denoiser(channels: int, dtype, device):
     import torch
     from torch import nn
 
-    from pifskit.torch.testing import timestep_embedding
+    from pifskit.torch.models import timestep_embedding
 
     class ConvDenoiser(nn.Module):
         def __init__(self, ch: int = 32):
@@ -61,7 +61,7 @@ def _conv_denoiser(channels: int, dtype, device):
 
         def forward(self, x, t):
             t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1).expand(x.shape[0])
-            h = self.inp(x) + self.t(timestep_embedding(t, 32).to(x.dtype))[:, :, None, None]
+            h = self.inp(x) + self.t(timestep_embedding(t, 32, dtype=x.dtype))[:, :, None, None]
             return self.out(self.body(h))
 
     torch.manual_seed(0)

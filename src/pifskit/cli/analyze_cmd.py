@@ -14,13 +14,7 @@ import argparse
 
 from .._validate import PifsError
 from ..spectra import IMAGENET_PIXEL_VARIANCE
-from ._common import (
-    add_chain_options,
-    add_json_option,
-    chain_from_args,
-    dump_json,
-    progress,
-)
+from ._common import add_chain_options, add_json_option, chain_from_args, dump_json, progress
 
 
 def register(subparsers) -> None:

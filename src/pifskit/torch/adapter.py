@@ -1,33 +1,9 @@
 """Wrap any ``model(x, t, **cond)`` into the denoiser D_t(x) and the DDIM step map of a pifskit chain.
 
-All geometry is in VP coordinates x = a x0 + s e (a^2 + s^2 = 1, theory section 1).
-The model sees its own input scaling and time variable:
-
-* input space "vp" (DDPM / DDIM / SD models):   x_in = x
-* input space "ve" (EDM / VE, alpha = 1):        x_in = x / a              (x_ve = x0 + sigma e)
-* input space "flow" (rectified flow):          x_in = x / (a + s)        (x_f = (1 - t_f) x0 + t_f e)
-
-  Derivation (flow): alpha = 1 - t_f, sigma = t_f map to VP by a = alpha / r, s = sigma / r with
-  r = sqrt(alpha^2 + sigma^2), hence t_f = s / (a + s), 1 - t_f = a / (a + s) and
-  x_f = r x_vp with r = sqrt((1 - t_f)^2 + t_f^2) = 1 / (a + s).
-
-Prediction types, converted to the x0 estimate D(x):
-
-* ``epsilon``:       D = (x - s eps) / a          (undefined at pure noise a = 0)
-* ``sample`` / x0:   D = model output
-* ``v_prediction``:  D = a x - s v                (v = a e - s x0, VP space)
-* ``flow``:          D = x_f - t_f u              (u = e - x0, flow space)
-
-Timestep conventions (what the model receives as ``t``):
-
-* ``discrete``:   the integer training timestep (``chain.timesteps``; required)
-* ``continuous``: t in [0, 1] of a pifskit :class:`~pifskit.schedules.Schedule` (``schedule.t_of_logsnr``)
-* ``sigma``:      VE sigma = s / a = exp(-l / 2)
-* ``logsnr``:     l itself
-* ``flow``:       t_f = s / (a + s) (SD3 style, times ``timestep_scale``, e.g. 1000)
-
-The DDIM step from level i to i + 1 is F_i(x) = c_i x + d_i D_i(x) with (c, d) from
-:func:`pifskit.geometry.step_coefficients`.
+Geometry in VP coordinates x = a x0 + s e; the model sees its input scaling (``input_space`` vp / ve / flow)
+and time variable (``TIMESTEP_CONVENTIONS``); its output becomes D = c_skip x + c_out F
+(:func:`pifskit.parameterization.x0_scalings`). Step i: F_i(x) = c_i x + d_i D_i(x)
+(:func:`pifskit.geometry.step_coefficients`). Conventions: docs/torch.md#adapter.
 """
 
 from __future__ import annotations
@@ -45,18 +21,10 @@ from ..geometry import contraction_threshold, step_coefficients
 from ..parameterization import INPUT_SPACES, PREDICTION_TYPES, input_scale, normalize_prediction, x0_scalings
 from ..schedules import Schedule
 
-__all__ = [
-    "INPUT_SPACES",
-    "PREDICTION_TYPES",
-    "TIMESTEP_CONVENTIONS",
-    "ChainDenoiser",
-    "GaussianDenoiser",
-    "ModelDenoiser",
-    "model_output_tensor",
-    "rollout",
-]
-
 TIMESTEP_CONVENTIONS = ("discrete", "continuous", "sigma", "logsnr", "flow")
+#: closed-form model times of the level l: VE sigma = exp(-l / 2), l itself, flow t_f = s / (a + s)
+_TIME_OF_LOGSNR = {"sigma": lambda l: np.exp(-0.5 * l), "logsnr": lambda l: l.copy(),
+                   "flow": lambda l: 1.0 / (1.0 + np.exp(0.5 * l))}
 
 
 def model_output_tensor(out: Any) -> torch.Tensor:
@@ -72,17 +40,11 @@ def model_output_tensor(out: Any) -> torch.Tensor:
     raise PifsError(f"model returned {type(out).__name__}; expected a tensor, a tuple, or an object with .sample")
 
 
-def _vp_coords(logsnr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """a = sqrt(sigmoid(l)), s = sqrt(sigmoid(-l)) (exact at +-inf)."""
-    return torch.sigmoid(logsnr).sqrt(), torch.sigmoid(-logsnr).sqrt()
-
-
 class ModelDenoiser(nn.Module):
-    """D(x, logsnr, timestep): the x0 estimate of a wrapped model, in VP coordinates.
+    """D(x, logsnr, timestep) = c_skip x + c_out model(c_in x, t, **cond): the x0 estimate in VP coordinates.
 
-    ``logsnr`` is a float or a (B,) tensor (per-sample levels); ``timestep`` (same
-    shape) is needed for the ``discrete`` convention. ``sample_shape`` (e.g. (C, H, W)),
-    when given, is checked against the input and the model output.
+    ``logsnr``: a float or (B,) levels; ``timestep`` (same shape) for the ``discrete`` convention;
+    ``sample_shape`` (C, H, W), when given, is checked against the input.
     """
 
     def __init__(self, model: Callable, prediction: str = "epsilon", timestep_convention: str = "discrete", *,
@@ -108,7 +70,6 @@ class ModelDenoiser(nn.Module):
         self.cond = dict(cond or {})
         self.timestep_fn = timestep_fn
 
-    # -- time variable -------------------------------------------------------
     def model_time(self, logsnr: np.ndarray, timestep: np.ndarray | None = None) -> np.ndarray:
         """The model's ``t`` for the given levels (numpy, float64)."""
         l = np.asarray(logsnr, dtype=np.float64)
@@ -121,17 +82,11 @@ class ModelDenoiser(nn.Module):
             t = np.asarray(timestep, dtype=np.float64)
         elif self.timestep_convention == "continuous":
             t = np.asarray(self.schedule.t_of_logsnr(l), dtype=np.float64)
-        elif self.timestep_convention == "sigma":
+        else:
             with np.errstate(over="ignore"):
-                t = np.exp(-0.5 * l)
-        elif self.timestep_convention == "logsnr":
-            t = l.copy()
-        else:  # flow time t_f = s / (a + s) = 1 / (1 + exp(l / 2))
-            with np.errstate(over="ignore"):
-                t = 1.0 / (1.0 + np.exp(0.5 * l))
+                t = _TIME_OF_LOGSNR[self.timestep_convention](l)
         return t * self.timestep_scale
 
-    # -- the denoiser ----------------------------------------------------------
     def forward(self, x: torch.Tensor, logsnr, timestep=None) -> torch.Tensor:
         if self.sample_shape is not None and tuple(x.shape[1:]) != self.sample_shape:
             raise PifsError(f"input has sample shape {tuple(x.shape[1:])}, the model expects {self.sample_shape}")
@@ -139,17 +94,18 @@ class ModelDenoiser(nn.Module):
         l_np = np.array(np.broadcast_to(np.asarray(logsnr, dtype=np.float64), (B,)))
         ts_np = None if timestep is None else np.array(np.broadcast_to(np.asarray(timestep, dtype=np.float64), (B,)))
         t_model = torch.as_tensor(self.model_time(l_np, ts_np), dtype=x.dtype, device=x.device)
-        a64, s64 = _vp_coords(torch.as_tensor(l_np, dtype=torch.float64))
+        l64 = torch.as_tensor(l_np, dtype=torch.float64)
+        a64, s64 = torch.sigmoid(l64).sqrt(), torch.sigmoid(-l64).sqrt()  # exact at +-inf
         if (a64 == 0).any() and (self.input_space == "ve" or self.prediction == "epsilon"):
             raise PifsError(f"a{'n epsilon-prediction' if self.prediction == 'epsilon' else ' VE/EDM'} model has no "
                             "x0 estimate at pure noise (a = 0); use a chain that does not start from pure noise")
         shape = (B,) + (1,) * (x.dim() - 1)
-        c_in, (c_skip, c_out) = input_scale(self.input_space, a64, s64), x0_scalings(self.prediction, a64, s64)
-        c_in, c_skip, c_out = (v.to(dtype=x.dtype, device=x.device).reshape(shape) for v in (c_in, c_skip, c_out))
+        scalings = (input_scale(self.input_space, a64, s64), *x0_scalings(self.prediction, a64, s64))
+        c_in, c_skip, c_out = (v.to(dtype=x.dtype, device=x.device).reshape(shape) for v in scalings)
         out = model_output_tensor(self.model(x * c_in, t_model, **self.cond))
         if out.shape != x.shape:
             raise PifsError(f"model output has shape {tuple(out.shape)}, expected the input shape {tuple(x.shape)}")
-        return c_skip * x + c_out * out  # parameterization.x0_scalings: D = c_skip x + c_out F
+        return c_skip * x + c_out * out
 
 
 class ChainDenoiser(nn.Module):
@@ -168,30 +124,27 @@ class ChainDenoiser(nn.Module):
         if conv == "discrete" and chain.timesteps is None and getattr(denoiser, "timestep_fn", None) is None:
             raise PifsError("the model uses discrete training timesteps but the chain has none; build the chain "
                             "from a discrete schedule (e.g. --schedule sd/ddpm) or Chain.from_timesteps")
-        c, d_coef = step_coefficients(chain)
-        self.c = c
-        self.d_coef = d_coef  # DDIM coefficient of D_i (not a dimension)
+        self.c, self.d_coef = step_coefficients(chain)  # d_coef: DDIM coefficient of D_i (not a dimension)
         self.lstar = contraction_threshold(chain)
         self.n_steps = chain.n_steps
 
-    def _levels(self, i):
-        idx = np.asarray(i.detach().cpu().numpy() if isinstance(i, torch.Tensor) else i)
-        if (idx < 0).any() or (idx >= self.n_steps).any():
-            raise PifsError(f"step index must lie in [0, {self.n_steps - 1}]")
-        l = self.chain.logsnr[idx]
-        ts = None if self.chain.timesteps is None else np.asarray(self.chain.timesteps, dtype=np.float64)[idx]
-        return idx, l, ts
+    @staticmethod
+    def _index(i) -> np.ndarray:
+        return np.asarray(i.detach().cpu().numpy() if isinstance(i, torch.Tensor) else i)
 
     def denoise(self, x: torch.Tensor, i) -> torch.Tensor:
-        _, l, ts = self._levels(i)
-        return self.denoiser(x, l, ts)
+        idx = self._index(i)
+        if (idx < 0).any() or (idx >= self.n_steps).any():
+            raise PifsError(f"step index must lie in [0, {self.n_steps - 1}]")
+        ts = None if self.chain.timesteps is None else np.asarray(self.chain.timesteps, dtype=np.float64)[idx]
+        return self.denoiser(x, self.chain.logsnr[idx], ts)
 
     def coefficients(self, i, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = np.asarray(i.detach().cpu().numpy() if isinstance(i, torch.Tensor) else i)
+        """(c_i, d_i) as tensors shaped to broadcast against ``like``."""
+        idx = self._index(i)
         shape = (-1,) + (1,) * (like.dim() - 1) if idx.ndim else ()
-        c = torch.as_tensor(self.c[idx], dtype=like.dtype, device=like.device).reshape(shape)
-        d = torch.as_tensor(self.d_coef[idx], dtype=like.dtype, device=like.device).reshape(shape)
-        return c, d
+        return tuple(torch.as_tensor(v[idx], dtype=like.dtype, device=like.device).reshape(shape)
+                     for v in (self.c, self.d_coef))
 
     def step(self, x: torch.Tensor, i, clip_x0: float | None = None) -> torch.Tensor:
         """F_i(x) = c_i x + d_i D_i(x); ``clip_x0`` clamps D_i to [-clip_x0, clip_x0] (diffusers' clip_sample)."""
@@ -213,12 +166,8 @@ class ChainDenoiser(nn.Module):
 @torch.no_grad()
 def rollout(model: ChainDenoiser, x: torch.Tensor, chain: Chain | None = None, callback: Callable | None = None,
             *, clip_x0: float | None = None) -> torch.Tensor:
-    """The one DDIM rollout: x_{i+1} = c_i x_i + d_i clamp(D_i(x_i)) over the chain; returns (N + 1, B, ...).
-
-    ``model`` is a :class:`ChainDenoiser` (``chain``, when given, must be its chain: the
-    k-diffusion-like signature model, x, chain, callback); ``callback(i, x_i, x0_i)`` after
-    each step; ``clip_x0`` clamps the x0 estimate to [-clip_x0, clip_x0] (None: no clamp).
-    """
+    """The one DDIM rollout x_{i+1} = c_i x_i + d_i clamp(D_i(x_i), +-clip_x0) over ``model.chain`` (``chain``, if
+    given, must be it); ``callback(i, x_{i+1}, x0_i)`` after each step. Returns the states (N + 1, B, ...)."""
     if chain is not None and chain is not model.chain:
         raise PifsError("rollout: the chain differs from the ChainDenoiser's chain")
     xs = [x]
@@ -235,12 +184,9 @@ def rollout(model: ChainDenoiser, x: torch.Tensor, chain: Chain | None = None, c
 
 
 class GaussianDenoiser(nn.Module):
-    """The exact optimal denoiser of N(0, U diag(lam) U^T) data, as an x0-predicting model of (x, logsnr).
-
-    D(x) = U diag(a lam / (a^2 lam + s^2)) U^T x with a = sqrt(sigmoid(l)), s = sqrt(sigmoid(-l)).
-    ``basis`` (d x d orthogonal, columns = eigenvectors; None = identity) and ``shape``
-    (the sample shape, default (d,)). Use with ``ModelDenoiser(g, 'sample', 'logsnr')``.
-    """
+    """The exact optimal denoiser of N(0, U diag(lam) U^T) data as an x0-predicting model of (x, logsnr):
+    D(x) = U diag(a lam / (a^2 lam + s^2)) U^T x (``basis`` U, None = identity; ``shape``: sample shape, default
+    (d,)). Use with ``ModelDenoiser(g, 'sample', 'logsnr')``."""
 
     def __init__(self, eigenvalues, basis=None, shape: tuple[int, ...] | None = None,
                  dtype: torch.dtype = torch.float64):
@@ -266,13 +212,10 @@ class GaussianDenoiser(nn.Module):
         flat = x.reshape(B, -1)
         l = torch.as_tensor(logsnr, dtype=torch.float64, device=x.device).reshape(-1)
         l = l.expand(B) if l.numel() == 1 else l
-        a2 = torch.sigmoid(l)[:, None]
-        s2 = torch.sigmoid(-l)[:, None]
+        a2, s2 = torch.sigmoid(l)[:, None], torch.sigmoid(-l)[:, None]
         lam = self.lam.to(torch.float64)[None]
         gain = (a2.sqrt() * lam / (a2 * lam + s2)).to(x.dtype)
         if self.basis is None:
-            out = flat * gain
-        else:
-            U = self.basis.to(x.dtype)
-            out = ((flat @ U) * gain) @ U.T
-        return out.reshape(x.shape)
+            return (flat * gain).reshape(x.shape)
+        U = self.basis.to(x.dtype)
+        return (((flat @ U) * gain) @ U.T).reshape(x.shape)

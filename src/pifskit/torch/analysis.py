@@ -1,11 +1,5 @@
-"""Measure a trained (or random) denoiser against the PIFS geometry: block norms, M_off, Lyapunov spectrum.
-
-:func:`analyze_model` runs the DDIM chain from noise along M trajectories and, at every step,
-measures the block Jacobian of D_t at the visited states (exact full Jacobian for small d,
-probe estimates otherwise), puts L_B(D_t) beside L*_t and the Gaussian-optimal L_B, M_off(t)
-beside the surrogate's :func:`pifskit.blockmass.offdiag_block_mass`, and the numerical top-k
-Lyapunov spectrum / Kaplan-Yorke dimension beside the analytic ones. ``write_report``
-(:func:`pifskit.report.model.write_model_report`) writes the page.
+"""Measure a denoiser against the PIFS geometry along its DDIM chain: L_B(D_t) beside L*_t, M_off(t)
+beside the surrogate's, the numerical Lyapunov spectrum beside the analytic one (docs/torch.md#pifskit-analyze-model).
 """
 
 from __future__ import annotations
@@ -26,23 +20,9 @@ from ..lyapunov import kaplan_yorke, lyapunov_exponents
 from ..schedules import get_schedule
 from ..spectra import Spectrum
 from .adapter import ChainDenoiser, ModelDenoiser, rollout
-from .blocks import (
-    Partition,
-    block_norms,
-    estimate_block_frob2_matrix,
-    gaussian_block_row_sums,
-)
+from .blocks import Partition, block_norms, estimate_block_frob2_matrix, gaussian_block_row_sums
 from .checkpoint import load_checkpoint_model
 from .lyapunov import lyapunov_spectrum
-
-__all__ = [
-    "analyze_model",
-    "load_entry_point",
-    "load_model",
-    "make_denoiser",
-    "model_info",
-    "write_report",
-]
 
 #: above this dimension the block norms are estimated with probes instead of the full Jacobian
 EXACT_MAX_DIM = 1024
@@ -97,20 +77,11 @@ def make_denoiser(model, info: dict, chain: Chain, schedule=None, dtype: torch.d
         model = model.to(dtype)
     if hasattr(model, "eval"):
         model.eval()
-    sched = schedule
-    if info["timestep_convention"] == "continuous" and sched is None:
-        sched = get_schedule(info.get("schedule", "cosine"))
-    den = ModelDenoiser(model, info["prediction_type"], info["timestep_convention"], schedule=sched,
+    if info["timestep_convention"] == "continuous" and schedule is None:
+        schedule = get_schedule(info.get("schedule", "cosine"))
+    den = ModelDenoiser(model, info["prediction_type"], info["timestep_convention"], schedule=schedule,
                         sample_shape=info["sample_shape"], timestep_scale=float(info.get("timestep_scale", 1.0)))
     return ChainDenoiser(den, chain)
-
-
-def _check_model_output(cd: ChainDenoiser, shape: tuple[int, ...], dtype) -> None:
-    x = torch.randn((1,) + shape, dtype=dtype)
-    with torch.no_grad():
-        out = cd.denoise(x, 0)
-    if tuple(out.shape) != (1,) + shape:
-        raise PifsError(f"model output has shape {tuple(out.shape)}, expected {(1,) + shape}")
 
 
 def _measure_blocks(cd: ChainDenoiser, xs: torch.Tensor, partition: Partition, points: int, exact: bool,
@@ -158,14 +129,11 @@ def analyze_model(model, info: dict, chain: Chain, spectrum: Spectrum | None = N
                   progress: Callable[[int], None] | None = None) -> dict:
     """Block and Lyapunov analysis of a model over a chain; returns a JSON-ready dict (numpy values).
 
-    ``points``: chain states per step at which block norms are measured (the first trajectories);
-    ``exact``: full Jacobian (None: when d <= 1024) or probe estimates with ``probes`` probes per block.
-    ``clip_x0``: the visited states come from the sampler's rollout with the x0 estimate clamped to
-    [-clip_x0, clip_x0] ("auto": 1.0 for pifskit checkpoints, whose data lie in [-1, 1], or
-    info['clip_x0']; None: no clamp). Without it an eps model started near pure noise (a ~ 5e-5)
-    throws the states to |x| ~ 1e4, where a LayerNorm network is flat and D_t = x / a exactly.
-    The Jacobians measured are always those of the unclamped D_t; the Lyapunov spectrum is still
-    that of the unclamped step map (unchanged; not yet consistent with the clamped rollout).
+    ``points``: chain states per step (first trajectories) where block norms are measured; ``exact``: full
+    Jacobian (None: when d <= 1024) or ``probes`` probes per block. ``clip_x0``: the rollout clamps the x0
+    estimate to [-clip_x0, clip_x0] ("auto": 1.0 for pifskit checkpoints, else info['clip_x0']; None: no
+    clamp), and so does the step map whose Lyapunov spectrum is computed; block norms are those of the
+    unclamped D_t.
     """
     info = model_info(info)
     shape = info["sample_shape"]
@@ -177,8 +145,7 @@ def analyze_model(model, info: dict, chain: Chain, spectrum: Spectrum | None = N
     points = min(check_positive_int(points, "points"), M)
     partition = Partition.patches(shape, patch) if len(shape) == 3 else Partition.tokens(shape)
     dtype = torch.float64 if float64 else torch.float32
-    cd = make_denoiser(model, info, chain, schedule, dtype)
-    _check_model_output(cd, shape, dtype)
+    cd = make_denoiser(model, info, chain, schedule, dtype)  # checks the output shape on every call
     exact = d <= EXACT_MAX_DIM if exact is None else bool(exact)
     gen = torch.Generator().manual_seed(seed)
     x_init = torch.randn((M,) + shape, generator=gen, dtype=dtype)
@@ -198,21 +165,16 @@ def analyze_model(model, info: dict, chain: Chain, spectrum: Spectrum | None = N
 
     # the map the sampler runs: the same clamp as the rollout (its Jacobian is 0 where the clamp is active)
     step = cd.step if clip_x0 is None else (lambda v, i: cd.step(v, i, clip_x0=clip_x0))
-    lyap = lyapunov_spectrum(step, N, x_init, k, refine=refine, generator=gen, progress=None)
-    num = lyap.to_dict()
+    num = lyapunov_spectrum(step, N, x_init, k, refine=refine, generator=gen, progress=None).to_dict()
     result: dict[str, Any] = {
         "model": {k_: v for k_, v in info.items() if isinstance(v, (str, int, float, bool, list, tuple))},
-        "chain": chain.to_dict(),
-        "d": d, "clip_x0": clip_x0, "patch": int(patch), "n_blocks": partition.n_blocks, "dtype": "float64" if float64 else "float32",
+        "chain": chain.to_dict(), "d": d, "clip_x0": clip_x0, "patch": int(patch), "n_blocks": partition.n_blocks,
+        "dtype": "float64" if float64 else "float32",
         "block_norms_method": "exact" if exact else f"probe estimate ({probes} probes per block, Frobenius)",
-        "steps": {
-            "logsnr": levels, "c": c, "d": dcoef,
-            "contraction_threshold": lstar,
-            "block_max": LB, "block_max_spread": LB_spread, "block_max_frob": LB_F,
-            "contractive": (LB < lstar) if exact else (LB_F < lstar),
-            "offdiag_mass": Moff,
-            **{f"surrogate_{k_}": v for k_, v in surrogate.items()},
-        },
+        "steps": {"logsnr": levels, "c": c, "d": dcoef, "contraction_threshold": lstar,
+                  "block_max": LB, "block_max_spread": LB_spread, "block_max_frob": LB_F,
+                  "contractive": (LB < lstar) if exact else (LB_F < lstar), "offdiag_mass": Moff,
+                  **{f"surrogate_{k_}": v for k_, v in surrogate.items()}},
         "regime_boundary_step": regime_boundary_step(chain),
         "numerical": num,
     }
@@ -224,6 +186,3 @@ def analyze_model(model, info: dict, chain: Chain, spectrum: Spectrum | None = N
                               "kaplan_yorke": kaplan_yorke(ana), "kaplan_yorke_top_k": kaplan_yorke(ana[:k])}
     return result
 
-
-# the page is written by the one report writer (numpy + matplotlib, no torch)
-from ..report.model import write_model_report as write_report  # noqa: E402  (re-exported)

@@ -1,28 +1,9 @@
 """Block Jacobian analysis of a denoiser for a patch (or token) partition (theory sections 2 and 4).
 
-For a partition of the d coordinates into P blocks of b coordinates (p x p patches of a
-C x H x W image with all channels, or the tokens of a T x D array), J = dD/dx has blocks
-J_ij = dD_i/dx_j. Exact quantities (small d: the full Jacobian via ``torch.func``):
-
-    N2[i, j] = ||J_ij||_2,  NF[i, j] = ||J_ij||_F,
-    L_B = max_i sum_j ||J_ij||_2,   M_off = sum_{i != j} ||J_ij||_F^2 / sum_ij ||J_ij||_F^2.
-
-Stochastic estimators (any d): a Gaussian probe z_j ~ N(0, I_b) supported on input
-block j gives, with one JVP u = J z_j, all output blocks at once:
-
-    E ||u_i||^2 = ||J_ij||_F^2,      Var ||u_i||^2 = 2 ||J_ij^T J_ij||_F^2 <= 2 ||J_ij||_F^4
-
-(sum of sigma_k^2 chi^2_1 variables). With n probes per block the mean has variance
-2 ||J_ij^T J_ij||_F^2 / n. The block-row sum rho_i = sum_j ||J_ij||_F (an upper bound of
-sum_j ||J_ij||_2) is estimated by probing a random subset S of m input blocks:
-
-    rho_i ~= (P / m) sum_{j in S} sqrt(mean_n ||u_i^{(j)}||^2).
-
-Over the subset the estimator is unbiased for sum_j sqrt(.), with variance
-P^2 (1 - m/P) s_i^2 / m (s_i^2 the variance of the P terms over j, sampling without
-replacement). The square root is biased low by Jensen: for an isotropic block of rank r,
-E sqrt(chi^2_{nr} / (nr)) = 1 - 1/(4 n r) + O((nr)^-2); worst case (rank 1, n = 1) it
-is sqrt(2/pi) = 0.80.
+For P blocks of the d coordinates, J_ij = dD_i/dx_j; L_B = max_i sum_j ||J_ij||_2,
+M_off = sum_{i != j} ||J_ij||_F^2 / sum_ij ||J_ij||_F^2. Exact (full Jacobian) for small d; otherwise a
+Gaussian probe z_j on block j gives E ||(J z_j)_i||^2 = ||J_ij||_F^2 (variance 2 ||J_ij^T J_ij||_F^2).
+Estimator bias and variance: docs/torch.md#block-jacobians.
 """
 
 from __future__ import annotations
@@ -36,18 +17,6 @@ from torch.func import jacfwd, jacrev, jvp, vmap
 
 from .._validate import PifsError, check_choice, check_positive_int
 from ..blockmass import block_mass
-
-__all__ = [
-    "BlockNorms",
-    "Partition",
-    "block_norms",
-    "block_norms_from_jacobian",
-    "estimate_block_frob2_matrix",
-    "estimate_block_row_sums",
-    "full_jacobian",
-    "gaussian_block_row_sums",
-    "probe_block_frob2",
-]
 
 
 @dataclass(frozen=True)
@@ -136,24 +105,15 @@ class BlockNorms:
         return block_mass(self.frobenius**2)
 
 
-def _flat_fn(fn: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...]) -> Callable:
-    """A function of one flat sample (d,) -> (d,) from a batched fn on (B, *shape)."""
-
-    def f(v: torch.Tensor) -> torch.Tensor:
-        out = fn(v.reshape((1,) + tuple(shape)))
-        return out.reshape(-1)
-
-    return f
-
-
 def full_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, mode: str = "forward",
                   chunk_size: int | None = None) -> torch.Tensor:
-    """The d x d Jacobian of a batched map at one sample x (shape (*sample_shape), no batch dim).
-
-    ``mode`` 'forward' (jacfwd, d JVPs) or 'reverse' (jacrev, d VJPs), vmapped in chunks.
-    """
+    """The d x d Jacobian of a batched map at one sample x (no batch dim): ``mode`` 'forward' (jacfwd, d JVPs)
+    or 'reverse' (jacrev, d VJPs), vmapped in chunks."""
     check_choice(mode, "jacobian mode", ("forward", "reverse"))
-    f = _flat_fn(fn, tuple(x.shape))
+
+    def f(v: torch.Tensor) -> torch.Tensor:  # one flat sample (d,) -> (d,)
+        return fn(v.reshape((1,) + tuple(x.shape))).reshape(-1)
+
     flat = x.reshape(-1).detach()
     with torch.no_grad():
         out = f(flat)
@@ -186,16 +146,10 @@ def block_norms(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, par
     return block_norms_from_jacobian(full_jacobian(fn, x, mode, chunk_size), partition)
 
 
-# ---------------------------------------------------------------------------
-# stochastic estimators
-# ---------------------------------------------------------------------------
-
 def _probe_tangents(x: torch.Tensor, partition: Partition, columns: torch.Tensor, n_probes: int,
                     generator: torch.Generator | None) -> torch.Tensor:
     """Gaussian probes supported on input blocks: shape (m * n, B, d) for columns (B, m) of block ids."""
-    B = x.shape[0]
-    m = columns.shape[1]
-    b = partition.block_size
+    B, m, b = x.shape[0], columns.shape[1], partition.block_size
     z = torch.randn((m, n_probes, B, b), generator=generator, dtype=x.dtype, device=x.device)
     tang = torch.zeros((m, n_probes, B, partition.d), dtype=x.dtype, device=x.device)
     pos = partition.index.to(x.device)[columns.T]  # (m, B, b)
@@ -207,19 +161,11 @@ def probe_block_frob2(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
                       columns: torch.Tensor, n_probes: int = 1, generator: torch.Generator | None = None,
                       chunk_size: int | None = None, create_graph: bool = False, method: str = "auto"
                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Unbiased estimates of ||J_ij||_F^2 for every output block i and the probed input blocks.
-
-    ``x``: batch (B, *shape); ``columns``: (B, m) input block ids per sample (or (m,) shared).
-    Returns (est, var) with est of shape (B, P, m): the mean over ``n_probes`` of ||(J z_j)_i||^2,
-    and var (B, P, m), the unbiased sample variance of that mean (None when n_probes == 1).
-    Stated variance of est: 2 ||J_ij^T J_ij||_F^2 / n_probes. One JVP per probe (vmapped).
-    Differentiable with respect to the model's parameters when ``create_graph``.
-    ``method``: 'jvp' (``vmap`` over ``torch.func.jvp``, ``fn`` sees batches of B) or
-    'double_backward' (J z = d/dw <J^T w, z>, on the batch folded m n times: ``fn`` must act
-    per sample on any batch size that is a multiple of B, in blocks of B); 'auto' uses
-    double backward when ``create_graph`` (2-3x cheaper for small batches on CPU, where the
-    forward-mode rules of layer norm / attention go through Python decompositions), else jvp.
-    """
+    """Unbiased estimates est (B, P, m) of ||J_ij||_F^2 = E ||(J z_j)_i||^2 (variance 2 ||J_ij^T J_ij||_F^2 / n)
+    for every output block i and the probed input blocks ``columns`` ((B, m) ids, or (m,) shared), and var, the
+    sample variance of the mean over ``n_probes`` (None for one probe). ``method``: 'jvp' (vmapped
+    ``torch.func.jvp``), 'double_backward' (J z = d/dw <J^T w, z> on the batch folded m n times: ``fn`` must act
+    per sample) or 'auto' (double backward when ``create_graph``, which keeps the graph to the parameters)."""
     partition.check(x)
     n = check_positive_int(n_probes, "n_probes")
     B = x.shape[0]
@@ -241,8 +187,7 @@ def probe_block_frob2(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
         return fn(v.reshape((v.shape[0],) + shape)).reshape(v.shape[0], -1)
 
     if method == "jvp":
-        ctx = torch.enable_grad() if create_graph else torch.no_grad()
-        with ctx:
+        with torch.enable_grad() if create_graph else torch.no_grad():
             u = vmap(lambda t: jvp(f, (x_flat,), (t,))[1], chunk_size=chunk_size)(tang)  # (m * n, B, d)
     else:
         # J z by double backward on the folded batch (m n B samples): g = J^T w, then dg/dw . z = J z
@@ -264,28 +209,19 @@ def probe_block_frob2(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     return est, var
 
 
-def _subset_columns(B: int, P: int, m: int, generator: torch.Generator | None, device) -> torch.Tensor:
-    """(B, m) random subsets of input blocks, without replacement (independent per sample)."""
-    keys = torch.rand((B, P), generator=generator, device=device)
-    return keys.argsort(dim=1)[:, :m]
-
-
 def estimate_block_row_sums(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, partition: Partition,
                             n_blocks: int | None = None, n_probes: int = 1, generator: torch.Generator | None = None,
                             chunk_size: int | None = None, create_graph: bool = False,
                             eps: float = 1e-12, method: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
-    """rho_i ~= sum_j ||J_ij||_F for each sample and output block, from m = ``n_blocks`` probed input blocks.
-
-    Returns (rho, se): rho (B, P) = (P / m) sum_{j in S} sqrt(est_ij), and the standard error of
-    the subset sampling, se_i = P sqrt((1 - m/P) s_i^2 / m) (s_i^2 the variance of the m terms;
-    0 when m = P, when only the probe noise remains). See the module docstring for the bias.
-    """
+    """rho_i ~= sum_j ||J_ij||_F from m = ``n_blocks`` probed input blocks: (rho, se), rho (B, P) =
+    (P / m) sum_{j in S} sqrt(est_ij), se_i = P sqrt((1 - m/P) s_i^2 / m) the subset-sampling standard error
+    (s_i^2 the variance of the m terms; 0 when m = P)."""
     B, P = x.shape[0], partition.n_blocks
     m = P if n_blocks is None else check_positive_int(n_blocks, "n_blocks", maximum=P)
     if m == P:
         cols = torch.arange(P, device=x.device)[None].expand(B, -1)
     else:
-        cols = _subset_columns(B, P, m, generator, x.device)
+        cols = torch.rand((B, P), generator=generator, device=x.device).argsort(dim=1)[:, :m]  # without replacement
     est, _ = probe_block_frob2(fn, x, partition, cols, n_probes, generator, chunk_size, create_graph, method)
     terms = (est + eps).sqrt()  # (B, P, m)
     rho = terms.sum(-1) * (P / m)
@@ -300,26 +236,14 @@ def estimate_block_frob2_matrix(fn: Callable[[torch.Tensor], torch.Tensor], x: t
                                 n_probes: int = 4, generator: torch.Generator | None = None,
                                 chunk_size: int | None = None) -> torch.Tensor:
     """Unbiased estimate of the full P x P matrix of ||J_ij||_F^2 for each sample: (B, P, P), P * n JVPs."""
-    P = partition.n_blocks
-    cols = torch.arange(P, device=x.device)
-    est, _ = probe_block_frob2(fn, x, partition, cols, n_probes, generator, chunk_size)
-    return est
+    cols = torch.arange(partition.n_blocks, device=x.device)
+    return probe_block_frob2(fn, x, partition, cols, n_probes, generator, chunk_size)[0]
 
-
-# ---------------------------------------------------------------------------
-# the Gaussian-optimal (stationary) denoiser, model-free (numpy)
-# ---------------------------------------------------------------------------
 
 def gaussian_block_row_sums(logsnr, power_grid, patch: int, norm: str = "spectral", channels: int = 1) -> np.ndarray:
-    """L_B of the Gaussian-optimal denoiser of a stationary model, per level: max_i sum_j ||K_ij||.
-
-    The optimal denoiser is the circular convolution with kernel h_t = ifft2(g_t(power_grid)),
-    g_t = a lam / (a^2 lam + s^2), the same on every (independent) channel, so each block
-    J_ij = I_C (x) K_ij is block-diagonal over channels with one p^2 x p^2 spatial block:
-    ||J_ij||_2 = ||K_ij||_2 and ||J_ij||_F = sqrt(C) ||K_ij||_F (``channels`` = C).
-    By stationarity every block row has the same sum; row 0 is computed.
-    ``norm``: 'spectral' or 'fro'. Pure noise (l = -inf) gives 0.
-    """
+    """L_B = max_i sum_j ||J_ij|| of the Gaussian-optimal denoiser of a stationary model, per level (``norm``
+    'spectral' or 'fro'): the convolution with h_t = ifft2(a lam / (a^2 lam + s^2)), so J_ij = I_C (x) K_ij,
+    ||J_ij||_2 = ||K_ij||_2, ||J_ij||_F = sqrt(``channels``) ||K_ij||_F; every block row has row 0's sum."""
     check_choice(norm, "norm", ("spectral", "fro"))
     l = np.atleast_1d(np.asarray(logsnr, dtype=np.float64))
     grid = np.asarray(power_grid, dtype=np.float64)

@@ -1,10 +1,7 @@
-"""Training checkpoints: atomic writes, validated loads, and ``load_checkpoint_model`` for analysis.
+"""Training checkpoints: one ``torch.save`` dict (read with ``weights_only=True``), written atomically.
 
-A checkpoint is one ``torch.save`` dict (loaded with ``weights_only=True``; no pickled code):
-
-    format, version, model_config, model_state, ema_state, optimizer_state, scaler_state,
-    step, data (DataSpec dict), hparams, image_shape,
-    schedule, prediction, timestep_convention ('discrete'), num_train_timesteps, world_size
+Keys: format, version, model_config, model_state, ema_state, optimizer_state, scaler_state, step, data,
+hparams, image_shape, schedule, prediction, timestep_convention, num_train_timesteps, world_size.
 """
 
 from __future__ import annotations
@@ -17,9 +14,6 @@ from typing import Any
 import torch
 
 from .._validate import PifsError
-
-__all__ = ["CHECKPOINT_NAME", "FORMAT", "checkpoint_path", "save_checkpoint", "load_checkpoint",
-           "load_checkpoint_model", "load_weights", "atomic_write_bytes"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = "pifskit-checkpoint"
@@ -114,14 +108,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
 
 
 def load_checkpoint_model(path: str | os.PathLike, ema: bool = True, device: Any = "cpu"):
-    """(model in eval mode, info) from a run directory or checkpoint file.
-
-    ``ema`` picks the EMA weights (the ones to sample from). ``info``: prediction_type
-    ('epsilon' / 'sample' / 'v_prediction'), image_shape (C, H, W), schedule (a
-    :func:`pifskit.schedules.get_schedule` name), timestep_convention 'discrete'
-    (the model takes integer training timesteps 0..T-1, fractional allowed),
-    num_train_timesteps, step, arch, model_config, data, hparams.
-    """
+    """(model in eval mode, info) from a run directory or checkpoint file; ``ema``: the EMA weights (to sample
+    from). The model takes training timesteps 0..T-1 (fractional allowed): timestep_convention 'discrete'."""
     from .models import build_model
 
     ck = load_checkpoint(path)

@@ -11,9 +11,6 @@ from dataclasses import asdict, dataclass, field, fields
 from .._validate import PifsError, check_choice, check_positive_int
 from ..parameterization import normalize_prediction
 
-__all__ = ["TrainConfig", "WEIGHTINGS", "PRECISIONS", "TRAIN_PREDICTIONS", "RESUMABLE_CHANGES",
-           "DEFAULT_CKPT_MINUTES", "cli_fields"]
-
 #: names of the loss weightings (pifskit.torch.train.LOSS_WEIGHTINGS holds one object each)
 WEIGHTINGS = ("uniform", "min-snr", "geometric")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -23,7 +20,6 @@ TRAIN_PREDICTIONS = ("epsilon", "sample", "v_prediction")
 RESUMABLE_CHANGES = ("precision",)
 #: default wall time between checkpoints (minutes)
 DEFAULT_CKPT_MINUTES = 5.0
-
 
 
 def _hp(default, help: str, **meta):
@@ -66,14 +62,11 @@ class TrainConfig:
         check_positive_int(self.batch_size, "batch_size")
         check_choice(self.weighting, "weighting", WEIGHTINGS)
         check_choice(self.precision, "precision", PRECISIONS)
-        for k in ("lr", "gamma"):
+        for k, lo in (("lr", "positive"), ("gamma", "positive"), ("weight_decay", "non-negative"),
+                      ("reg_weight", "non-negative"), ("grad_clip", "non-negative")):
             v = getattr(self, k)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise PifsError(f"{k} must be a positive number, got {v!r}")
-        for k in ("weight_decay", "reg_weight", "grad_clip"):
-            v = getattr(self, k)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise PifsError(f"{k} must be a non-negative number, got {v!r}")
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 or lo == "non-negative" and v == 0)):
+                raise PifsError(f"{k} must be a {lo} number, got {v!r}")
         if not (0.0 <= self.ema_decay < 1.0):
             raise PifsError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if self.warmup < 0:

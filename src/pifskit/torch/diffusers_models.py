@@ -1,30 +1,14 @@
-"""Load a diffusers denoiser from a local folder as pifskit's ``(model, info)`` entry.
+"""Load a diffusers denoiser from a local ``save_pretrained`` folder as pifskit's ``(model, info)`` entry.
 
-``load_diffusers_model(path, subfolder=None, prompt=None)`` reads a folder written by
-``save_pretrained`` -- a model folder (``config.json``) or a pipeline folder (``model_index.json``
-with a ``unet`` / ``transformer`` subfolder) -- and returns
-
-* ``model``: a callable ``model(x, t) -> prediction`` on (B, C, H, W) latents with the conditioning
-  bound (a prompt embedding from the pipeline's own text encoders, or zeros when the folder has
-  none: ``info["conditioning"]`` says which). It runs the diffusers model on ``device`` in
-  ``dtype`` and returns the prediction in the input's dtype and device, so pifskit's analysis
-  (float32 / float64 on the CPU side, autograd and forward-mode JVPs through the casts) is unchanged;
-* ``info``: prediction_type, timestep_convention ('discrete' training timesteps for UNets, 'flow'
-  t' = sigma_flow for SD3 / Flux, with ``timestep_scale`` = what the model multiplies by),
-  sample_shape (C, H, W) of the latent, the scheduler config next to the model (``scheduler_config``,
-  normalised for pifskit's reader) and a ``patch`` size for the block partition.
-
-Supported classes: UNet2DConditionModel (SD 1.x / 2.x / XL), UNet2DModel, SD3Transformer2DModel,
-FluxTransformer2DModel (the latent is packed into 2 x 2 patches as FluxPipeline does; guidance 3.5
-for guidance-distilled models).
-Bad input (not a folder, not a diffusers model, unsupported class, missing subfolder) raises
-:class:`pifskit.PifsError` with one line.
+Supported: UNet2DConditionModel (SD 1.x / 2.x / XL), UNet2DModel, SD3Transformer2DModel, FluxTransformer2DModel
+(latents packed into 2 x 2 patches as FluxPipeline does). See docs/diffusers.md.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +16,6 @@ import torch
 
 from .._json import read_json_object
 from .._validate import PifsError
-
-__all__ = ["SUPPORTED_MODELS", "DiffusersModel", "load_diffusers_model", "pipeline_index", "resolve_model_folder"]
 
 #: diffusers model classes pifskit can wrap as model(x, t)
 SUPPORTED_MODELS = ("UNet2DConditionModel", "UNet2DModel", "SD3Transformer2DModel", "FluxTransformer2DModel")
@@ -88,8 +70,6 @@ def resolve_model_folder(path: str | Path, subfolder: str | None = None) -> tupl
         raise PifsError(f"{folder / 'config.json'} has no _class_name: not a diffusers model config")
     if cls not in SUPPORTED_MODELS:
         raise PifsError(f"unsupported diffusers model class {cls!r}; supported: {', '.join(SUPPORTED_MODELS)}")
-    if pipeline_root is None and subfolder is not None and (root / "model_index.json").is_file():
-        pipeline_root = root
     if pipeline_root is None and (folder.parent / "model_index.json").is_file():
         pipeline_root = folder.parent
     return folder, pipeline_root, cfg
@@ -133,23 +113,19 @@ def _normalise_scheduler(sched_cfg: dict, flow: bool, image_seq_len: int) -> tup
     return cfg, notes
 
 
+@dataclass(eq=False)
 class DiffusersModel:
-    """``model(x, t)`` -> the diffusers model's prediction, conditioning bound, on its device and dtype.
+    """``model(x, t)`` -> the diffusers model's prediction, conditioning bound, on its device and dtype. Not an
+    ``nn.Module``: the analysis' ``.to(float32/float64)`` must not undo a half-precision choice (``to`` is a no-op)."""
 
-    Not an ``nn.Module`` on purpose: pifskit's analysis calls ``.to(float32/float64)`` on models, which
-    must not undo a float16 / bfloat16 choice; ``to`` and ``eval`` are accepted and ignored here.
-    """
+    model: Any
+    kind: str
+    cond: dict[str, torch.Tensor]
+    device: torch.device
+    dtype: torch.dtype
+    out_channels: int | None = None
 
-    def __init__(self, model, kind: str, cond: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype,
-                 out_channels: int | None = None):
-        self.model = model
-        self.kind = kind
-        self.cond = cond
-        self.device = device
-        self.dtype = dtype
-        self.out_channels = out_channels
-
-    def to(self, *args, **kwargs) -> DiffusersModel:  # noqa: D401 - see class docstring
+    def to(self, *args, **kwargs) -> DiffusersModel:
         return self
 
     def eval(self) -> DiffusersModel:
@@ -209,7 +185,6 @@ def _flux_forward(self: DiffusersModel, x: torch.Tensor, t: torch.Tensor, B: int
                      guidance=None if guidance is None else guidance.to(x.device, torch.float32).expand(B),
                      return_dict=False)[0]
     return out.reshape(B, h, w, C, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(B, C, H, W)
-
 
 
 def _encode_prompt(pipeline_root: Path, kind: str, prompt: str, device, model) -> dict[str, torch.Tensor] | None:
@@ -307,9 +282,7 @@ def load_diffusers_model(path: str | Path, subfolder: str | None = None, prompt:
         raise PifsError(f"cannot load {kind} from {folder}: {type(exc).__name__}: {exc}") from None
     finally:
         dlog.set_verbosity(verbosity)
-    model = model.to(dev).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = model.to(dev).eval().requires_grad_(False)
 
     flow = kind in FLOW_MODELS
     flux = kind == "FluxTransformer2DModel"
@@ -322,9 +295,7 @@ def load_diffusers_model(path: str | Path, subfolder: str | None = None, prompt:
     conditioning = "none (unconditional model)"
     cond: dict[str, torch.Tensor] = {}
     if kind != "UNet2DModel":
-        enc = None
-        if pipeline_root is not None:
-            enc = _encode_prompt(pipeline_root, kind, "" if prompt is None else prompt, dev, model)
+        enc = None if pipeline_root is None else _encode_prompt(pipeline_root, kind, prompt or "", dev, model)
         if enc is None:
             if prompt is not None:
                 raise PifsError(f"--prompt needs the pipeline's text encoders, and {path} has none "
@@ -344,10 +315,8 @@ def load_diffusers_model(path: str | Path, subfolder: str | None = None, prompt:
     sched_cfg, sched_path = _scheduler_config(folder, pipeline_root)
     notes = []
     if sched_cfg is None:
-        if flow:
-            sched_cfg = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 1.0}
-        else:
-            sched_cfg = dict(FALLBACK_SCHEDULER)
+        sched_cfg = ({"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 1.0}
+                     if flow else dict(FALLBACK_SCHEDULER))
         notes.append("no scheduler config next to the model: assumed " + json.dumps(sched_cfg))
     sched_norm, more = _normalise_scheduler(sched_cfg, flow, tokens)
     notes += more
@@ -358,13 +327,10 @@ def load_diffusers_model(path: str | Path, subfolder: str | None = None, prompt:
     else:
         info = {"prediction_type": str(sched_cfg.get("prediction_type", "epsilon")),
                 "timestep_convention": "discrete"}
-    info.update({
-        "sample_shape": (C, side, side), "patch": 2 if side % 2 == 0 else 1,
-        "source": "diffusers", "model_class": kind, "model_folder": str(folder),
-        "scheduler_config": sched_norm, "scheduler_config_path": sched_path,
-        "conditioning": conditioning, "device": str(dev), "compute_dtype": dtype,
-        "pixel_variance": 1.0, "notes": "; ".join(notes),
-    })
-    out_ch = int(cfg.get("out_channels") or C) if not flow else None
-    wrapped = DiffusersModel(model, kind, cond, dev, DTYPES[dtype], out_channels=C if out_ch == 2 * C else None)
-    return wrapped, info
+    info.update({"sample_shape": (C, side, side), "patch": 2 if side % 2 == 0 else 1,
+                 "source": "diffusers", "model_class": kind, "model_folder": str(folder),
+                 "scheduler_config": sched_norm, "scheduler_config_path": sched_path,
+                 "conditioning": conditioning, "device": str(dev), "compute_dtype": dtype,
+                 "pixel_variance": 1.0, "notes": "; ".join(notes)})
+    learned_variance = not flow and int(cfg.get("out_channels") or C) == 2 * C  # the first half is the prediction
+    return DiffusersModel(model, kind, cond, dev, DTYPES[dtype], out_channels=C if learned_variance else None), info

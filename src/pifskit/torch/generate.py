@@ -1,12 +1,5 @@
-"""Deterministic DDIM sampling of a trained pifskit model over any pifskit chain.
-
-Step i (level t_i -> t_{i+1}): x <- c_i x + d_i D_i(x), with (c_i, d_i) from
-:func:`pifskit.geometry.step_coefficients` and D_i the model's x0 estimate at level i
-(epsilon: (x - s eps)/a; x0; v: a x - s v; :mod:`pifskit.parameterization`), one
-:func:`pifskit.torch.adapter.rollout` for every sampler and the analysis. The model receives the chain's training
-timesteps, or for chains given by sigmas / logSNR the fractional timestep of the level
-(``DiscreteSchedule.timestep_of_sigma``, log-sigma interpolation as diffusers).
-"""
+"""Deterministic DDIM sampling of a trained pifskit model over any pifskit chain (one
+:func:`pifskit.torch.adapter.rollout`); sigma / logSNR chains feed the model fractional training timesteps."""
 
 from __future__ import annotations
 
@@ -20,8 +13,6 @@ from .._validate import PifsError, check_positive_int
 from ..chains import Chain
 from ..schedules import DiscreteSchedule
 from .adapter import ChainDenoiser, ModelDenoiser, rollout
-
-__all__ = ["ddim_sample", "save_grid", "to_uint8"]
 
 
 @torch.no_grad()

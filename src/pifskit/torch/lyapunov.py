@@ -1,48 +1,25 @@
 """Numerical finite-time Lyapunov spectrum of a DDIM chain (theory section 5), matrix-free.
 
-The chain x_{i+1} = F_i(x_i), i = 0..N-1, has the product Jacobian M = J_{N-1} ... J_0 along a
-trajectory; its finite-time exponents are Lambda_j = log sigma_j(M) (totals over the N steps,
-not rates). Two methods, both driven by ``torch.func`` JVPs / VJPs batched with ``vmap``:
-
-* ``method="krylov"`` (default): randomized block Krylov SVD of M (Musco & Musco 2015; Halko,
-  Martinsson & Tropp 2011) with block size b = k + p. The basis of span{Omega, (M^T M) Omega, ...}
-  grows one block per iteration (b JVP chains forward, b VJP chains backward, block Gram-Schmidt
-  twice); Rayleigh-Ritz on it (SVD of M Q) gives the exponents, and the residuals of the Ritz
-  triplets bound their errors: some singular value lies within ||M^T u - s v|| / sqrt(2) of each
-  Ritz value s, i.e. |Delta Lambda| <= -log(1 - ||r|| / (sqrt(2) s)), plus a rounding floor
-  N eps exp(Lambda_1 - Lambda_j). It stops when every bound is below ``tol`` (relative to
-  max(1, |Lambda|)), so the convergence rate is set by sigma_{k+p} / sigma_k and the Krylov
-  polynomial, not sigma_{k+1} / sigma_k per sweep. Converged Ritz pairs are deflated: the next
-  block is M^T M applied to the unconverged top-k Ritz vectors and the p oversampling ones only.
-  Cost: >= k JVP + k VJP chains (one block, p = 0) against d VJPs per step for jacrev, so d/(2k)
-  is the one-pass ceiling of the speed-up; slowly decaying spectra need several blocks. Memory: 3 d x (basis) float64 blocks per
-  trajectory -- linear in d and k, never d x d. Degenerate clusters up to b wide are resolved;
-  neighbours that agree within their bounds are reported as clusters.
-* ``method="benettin"``: an orthonormal d x k frame propagated with a thin QR per step,
-  Lambda_j += log |(R_i)_jj|, optionally after ``refine`` forward-backward sweeps (block power
-  on M^T M) and a Ritz rotation. One pass (``refine=0, ritz=False``) is the classic method: on
-  a long trajectory of an ergodic map its sums / N converge to the long-time exponents, where M
-  itself over- or underflows (the Krylov method's dynamic range is ~log(1/eps)).
-
-:func:`lyapunov_full_jacobian` is the textbook full-Jacobian Benettin baseline (jacrev + d x d QR).
-For the Gaussian surrogate M = U diag(prod_t f_t(lambda)) U^T, and both methods agree with
-:func:`pifskit.lyapunov.lyapunov_exponents` (tested to 1e-4 relative in float64, 1e-3 in float32).
+Lambda_j = log sigma_j(M), M = J_{N-1} ... J_0 along a trajectory (totals over the N steps, not rates),
+by ``torch.func`` JVPs / VJPs batched with ``vmap``: ``method="krylov"`` (randomized block Krylov SVD with
+residual error bounds) or ``method="benettin"`` (QR-propagated frame; long-time exponents);
+:func:`lyapunov_full_jacobian` is the jacrev + d x d QR baseline. See docs/torch.md#numerical-lyapunov-spectrum.
 """
 
 from __future__ import annotations
 
 import math
+from itertools import groupby
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.func import jacrev, jvp, vjp, vmap
+from torch.func import jvp, vjp, vmap
 
 from .._validate import PifsError, check_positive_int
 from ..lyapunov import kaplan_yorke
-
-__all__ = ["NumericalLyapunov", "chain_trajectory", "lyapunov_full_jacobian", "lyapunov_spectrum", "random_frame"]
+from .blocks import full_jacobian
 
 StepFn = Callable[[torch.Tensor, int], torch.Tensor]
 
@@ -55,7 +32,6 @@ class NumericalLyapunov:
     d: int
     local: np.ndarray | None = None  # (M, N, k) per-step log|R_jj| (frame order), if requested
     meta: dict = field(default_factory=dict)
-    frame_order: np.ndarray | None = None  # (M, k) the sums in frame order (before sorting)
     error_bound_per_trajectory: np.ndarray | None = None  # (M, k) residual bounds (Krylov method)
 
     @property
@@ -90,32 +66,22 @@ class NumericalLyapunov:
         return kaplan_yorke(self.exponents)
 
     @property
-    def kaplan_yorke_per_trajectory(self) -> np.ndarray:
-        return np.array([kaplan_yorke(row) for row in self.per_trajectory])
-
-    @property
     def ky_is_lower_bound(self) -> bool:
         return bool(self.k < self.d and np.sum(self.exponents) >= 0)
 
     def to_dict(self) -> dict:
-        kyt = self.kaplan_yorke_per_trajectory
-        return {
-            "k": self.k, "d": self.d, "trajectories": int(self.per_trajectory.shape[0]),
-            "exponents": self.exponents.tolist(), "spread": self.spread.tolist(),
-            "kaplan_yorke": self.kaplan_yorke,
-            "kaplan_yorke_spread": float(kyt.std(ddof=1)) if kyt.size > 1 else 0.0,
-            "kaplan_yorke_is_lower_bound": self.ky_is_lower_bound,
-            "converged": self.converged,
-            **self.meta,
-        }
+        kyt = np.array([kaplan_yorke(row) for row in self.per_trajectory])
+        return {"k": self.k, "d": self.d, "trajectories": int(self.per_trajectory.shape[0]),
+                "exponents": self.exponents.tolist(), "spread": self.spread.tolist(),
+                "kaplan_yorke": self.kaplan_yorke,
+                "kaplan_yorke_spread": float(kyt.std(ddof=1)) if kyt.size > 1 else 0.0,
+                "kaplan_yorke_is_lower_bound": self.ky_is_lower_bound, "converged": self.converged, **self.meta}
 
 
 def random_frame(M: int, d: int, k: int, dtype=torch.float64, device=None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """M random orthonormal d x k frames (QR of Gaussian matrices, signs fixed), shape (M, d, k)."""
-    G = torch.randn((M, d, k), generator=generator, dtype=dtype, device=device)
-    Q, R = torch.linalg.qr(G)
-    return Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-2)
+    return _orth_against(torch.randn((M, d, k), generator=generator, dtype=dtype, device=device), None)
 
 
 @torch.no_grad()
@@ -134,16 +100,6 @@ def _flat_step(step: StepFn, i: int, shape: tuple[int, ...]) -> Callable[[torch.
         return step(v.reshape(shape), i).reshape(shape[0], -1)
 
     return f
-
-
-def _single_sample(f: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """(d,) -> (d,) from a map on (1, d) batches."""
-    return lambda v: f(v[None])[0]
-
-
-def _qr(Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    Q, R = torch.linalg.qr(Z)
-    return Q, torch.diagonal(R, dim1=-2, dim2=-1)
 
 
 def _jvp_block(step: StepFn, i: int, shape: tuple[int, ...], x: torch.Tensor, V: torch.Tensor,
@@ -185,17 +141,8 @@ def _clusters(ex: np.ndarray, bound: np.ndarray, rtol: float) -> list[list[int]]
     gap = -np.diff(ex)
     tol = np.maximum(bound[:-1] + bound[1:], rtol * np.maximum(1.0, np.abs(ex[:-1])))
     close = np.nan_to_num(gap, nan=np.inf) <= tol
-    out, i = [], 0
-    while i < close.size:
-        if close[i]:
-            j = i
-            while j < close.size and close[j]:
-                j += 1
-            out.append([i + 1, j + 1])
-            i = j
-        else:
-            i += 1
-    return out
+    runs = (list(g) for key, g in groupby(range(close.size), key=close.__getitem__) if key)
+    return [[r[0] + 1, r[-1] + 2] for r in runs]
 
 
 def _quadratic(s: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -227,18 +174,12 @@ def _quadratic(s: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
 def _krylov(step: StepFn, N: int, flats: list[torch.Tensor], shape: tuple[int, ...], k: int, p: int,
             tol: float, max_matvecs: int, start: torch.Tensor, chunk_size: int | None,
             progress: Callable[[int], None] | None, deflate: bool = True) -> dict:
-    """Randomized block Krylov SVD of M = J_N ... J_1 (Musco & Musco 2015, with Rayleigh-Ritz).
+    """Randomized block Krylov SVD of M = J_N ... J_1 (Musco & Musco 2015) with Rayleigh-Ritz.
 
-    Basis Q = [V_0, V_1, ...] of span{Omega, (M^T M) Omega, ...} (block size b = k + p); with
-    Mhat = e^{-c} M (c: log scale of the first pass), W_j = Mhat V_j (b JVP chains) and
-    Z_j = Mhat^T W_j (b VJP chains). SVD of B = [W_0 ...] = Mhat Q = U S Y^T gives the Ritz
-    triplets (s_i, u_i, Q y_i); Mhat^T u_i = Z y_i / s_i costs nothing, so the residual
-    r_i = Z y_i / s_i - s_i Q y_i is free (if it stalls above the tolerance, one more block of VJP
-    chains computes Mhat^T u_i directly, which does not square the dynamic range). Some singular
-    value lies within ||r_i|| / sqrt(2) of s_i
-    (the augmented matrix [[0, M], [M^T, 0]] is symmetric), hence the exponent bound
-    -log(1 - e_i / s_i) with e_i = ||r_i|| / sqrt(2), or the quadratic bound sum_C e_j^2 / gap_C
-    of its cluster C when the Ritz-estimated gap makes it smaller (:func:`_quadratic`).
+    Basis Q of span{Omega, (M^T M) Omega, ...}; SVD of Mhat Q = U S Y^T (Mhat = e^{-c} M) gives Ritz triplets
+    (s_i, u_i, Q y_i) with the free residual r_i = Z y_i / s_i - s_i Q y_i (Z = Mhat^T Mhat Q); some singular
+    value lies within e_i = ||r_i|| / sqrt(2) of s_i, so |Delta Lambda_i| <= -log(1 - e_i / s_i) (or the
+    quadratic bound of :func:`_quadratic` when smaller).
     """
     M, d, _ = start.shape
     dtype = start.dtype
@@ -290,14 +231,10 @@ def _krylov(step: StepFn, N: int, flats: list[torch.Tensor], shape: tuple[int, .
         history.append(worst)
         m = Q.shape[-1]
         done = worst <= tol or m >= d
-        # stagnation: rounding floor reached (the worst bound did not decrease over two blocks;
-        # slow but steady convergence goes on to max_matvecs)
+        # stagnation: the rounding floor (the worst bound did not decrease over two blocks)
         stalled = len(history) >= 3 and history[-1] >= history[-3]
-        # next block: M^T M applied to the Ritz vectors still needed -- the top-k pairs whose bound
-        # is above tol / 2 in some trajectory, and the p oversampling pairs (they set the rate
-        # sigma_{k+p} / sigma_k). With every pair selected this spans the same space as the
-        # classic block step orth(M^T M V_j); converged pairs are deflated (locked), so blocks
-        # shrink as the top of the spectrum converges. The bounds hold for any subspace.
+        # next block: M^T M on the Ritz vectors still needed (top-k pairs above tol / 2, and the p
+        # oversampling ones); converged pairs are deflated. The bounds hold for any subspace.
         if deflate:
             keep = (bound[..., :k] / scale > tol / 2).any(dim=0)
             sel = torch.cat([torch.nonzero(keep).reshape(-1), torch.arange(k, kk, device=keep.device)])
@@ -311,8 +248,7 @@ def _krylov(step: StepFn, N: int, flats: list[torch.Tensor], shape: tuple[int, .
         # complete basis: Rayleigh-Ritz is the exact SVD up to rounding (the rounding floor bounds it)
         bound = torch.zeros_like(bound)
     elif worst > tol:
-        # certification without squaring: Mhat^T u_i by kk explicit VJP chains (the free residual
-        # goes through Mhat^T Mhat and loses exponents below Lambda_1 - log(1/eps) / 2)
+        # certify without squaring the dynamic range: Mhat^T u_i by kk explicit VJP chains
         bound = torch.minimum(bound, bounds(backward(U[..., :kk]) - s[:, None, :] * (Q @ Y), sc))
         matvecs += kk
     return {"ex": ex.cpu().numpy(), "bound": bound.cpu().numpy(), "matvecs": matvecs, "fwd": fwd,
@@ -327,26 +263,13 @@ def lyapunov_spectrum(step: StepFn, n_steps: int, x_init: torch.Tensor, k: int, 
                       progress: Callable[[int], None] | None = None, deflate: bool = True) -> NumericalLyapunov:
     """Top-k finite-time Lyapunov exponents Lambda_i = log sigma_i(J_N ... J_1) along M trajectories.
 
-    ``x_init``: (M, *shape) starting states (level 0); ``step(x, i)`` must be batched and act
-    on samples independently (eval mode). Exponents are totals over the N steps (divide by N
-    for rates), sorted descending, averaged over trajectories.
-
-    ``method="krylov"`` (default): randomized block Krylov SVD of the product Jacobian (see
-    :func:`_krylov`): JVP chains forward, VJP chains backward, block size k + ``oversample``
-    (default k // 4 + 4), until every exponent's residual bound is below ``tol`` (relative to
-    max(1, |Lambda_i|); default 1e-6 in float64, 1e-3 in float32) or ``max_matvecs`` chain
-    products (default 40 (k + p)) or a stalled bound. The result carries the bounds
-    (``error_bound``), ``converged`` and the products used. Its dynamic range is limited by the
-    working precision: exponents more than about log(1/eps) below Lambda_1 get large bounds.
-    ``frame`` (M, d, b) replaces the random start block. ``deflate`` (default True) drops
-    converged top-k Ritz pairs from the next block; False is the classic block step.
-
-    ``method="benettin"``: k tangent vectors by JVPs with a thin QR at every step (sums of
-    log |R_jj|); ``refine`` forward-backward sweeps (block power on M^T M) and ``ritz`` (one
-    Rayleigh-Ritz rotation) align the frame first. ``ritz=False, refine=0`` is the classic
-    one-pass method, whose per-step re-orthonormalisation gives the long-time exponents
-    (divide by N) for long trajectories of an ergodic map, where the product itself overflows.
-    No error bounds (``converged`` is None).
+    ``x_init``: (M, *shape) level-0 states; ``step(x, i)`` batched, per sample. Totals over the N steps,
+    sorted descending, averaged over trajectories. ``method="krylov"``: block size k + ``oversample``
+    (default k // 4 + 4) until every bound is below ``tol`` x max(1, |Lambda_i|) (default 1e-6 float64,
+    1e-3 float32), ``max_matvecs`` (default 40 (k + p)) or a stall; ``frame`` (M, d, b) replaces the random
+    start; ``deflate=False`` is the classic block step. ``method="benettin"``: ``refine`` forward-backward
+    sweeps and a ``ritz`` rotation align the frame first (``refine=0, ritz=False``: the one-pass method for
+    long-time exponents); no error bounds. See docs/torch.md#numerical-lyapunov-spectrum.
     """
     N = check_positive_int(n_steps, "n_steps")
     M = x_init.shape[0]
@@ -392,7 +315,7 @@ def lyapunov_spectrum(step: StepFn, n_steps: int, x_init: torch.Tensor, k: int, 
     for _ in range(int(refine)):
         Q, _, _, _ = forward_pass(Q0, False, False)
         for i in reversed(range(N)):
-            Q, _ = _qr(_vjp_block(step, i, shape, flats[i], Q, chunk_size))
+            Q, _ = torch.linalg.qr(_vjp_block(step, i, shape, flats[i], Q, chunk_size))
         Q0 = Q
     if ritz and k > 1:
         # Rayleigh-Ritz: M Q0 = Q_N Rtot, so the right singular vectors V of Rtot rotate Q0 onto
@@ -401,13 +324,11 @@ def lyapunov_spectrum(step: StepFn, n_steps: int, x_init: torch.Tensor, k: int, 
         _, _, Vh = torch.linalg.svd(Rtot)
         Q0 = Q0 @ Vh.transpose(-2, -1)
     _, total, local, _ = forward_pass(Q0, False, True)
-    raw = total.cpu().numpy()
-    per = np.sort(raw, axis=1)[:, ::-1].copy()
+    per = np.sort(total.cpu().numpy(), axis=1)[:, ::-1].copy()
     loc = torch.stack(local, dim=1).cpu().numpy() if return_local else None
     passes = 1 + int(ritz and k > 1) + int(refine)
     return NumericalLyapunov(per, d, loc, {"method": "benettin-topk", "refine": int(refine), "ritz": bool(ritz),
-                                           "n_steps": N, "jvps": passes * k * N, "vjps": int(refine) * k * N},
-                             raw)
+                                           "n_steps": N, "jvps": passes * k * N, "vjps": int(refine) * k * N})
 
 
 def _lyapunov_krylov(step, N, flats, shape, k, d, tol, oversample, max_matvecs, frame, chunk_size, generator,
@@ -419,8 +340,7 @@ def _lyapunov_krylov(step, N, flats, shape, k, d, tol, oversample, max_matvecs, 
     if p < 0:
         raise PifsError("oversample must be >= 0")
     p = min(p, d - k)
-    double = x_init.dtype == torch.float64
-    tol = (1e-6 if double else 1e-3) if tol is None else float(tol)
+    tol = (1e-6 if x_init.dtype == torch.float64 else 1e-3) if tol is None else float(tol)
     if not tol > 0:
         raise PifsError("tol must be > 0")
     max_matvecs = 40 * (k + p) if max_matvecs is None else check_positive_int(max_matvecs, "max_matvecs")
@@ -452,32 +372,24 @@ def _lyapunov_krylov(step, N, flats, shape, k, d, tol, oversample, max_matvecs, 
             "error_bound": mean_bound.tolist(), "exponent_converged": conv.tolist(),
             "clusters": [c for c in clusters if c[0] <= k], "cut_in_cluster": bool(cut),
             "next_exponent": None if nxt is None else float(nxt), "bound_history": out["history"]}
-    return NumericalLyapunov(per, d, None, meta, per.copy(), per_bound)
+    return NumericalLyapunov(per, d, None, meta, per_bound)
 
 
 def lyapunov_full_jacobian(step: StepFn, n_steps: int, x_init: torch.Tensor, *,
                            frame: torch.Tensor | None = None, generator: torch.Generator | None = None,
                            chunk_size: int | None = None) -> NumericalLyapunov:
-    """Textbook Benettin: the full d x d Jacobian per step (``jacrev``, d VJPs) and a d x d QR.
-
-    The baseline of ``benchmarks/bench_lyapunov.py``; with the same initial frame its first k
-    exponents equal the top-k method's (QR is nested: Gram-Schmidt on the first k columns).
-    """
+    """Textbook Benettin: the full d x d Jacobian per step (``jacrev``, d VJPs) and a d x d QR (the benchmark's
+    baseline; with the same initial frame its first k exponents equal the top-k method's)."""
     N = check_positive_int(n_steps, "n_steps")
     M = x_init.shape[0]
     d = int(np.prod(x_init.shape[1:]))
-    shape1 = (1,) + tuple(x_init.shape[1:])
     xs = chain_trajectory(step, N, x_init.detach())
     Q = random_frame(M, d, d, x_init.dtype, x_init.device, generator) if frame is None else frame.to(x_init.dtype).clone()
     total = torch.zeros((M, d), dtype=torch.float64, device=x_init.device)
     for i in range(N):
-        g = _single_sample(_flat_step(step, i, shape1))
         for m in range(M):
-            with torch.no_grad():
-                J = jacrev(g, chunk_size=chunk_size)(xs[i][m].reshape(-1))
-            Qm, diag = _qr(J @ Q[m])
-            Q[m] = Qm
-            total[m] += diag.abs().double().log()
-    raw = total.cpu().numpy()
-    per = np.sort(raw, axis=1)[:, ::-1].copy()
-    return NumericalLyapunov(per, d, None, {"method": "benettin-full-jacobian", "n_steps": N}, raw)
+            J = full_jacobian(lambda v, i=i: step(v, i), xs[i][m], "reverse", chunk_size)
+            Q[m], R = torch.linalg.qr(J @ Q[m])
+            total[m] += torch.diagonal(R).abs().double().log()
+    per = np.sort(total.cpu().numpy(), axis=1)[:, ::-1].copy()
+    return NumericalLyapunov(per, d, None, {"method": "benettin-full-jacobian", "n_steps": N})

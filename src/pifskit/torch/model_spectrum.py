@@ -1,41 +1,20 @@
 """The model's own per-level spectrum: Jacobian gains of a denoiser at a handful of noise levels.
 
-For the optimal denoiser, Tweedie gives dD/dy = Cov[x0 | y] / sigma^2 (VE units y = x0 + sigma eps):
-symmetric PSD with eigenvalues in [0, 1] on average. Averaged over noisy states, its quadratic form
-along a fixed unit direction b is the gain of a linear denoiser,
-
-    g_b(sigma) = E_y[ b^T J(y; sigma) b ] = E[(b . (x0 - E[x0|y]))^2-ish] / sigma^2   (MMSE / sigma^2 along b),
-
-exactly lambda/(lambda + sigma^2) for Gaussian data along a principal direction. :func:`estimate_level_spectra`
-measures g_b(sigma) for the directions of a fixed basis B (d x r) at M levels with Jacobian-vector
-products (``torch.func.jvp``; one JVP per state and direction), so the directions stay matched across
-levels, and returns a :class:`pifskit.design.level_spectrum.LevelSpectra` for
-:func:`pifskit.design.steps.optimal_steps`. A quadratic form b^T J b only sees the symmetric part of J:
-a trained denoiser's Jacobian is nearly, not exactly, symmetric, and the estimate is that of
-(J + J^T)/2 by construction.
-
-* Basis: the data's PCA basis when data are given (``basis="pca"``), else the top eigenvectors of the
-  symmetrised mean Jacobian at the highest level (``basis="krylov"``: randomized subspace iteration with
-  JVPs and VJPs, ``power_iters`` passes, ``oversample`` extra vectors, Rayleigh-Ritz). At sigma >> the
-  data's scale, Cov[x0|y] -> Cov[x0], so these are the data's principal directions as the model sees them.
-* Tail: the d - r directions outside B share one gain, the Hutchinson estimate of
-  tr(P J P) / (d - r), P = I - B B^T (``tail_probes`` Rademacher probes per state); that is an
-  assumption (the tail is isotropic in the model's eyes) and ``source`` says so.
-* Levels: ``n_levels`` log-uniform over the design range, then ``refine`` extra levels, each bisecting
-  (in log sigma) the interval where the measured log effective variances change most (variance-weighted
-  mean |Delta log lambda_k|): the knots go where the model departs from a constant Gaussian, e.g. a
-  mixture's mode-deciding window.
-* States: ``n_states`` clean points x0 (data rows, or the model's own DDIM samples), noised afresh at
-  every level (y = x0 + sigma eps, a fixed seed).
-
-Cost (``info["model_calls"]``): per-sample JVP/VJP products plus forward evaluations (each JVP costs
-about two to three forwards); the CLI prints it with the seconds taken.
+g_b(sigma) = E_y[b^T J(y; sigma) b] (VE units y = x0 + sigma eps; lambda / (lambda + sigma^2) for Gaussian
+data along a principal direction b), measured with JVPs for a fixed basis B (d x r: data PCA or the top
+eigenvectors of the symmetrised mean Jacobian) plus one Hutchinson tail gain tr(P J P) / (d - r),
+P = I - B B^T, at log-uniform levels refined where log lambda_eff changes most. Returns a
+:class:`pifskit.design.level_spectrum.LevelSpectra` for :func:`pifskit.design.steps.optimal_steps`;
+details in docs/design.md ("III against the model's own per-level spectrum").
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -44,9 +23,6 @@ from torch import nn
 
 from .._validate import PifsError, check_positive_int
 from ..design.level_spectrum import GAIN_CLIP, LevelSpectra
-
-__all__ = ["MixtureDenoiser", "ModelEntry", "estimate_level_spectra", "default_levels", "level_spectra_for_entry",
-           "load_model_entry", "mean_jacobian_gains", "regression_gains"]
 
 #: rows of one batched JVP call (states x directions)
 JVP_BATCH = 512
@@ -99,11 +75,6 @@ def _jvp(f, Y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
         return torch.autograd.functional.jvp(f, Y, T)[1]
 
 
-def _vjp(f, Y: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
-    _, pull = torch.func.vjp(f, Y)
-    return pull(T)[0]
-
-
 class _Counter:
     def __init__(self):
         self.jvps = self.vjps = self.forwards = self.batched = 0
@@ -115,8 +86,7 @@ class _Counter:
 
 def _quad_forms(f, Y: torch.Tensor, V: torch.Tensor, counter: _Counter) -> torch.Tensor:
     """q[s, j] = v_j^T J(y_s) v_j for states Y (S, d) and directions V (d, r), batched."""
-    S, d = Y.shape
-    r = V.shape[1]
+    S, r = Y.shape[0], V.shape[1]
     out = torch.empty(S, r, dtype=Y.dtype)
     Vt = V.T.contiguous()
     per = max(1, JVP_BATCH // S)
@@ -135,18 +105,16 @@ def _quad_forms(f, Y: torch.Tensor, V: torch.Tensor, counter: _Counter) -> torch
 
 def _sym_matvec(f, Y: torch.Tensor, V: torch.Tensor, counter: _Counter) -> torch.Tensor:
     """mean_s (J_s + J_s^T)/2 V for V (d, q): one JVP and one VJP per state and column."""
-    S = Y.shape[0]
-    q = V.shape[1]
+    S, q = Y.shape[0], V.shape[1]
     Yb = Y.repeat_interleave(q, dim=0)
     Tb = V.T.repeat(S, 1)
     with torch.enable_grad():
         J = _jvp(f, Yb, Tb).detach()
-        Jt = _vjp(f, Yb.clone().requires_grad_(False), Tb).detach()
+        Jt = torch.func.vjp(f, Yb.clone().requires_grad_(False))[1](Tb)[0].detach()
     counter.jvps += S * q
     counter.vjps += S * q
     counter.batched += 2
-    M = 0.5 * (J + Jt)
-    return M.reshape(S, q, -1).mean(0).T                               # (d, q)
+    return (0.5 * (J + Jt)).reshape(S, q, -1).mean(0).T                 # (d, q)
 
 
 def _krylov_basis(f, Y: torch.Tensor, r: int, oversample: int, power_iters: int, gen: torch.Generator,
@@ -154,16 +122,10 @@ def _krylov_basis(f, Y: torch.Tensor, r: int, oversample: int, power_iters: int,
     """Top-r eigenpairs of the state-averaged symmetrised Jacobian (randomized subspace iteration)."""
     d = Y.shape[1]
     q = min(d, r + oversample)
-    if q >= d:
-        Q = torch.eye(d, dtype=Y.dtype)
-        iters = 0
-    else:
-        Q, _ = torch.linalg.qr(torch.randn(d, q, generator=gen, dtype=Y.dtype))
-        iters = power_iters + 1
-    for _ in range(iters):
+    Q = torch.eye(d, dtype=Y.dtype) if q >= d else torch.linalg.qr(torch.randn(d, q, generator=gen, dtype=Y.dtype))[0]
+    for _ in range(0 if q >= d else power_iters + 1):
         Q, _ = torch.linalg.qr(_sym_matvec(f, Y, Q, counter))
-    CQ = _sym_matvec(f, Y, Q, counter)
-    T = Q.T @ CQ
+    T = Q.T @ _sym_matvec(f, Y, Q, counter)
     w, U = torch.linalg.eigh(0.5 * (T + T.T))
     order = torch.argsort(w, descending=True)[:r]
     return (Q @ U[:, order]).numpy(), w[order].numpy()
@@ -171,12 +133,15 @@ def _krylov_basis(f, Y: torch.Tensor, r: int, oversample: int, power_iters: int,
 
 def _tail_gain(f, Y: torch.Tensor, B: torch.Tensor, probes: int, gen: torch.Generator, counter: _Counter) -> float:
     """Hutchinson: tr(P J P) / (d - r), P = I - B B^T, Rademacher probes projected by P."""
-    S, d = Y.shape
-    r = B.shape[1]
+    d, r = B.shape
     Z = (torch.randint(0, 2, (d, probes), generator=gen) * 2 - 1).to(Y.dtype)
     Z = Z - B @ (B.T @ Z)
-    q = _quad_forms(f, Y, Z, counter)                                 # z^T J z, (S, probes)
-    return float(q.mean()) / (d - r)
+    return float(_quad_forms(f, Y, Z, counter).mean()) / (d - r)     # mean z^T J z
+
+
+def _level_generator(seed: int, sigma: float) -> torch.Generator:
+    """The fixed noise seed of one level."""
+    return torch.Generator().manual_seed(int(seed) * 1000003 + int(round(np.log(sigma) * 1e6)) % 999983)
 
 
 def default_levels(sigma_min: float, sigma_max: float, n_levels: int) -> np.ndarray:
@@ -197,8 +162,8 @@ def mean_jacobian_gains(denoise: VPDenoiser, x0: np.ndarray, sigmas, basis: np.n
     B = torch.as_tensor(np.ascontiguousarray(basis, dtype=np.float64), dtype=dtype)
     d, r = B.shape
     rows = []
-    for i, s in enumerate(np.asarray(sigmas, dtype=float)):
-        gen = torch.Generator().manual_seed(int(seed) * 1000003 + int(round(np.log(s) * 1e6)) % 999983)
+    for s in np.asarray(sigmas, dtype=float):
+        gen = _level_generator(seed, s)
         Y = X0 + float(s) * torch.randn(X0.shape, generator=gen, dtype=dtype)
         f = _ve(denoise, float(s))
         g = _quad_forms(f, Y, B, counter).mean(0).numpy()
@@ -226,8 +191,8 @@ def regression_gains(denoise: VPDenoiser, x0: np.ndarray, sigmas, basis: np.ndar
     mu = X0.mean(0)
     rows = []
     for s in np.asarray(sigmas, dtype=float):
-        gen = torch.Generator().manual_seed(int(seed) * 1000003 + int(round(np.log(s) * 1e6)) % 999983)
-        Y = torch.as_tensor(X0, dtype=dtype) + float(s) * torch.randn(X0.shape, generator=gen, dtype=dtype)
+        Y = torch.as_tensor(X0, dtype=dtype) + float(s) * torch.randn(X0.shape, generator=_level_generator(seed, s),
+                                                                      dtype=dtype)
         f = _ve(denoise, float(s))
         with torch.no_grad():
             D = torch.cat([f(Y[i:i + batch]) for i in range(0, Y.shape[0], batch)]).double().numpy()
@@ -274,8 +239,7 @@ def estimate_level_spectra(denoise: VPDenoiser, x0, sigma_range: tuple[float, fl
     if X.ndim != 2 or X.shape[0] < 1 or not np.isfinite(X).all():
         raise PifsError(f"x0 must be a finite (n, d) array of clean points, got shape {X.shape}")
     n, d = X.shape
-    r = min(d, 64) if rank is None else check_positive_int(rank, "rank")
-    r = min(r, d)
+    r = min(d, 64 if rank is None else check_positive_int(rank, "rank"))
     rng = np.random.default_rng(seed)
     states = X[rng.permutation(n)[:check_positive_int(n_states, "states")]]
     smin, smax = float(sigma_range[0]), float(sigma_range[1])
@@ -288,13 +252,11 @@ def estimate_level_spectra(denoise: VPDenoiser, x0, sigma_range: tuple[float, fl
         if basis == "pca":
             if n < 2:
                 raise PifsError("basis 'pca' needs at least 2 data rows")
-            Xc = X - X.mean(0)
-            _, sv, Vt = np.linalg.svd(Xc, full_matrices=False)
-            B = Vt[:r].T
+            B = np.linalg.svd(X - X.mean(0), full_matrices=False)[2][:r].T
             basis_name = f"data PCA ({n} rows)"
         elif basis == "krylov":
-            Y = torch.as_tensor(states, dtype=dtype)
-            Y = Y + float(lv[-1]) * torch.randn(Y.shape, generator=gen, dtype=dtype)
+            noise = torch.randn(states.shape, generator=gen, dtype=dtype)
+            Y = torch.as_tensor(states, dtype=dtype) + float(lv[-1]) * noise
             B, _ = _krylov_basis(_ve(denoise, float(lv[-1])), Y, r, oversample, power_iters, gen, counter)
             basis_name = f"top-{r} eigenvectors of the mean symmetrised Jacobian at sigma = {lv[-1]:.3g}"
         else:
@@ -314,19 +276,15 @@ def estimate_level_spectra(denoise: VPDenoiser, x0, sigma_range: tuple[float, fl
         reg_x = X[rng.permutation(n)[:check_positive_int(regression_states, "regression states")]]
         reg_x = np.resize(reg_x, (max(regression_states, reg_x.shape[0]), d)) if n < regression_states else reg_x
 
-        def measure(levels_):
-            return regression_gains(denoise, reg_x, levels_, B, seed=seed, dtype=dtype, counter=counter,
-                                    progress=progress)
+        measure = partial(regression_gains, denoise, reg_x, basis=B, seed=seed, dtype=dtype, counter=counter,
+                          progress=progress)
     else:
-        def measure(levels_):
-            return mean_jacobian_gains(denoise, states, levels_, B, tail_probes=tail_probes, seed=seed, dtype=dtype,
-                                       counter=counter, progress=progress)
+        measure = partial(mean_jacobian_gains, denoise, states, basis=B, tail_probes=tail_probes, seed=seed,
+                          dtype=dtype, counter=counter, progress=progress)
     gains_ = measure(lv)
     if levels is None and refine > 0 and lv.size >= 2:
         extra = _refine_points(lv, gains_, count, min(refine, lv.size - 1))
-        g2 = measure(extra)
-        lv = np.concatenate([lv, extra])
-        gains_ = np.vstack([gains_, g2])
+        lv, gains_ = np.concatenate([lv, extra]), np.vstack([gains_, measure(extra)])
         order = np.argsort(lv)
         lv, gains_ = lv[order], gains_[order]
     clipped = float(np.mean((gains_ < GAIN_CLIP) | (gains_ > 1 - GAIN_CLIP)))
@@ -339,9 +297,8 @@ def estimate_level_spectra(denoise: VPDenoiser, x0, sigma_range: tuple[float, fl
         what = f"mean Jacobian gains b^T J b over {states.shape[0]} noisy states per level"
     source = f"model {name}: {what} at {lv.size} levels, basis {basis_name}, {r} directions{tail}"
     info = {"gains": gains, "model_calls": counter.total + int(extra_calls), "jvps": counter.jvps,
-            "vjps": counter.vjps,
-            "forwards": counter.forwards + int(extra_calls), "batched_calls": counter.batched, "states": int(states.shape[0]),
-            "rank": int(r), "dimension": int(d), "gains_clipped_fraction": clipped,
+            "vjps": counter.vjps, "forwards": counter.forwards + int(extra_calls), "batched_calls": counter.batched,
+            "states": int(states.shape[0]), "rank": int(r), "dimension": int(d), "gains_clipped_fraction": clipped,
             "seconds_estimate": time.perf_counter() - t0}
     ls = LevelSpectra.from_gains(lv, gains_, count, name=f"level spectra of {name}", source=source, info=info)
     object.__setattr__(ls, "_basis", B)
@@ -349,29 +306,28 @@ def estimate_level_spectra(denoise: VPDenoiser, x0, sigma_range: tuple[float, fl
     return ls
 
 
-# ---------------------------------------------------------------------------
-# model entries: a pifskit checkpoint, or an exact mixture (validation)
-# ---------------------------------------------------------------------------
-
+@dataclass
 class ModelEntry:
     """What the estimate needs from ``--model ENTRY``: a VP denoiser on flat rows, clean points, a basis."""
 
-    def __init__(self, name: str, denoise: VPDenoiser, d: int, dtype: torch.dtype, schedule=None,
-                 x0: np.ndarray | None = None, basis=None, basis_name: str = "", x0_source: str = "",
-                 sample: Callable[[int, int], tuple[np.ndarray, int]] | None = None):
-        self.name, self.denoise, self.d, self.dtype, self.schedule = name, denoise, d, dtype, schedule
-        self.x0, self.basis, self.basis_name, self.x0_source, self.sample = x0, basis, basis_name, x0_source, sample
+    name: str
+    denoise: VPDenoiser
+    d: int
+    dtype: torch.dtype
+    schedule: object = None
+    x0: np.ndarray | None = None
+    basis: object = None
+    basis_name: str = ""
+    x0_source: str = ""
+    sample: Callable[[int, int], tuple[np.ndarray, int]] | None = None
 
 
 def _mixture_entry(spec: str) -> ModelEntry:
     from ..exact_bench import parse_bench_data
 
-    data = parse_bench_data(spec)
-    m = data.model
+    m = parse_bench_data(spec).model
     den = MixtureDenoiser(m)
-    _, C = m.moments()
-    w, U = np.linalg.eigh(C)
-    U = np.ascontiguousarray(U[:, ::-1])
+    U = np.ascontiguousarray(np.linalg.eigh(m.moments()[1])[1][:, ::-1])
     x0 = m.sample(2000, np.random.default_rng(12345))
     return ModelEntry(f"{spec} (exact mixture, {m.K} components, d = {m.d})",
                       lambda x, l: den(x, l), m.d, torch.float64, None, x0, U,
@@ -416,8 +372,6 @@ def _checkpoint_entry(path: str) -> ModelEntry:
 
 def load_model_entry(entry: str) -> ModelEntry:
     """``gmm:digits`` / ``gmm:mnist:PATH`` (exact mixture) or a pifskit checkpoint (run folder or file)."""
-    import os
-
     if entry.startswith("gmm:"):
         return _mixture_entry(entry)
     if os.path.exists(entry):

@@ -1,21 +1,8 @@
-"""An offline sample-quality metric: Frechet distance and k-NN precision / recall on the features of a
-small CNN classifier that pifskit trains on the same data.
+"""An offline sample-quality metric on the features of a small CNN classifier trained on the same data.
 
-This is NOT Inception FID: the features are the penultimate layer (``feat_dim`` units) of
-:class:`SmallClassifier`, so values are comparable only between runs that use the same
-classifier file. Its floor -- the distance between two disjoint sets of REAL images of the
-same size -- is reported beside every value (finite-sample bias makes it > 0).
-
-The metrics themselves are numpy and live in :mod:`pifskit.metrics` (re-exported here):
-
-* Frechet distance of Gaussians fitted to two feature sets:
-  ``||mu_a - mu_b||^2 + tr(C_a + C_b - 2 (C_a^{1/2} C_b C_a^{1/2})^{1/2})``.
-* Precision / recall (Kynkaenniemi et al. 2019, "Improved precision and recall"): a point is
-  inside a set's manifold if it lies within the k-th-nearest-neighbour radius of some point of
-  that set. precision = share of generated points inside the real manifold; recall = share of
-  real points inside the generated manifold.
-
-This module holds the torch part: the feature network, its training and the sample report.
+NOT Inception FID: the features are :class:`SmallClassifier`'s penultimate layer, so values compare only
+between runs with the same classifier file; the real-vs-real floor at the same n is reported beside each
+value. The numpy metrics (Frechet distance, k-NN precision / recall) live in :mod:`pifskit.metrics`.
 """
 
 from __future__ import annotations
@@ -35,16 +22,8 @@ from ..datasets import DataSpec
 from ..metrics import frechet_distance, frechet_distance_from_stats, precision_recall  # re-exported
 from .checkpoint import atomic_write_bytes
 
-__all__ = ["frechet_distance", "frechet_distance_from_stats", "precision_recall", "SmallClassifier",
-           "ClassifierConfig", "train_classifier", "load_classifier", "classifier_features", "quality_report",
-           "CLASSIFIER_NAME"]
-
 CLASSIFIER_NAME = "classifier.pt"
 
-
-# ---------------------------------------------------------------------------
-# the feature network
-# ---------------------------------------------------------------------------
 
 @dataclass
 class ClassifierConfig:

@@ -1,30 +1,8 @@
 """The PIFS regulariser (theory section 2): penalise block-row sums of dD_t/dx above a per-step budget.
 
-For a step i of a chain (level t -> s, F_i = c_i x + d_i D_i), output block r and an estimate
-rho_r of sum_j ||dD_r/dx_j||_F (probe estimator, :func:`pifskit.torch.blocks.estimate_block_row_sums`):
-
-    R = mean_{samples, r} relu(c_i + d_i rho_r - (c_i + d_i B_i))^2 = mean d_i^2 relu(rho_r - B_i)^2
-
-(``scale='step'``: the excess of F_i's block-row bound over c_i + d_i B_i, which is 1 for
-B_i = L*_i), or mean relu(rho_r / B_i - 1)^2 (``scale='relative'``). The budget B_i is
-
-* ``'lstar'``:    L*_i (1 + margin),      L* = (1 - c) / d from :func:`pifskit.geometry.contraction_threshold`
-* ``'gaussian'``: max(L*_i, L_B^F(G_i)) (1 + margin), with L_B^F(G_i) the Frobenius block-row sum of the
-  Gaussian-optimal denoiser of the (stationary) data spectrum at level i, computed model-free from
-  the FFT kernel (:func:`pifskit.torch.blocks.gaussian_block_row_sums`): a perfect denoiser must expand
-  the directions above lambda*_t, so penalising below that floor fights the data.
-* an array of N budgets.
-
-Estimator (``n_blocks`` = m probed input blocks per sample, ``n_probes`` = n Gaussian probes each;
-cost m n JVPs per regularised sample, differentiable through ``torch.func.jvp``):
-
-* each ||J_rj||_F^2 estimate is unbiased with variance 2 ||J_rj^T J_rj||_F^2 / n;
-* the square root is biased low by at most a factor sqrt(2/pi) (rank-1 block, n = 1) and by
-  ~ 1 - 1/(4 n r) for an isotropic rank-r block;
-* the subset scaling P/m is unbiased over the random subset, with variance
-  P^2 (1 - m/P) s^2 / m (s^2 the spread of the P terms of the row);
-* the hinge is convex, so the noisy estimate overstates the mean excess (Jensen), and
-  rho_F >= the spectral row sum, so the penalty is conservative with respect to L_B.
+R = mean d_i^2 relu(rho_r - B_i)^2 (``scale='step'``) or mean relu(rho_r / B_i - 1)^2 (``'relative'``), rho_r the
+probe estimate of sum_j ||dD_r/dx_j||_F; budget B_i = L*_i (1 + margin) (``'lstar'``),
+max(L*_i, L_B^F(Gaussian-optimal)) (1 + margin) (``'gaussian'``) or an array. Bias: docs/torch.md#pifs-regulariser.
 """
 
 from __future__ import annotations
@@ -41,12 +19,11 @@ from ..geometry import contraction_threshold, step_coefficients
 from ..spectra import Spectrum
 from .blocks import Partition, estimate_block_row_sums, gaussian_block_row_sums
 
-__all__ = ["PIFSRegularizer", "pifs_regularizer", "step_budgets"]
-
 
 def step_budgets(chain: Chain, budget: str | np.ndarray = "lstar", *, margin: float = 0.0,
                  spectrum: Spectrum | None = None, partition: Partition | None = None) -> np.ndarray:
-    """Per-step budget B_i in denoiser units (see module docstring), length N."""
+    """Per-step budget B_i in denoiser units (module docstring), length N; ``partition`` and a stationary
+    ``spectrum`` for the 'gaussian' budget."""
     lstar = contraction_threshold(chain)
     if not isinstance(budget, str):
         b = np.asarray(budget, dtype=np.float64)
@@ -65,8 +42,7 @@ def step_budgets(chain: Chain, budget: str | np.ndarray = "lstar", *, margin: fl
     C, H, W = partition.sample_shape
     if spectrum.power_grid.shape != (H, W):
         raise PifsError(f"spectrum power grid is {spectrum.power_grid.shape}, the model's images are {H}x{W}")
-    floor = gaussian_block_row_sums(chain.logsnr[:-1], spectrum.power_grid, partition.patch, norm="fro",
-                                    channels=C)
+    floor = gaussian_block_row_sums(chain.logsnr[:-1], spectrum.power_grid, partition.patch, "fro", channels=C)
     return np.maximum(lstar, floor) * (1.0 + margin)
 
 
@@ -102,31 +78,25 @@ def pifs_regularizer(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
 class PIFSRegularizer(nn.Module):
     """Module form: ``reg(chain_denoiser, x0)`` noises a clean batch at random chain steps and returns R.
 
-    ``sample_fraction`` of the batch (at least one sample) is regularised; cost per call is
-    ``n_blocks * n_probes`` JVPs (plus their backward) per regularised sample, each about 4-5
-    plain forward+backward sample costs on CPU. The defaults (1 block, 1 probe, 1/8 of the batch)
-    keep a training step at about 1.5x the plain step (benchmarks/bench_regularizer.py).
-    With m = 1 block per sample the penalty is, in expectation over the probed block, an upper
-    bound of the hinge of the true row sum (Jensen: E relu(P y_j - B)^2 >= relu(sum_j y_j - B)^2);
-    raise ``n_blocks`` for a tighter (lower-variance) penalty at proportional cost. ``weight`` multiplies R.
+    ``sample_fraction`` of the batch (at least one sample) is regularised at ``n_blocks * n_probes`` JVPs per
+    sample (defaults: about 1.5x a plain training step, benchmarks/bench_regularizer.py); with one block the
+    penalty is in expectation an upper bound of the hinge of the true row sum.
     """
 
     def __init__(self, chain: Chain, partition: Partition, budget: str | np.ndarray = "lstar", *,
                  spectrum: Spectrum | None = None, margin: float = 0.0, n_blocks: int = 1, n_probes: int = 1,
-                 sample_fraction: float = 0.125, scale: str = "step", weight: float = 1.0,
-                 chunk_size: int | None = None):
+                 sample_fraction: float = 0.125, scale: str = "step", chunk_size: int | None = None):
         super().__init__()
         self.chain = chain
         self.partition = partition
         self.budgets = step_budgets(chain, budget, margin=margin, spectrum=spectrum, partition=partition)
-        self.c, self.d = step_coefficients(chain)
+        self.d_coef = step_coefficients(chain)[1]
         self.n_blocks = check_positive_int(n_blocks, "n_blocks")
         self.n_probes = check_positive_int(n_probes, "n_probes")
         if not 0 < sample_fraction <= 1:
             raise PifsError(f"sample_fraction must lie in (0, 1], got {sample_fraction}")
         self.sample_fraction = float(sample_fraction)
         self.scale = check_choice(scale, "scale", ("step", "relative"))
-        self.weight = float(weight)
         self.chunk_size = chunk_size
 
     def forward(self, chain_denoiser, x0: torch.Tensor, steps: torch.Tensor | None = None,
@@ -142,11 +112,9 @@ class PIFSRegularizer(nn.Module):
         else:
             noise = noise[:n]
         idx = steps.cpu().numpy()
-        shape = (-1,) + (1,) * (x0.dim() - 1)
-        a = torch.as_tensor(self.chain.a[idx], dtype=x0.dtype, device=x0.device).reshape(shape)
-        s = torch.as_tensor(self.chain.s[idx], dtype=x0.dtype, device=x0.device).reshape(shape)
+        a, s = (torch.as_tensor(v[idx], dtype=x0.dtype, device=x0.device).reshape((-1,) + (1,) * (x0.dim() - 1))
+                for v in (self.chain.a, self.chain.s))
         x_t = a * x0 + s * noise
-        R = pifs_regularizer(chain_denoiser.denoise, x_t, steps, self.partition, self.budgets, self.d,
-                             n_blocks=self.n_blocks, n_probes=self.n_probes, scale=self.scale,
-                             generator=generator, chunk_size=self.chunk_size)
-        return self.weight * R
+        return pifs_regularizer(chain_denoiser.denoise, x_t, steps, self.partition, self.budgets, self.d_coef,
+                                n_blocks=self.n_blocks, n_probes=self.n_probes, scale=self.scale,
+                                generator=generator, chunk_size=self.chunk_size)

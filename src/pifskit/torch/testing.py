@@ -1,9 +1,5 @@
-"""Tiny models for tests and examples: a minimal attention-based (DiT-like) denoiser and a small MLP.
-
-``tiny_dit`` is an entry point for ``pifskit analyze-model --model pifskit.torch.testing:tiny_dit``:
-it returns ``(model, info)`` with the prediction type, sample shape, timestep convention,
-schedule name and patch size the analysis needs.
-"""
+"""Tiny seeded models for tests and examples; ``tiny_dit`` / ``tiny_mlp`` are ``module:factory`` entry points
+returning ``(model, info)``."""
 
 from __future__ import annotations
 
@@ -12,18 +8,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["TinyDiT", "TinyMLPDenoiser", "timestep_embedding", "tiny_dit", "tiny_mlp"]
-
-
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of (B,) times -> (B, dim)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=t.dtype, device=t.device) / half)
-    args = t.reshape(-1, 1) * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    if dim % 2:
-        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
-    return emb
+from .models.common import timestep_embedding
 
 
 class _Block(nn.Module):
@@ -76,7 +61,7 @@ class TinyDiT(nn.Module):
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1).expand(B)
         tok = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5).reshape(B, -1, C * p * p)
         h = self.embed(tok) + self.pos
-        c = self.temb(timestep_embedding(t * self.time_scale, self.dim))
+        c = self.temb(timestep_embedding(t * self.time_scale, self.dim, dtype=x.dtype))
         for blk in self.blocks:
             h = blk(h, c)
         out = self.out(self.norm(h))
@@ -97,7 +82,7 @@ class TinyMLPDenoiser(nn.Module):
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:
         B = x.shape[0]
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1).expand(B)
-        h = torch.cat([x.reshape(B, -1), timestep_embedding(t, self.time_dim)], dim=-1)
+        h = torch.cat([x.reshape(B, -1), timestep_embedding(t, self.time_dim, dtype=x.dtype)], dim=-1)
         return self.net(h).reshape(x.shape)
 
 

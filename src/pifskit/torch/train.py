@@ -1,41 +1,10 @@
 """Plain PyTorch training loop for the small denoisers; runs unchanged under ``torchrun``.
 
-The loop is three parts: :func:`restore_or_init` (a new run, or a run's state from its
-checkpoint), :class:`TrainStep` (one optimiser step as a function of the step number) and
-:class:`RunPolicy` (when to log, when to checkpoint, when to stop); :func:`train` wires them.
-
-Distributed: when ``WORLD_SIZE > 1`` is in the environment the loop calls
-``torch.distributed.init_process_group`` (NCCL on GPU, gloo on CPU), wraps the model
-in ``DistributedDataParallel`` and shards every global batch with a
-``DistributedSampler``; rank 0 alone logs and writes checkpoints.
-
-Exact resume: everything random is a function of (seed, step, rank), never of an
-iterator's or RNG's state -- the batch is slice ``step % steps_per_epoch`` of the
-DistributedSampler's permutation for epoch ``step // steps_per_epoch``, and the
-noise / timesteps (and the global torch RNG, which the PIFS regulariser may use)
-are seeded from ``SeedSequence([seed, step, rank])``. The learning rate is a
-function of the step. So a run stopped after k steps and resumed reproduces the
-uninterrupted run bit for bit on CPU (same thread count); no RNG state is stored.
-
-Interruption: SIGINT / SIGTERM finish the current step, write an (atomic) checkpoint and
-raise :class:`TrainingInterrupted` (the CLI exits 130 / 143). Checkpoints are also written
-every ``ckpt_minutes`` of wall time (default 5) and every ``ckpt_every`` steps, so a killed
-run loses at most those minutes.
-
-Loss (per sample, in the prediction's own units): ``w(t) * mean((model(x_t, t) - target)^2)``,
-x_t = a_t x0 + s_t eps, with ``w`` one of the :data:`LOSS_WEIGHTINGS`:
-
-* uniform: w = 1;
-* min-snr (Hang et al. 2023): x0 units min(SNR, gamma); epsilon min(SNR, gamma)/SNR;
-  v min(SNR, gamma)/(SNR + 1) -- ``pifskit.design.weighting.min_snr_weights``;
-* geometric (theory section 6 II): the per-timestep weights of ``pifskit.design.weighting``
-  for the training data's spectrum.
-
-plus ``reg_weight * R`` with R the PIFS regulariser of ``pifskit.torch.regularizer`` (on a
-``reg_steps``-step DDIM chain of the training schedule, budget L*_t (1 + reg_margin)).
-
-EMA: theta_ema <- lerp(theta_ema, theta, 1 - ema_decay) after every step (``torch.Tensor.lerp_``,
-as EDM); buffers are copied.
+:func:`train` wires :func:`restore_or_init`, :class:`TrainStep` and :class:`RunPolicy`. Loss per sample:
+``w(t) * mean((model(x_t, t) - target)^2) + reg_weight * R``, x_t = a_t x0 + s_t eps, w from
+:data:`LOSS_WEIGHTINGS`, R the PIFS regulariser. EMA: theta_ema <- lerp(theta_ema, theta, 1 - ema_decay).
+Batches, noise and timesteps are functions of (seed, step, rank), so a resumed run equals the uninterrupted
+one bit for bit on CPU. Distribution, checkpoints and signals: docs/torch.md#training.
 """
 
 from __future__ import annotations
@@ -53,28 +22,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validate import PifsError, check_choice, check_positive_int
+from .._validate import PifsError, check_positive_int
 from ..datasets import DataSpec, ImageDataset
 from ..design.weighting import loss_weights as design_loss_weights
 from ..design.weighting import min_snr_weights
 from ..parameterization import short_prediction
 from ..schedules import DiscreteSchedule, get_schedule
 from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, load_checkpoint, load_weights, save_checkpoint
-from .config import (DEFAULT_CKPT_MINUTES, PRECISIONS, RESUMABLE_CHANGES, TRAIN_PREDICTIONS, WEIGHTINGS,
-                     TrainConfig)
+from .config import DEFAULT_CKPT_MINUTES, RESUMABLE_CHANGES, TRAIN_PREDICTIONS, WEIGHTINGS, TrainConfig  # noqa: F401
 from .models import build_model, count_parameters, default_config, training_target
-
-__all__ = ["TrainConfig", "train", "restore_or_init", "TrainStep", "RunPolicy", "TrainingInterrupted",
-           "LOSS_WEIGHTINGS", "WEIGHTINGS", "PRECISIONS", "Uniform", "MinSNR", "Geometric", "make_weighting",
-           "timestep_weights", "geometric_weights", "ema_update", "batch_indices", "step_seed",
-           "build_regularizer", "check_out_dir", "LOG_NAME", "DEFAULT_CKPT_MINUTES"]
 
 LOG_NAME = "log.jsonl"
 
-
-# ---------------------------------------------------------------------------
-# loss weightings: one small object each, chosen by name from LOSS_WEIGHTINGS
-# ---------------------------------------------------------------------------
 
 class LossWeighting(Protocol):
     """Per-training-timestep loss weights w[n] (n = 0..T-1) in the prediction's own units."""
@@ -132,7 +91,7 @@ def geometric_weights(schedule: DiscreteSchedule, prediction: str, data: ImageDa
 
 
 def make_weighting(cfg: "TrainConfig") -> LossWeighting:
-    return LOSS_WEIGHTINGS[check_choice(cfg.weighting, "weighting", WEIGHTINGS)](cfg)
+    return LOSS_WEIGHTINGS[cfg.weighting](cfg)  # TrainConfig checked the name
 
 
 def timestep_weights(cfg: "TrainConfig", schedule: DiscreteSchedule, data: ImageDataset) -> np.ndarray:
@@ -142,10 +101,6 @@ def timestep_weights(cfg: "TrainConfig", schedule: DiscreteSchedule, data: Image
         raise PifsError(f"{cfg.weighting} loss weights are not finite on schedule {cfg.schedule!r}")
     return w
 
-
-# ---------------------------------------------------------------------------
-# determinism helpers
-# ---------------------------------------------------------------------------
 
 def step_seed(seed: int, step: int, rank: int = 0) -> int:
     """A 63-bit seed that depends only on (seed, step, rank)."""
@@ -196,10 +151,6 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         eb.copy_(mb)
 
 
-# ---------------------------------------------------------------------------
-# the PIFS regulariser (pifskit.torch.regularizer)
-# ---------------------------------------------------------------------------
-
 def build_regularizer(model: nn.Module, model_cfg: dict, schedule: DiscreteSchedule, cfg: "TrainConfig",
                       image_shape: tuple[int, int, int]):
     """(regulariser, chain denoiser): R of ``pifskit.torch.regularizer.PIFSRegularizer`` on the
@@ -211,17 +162,12 @@ def build_regularizer(model: nn.Module, model_cfg: dict, schedule: DiscreteSched
     from .regularizer import PIFSRegularizer
 
     chain = make_chain(schedule, cfg.reg_steps, "trailing")
-    patch = model_cfg.get("patch_size", cfg.reg_patch)
-    partition = Partition.patches(image_shape, patch)
+    partition = Partition.patches(image_shape, model_cfg.get("patch_size", cfg.reg_patch))
     reg = PIFSRegularizer(chain, partition, "lstar", margin=cfg.reg_margin, n_blocks=cfg.reg_blocks,
                           sample_fraction=cfg.reg_fraction)
     den = ChainDenoiser(ModelDenoiser(model, cfg.prediction, "discrete", sample_shape=image_shape), chain)
     return reg, den
 
-
-# ---------------------------------------------------------------------------
-# distributed context
-# ---------------------------------------------------------------------------
 
 @dataclass
 class _Dist:
@@ -255,44 +201,30 @@ def _dist_setup(device: str | None) -> _Dist:
     import torch.distributed as dist
 
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    here = False
-    if not dist.is_initialized():
+    here = not dist.is_initialized()
+    if here:
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-        here = True
     if use_cuda:
         torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
-    else:
-        dev = torch.device("cpu")
-    return _Dist(world, rank, local_rank, dev, here)
+    return _Dist(world, rank, local_rank, torch.device("cuda", local_rank) if use_cuda else torch.device("cpu"), here)
 
 
 def _autocast(ctx: _Dist, precision: str):
-    if ctx.device.type != "cuda":
-        if precision in ("bf16", "fp16"):
-            raise PifsError(f"--precision {precision} needs a CUDA device (autocast is GPU-only here); use fp32/auto")
-        return None, False
-    if precision == "fp32":
+    if ctx.device.type != "cuda" and precision in ("bf16", "fp16"):
+        raise PifsError(f"--precision {precision} needs a CUDA device (autocast is GPU-only here); use fp32/auto")
+    if ctx.device.type != "cuda" or precision == "fp32":
         return None, False
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return (torch.bfloat16 if precision == "bf16" else torch.float16), precision == "fp16"
 
 
-# ---------------------------------------------------------------------------
-# part 1: restore or init
-# ---------------------------------------------------------------------------
-
 def check_out_dir(out: str | os.PathLike, flag: str = "--out") -> Path:
     """``out`` as a Path if it is (or can be created as) a writable directory, else PifsError (creates nothing)."""
     p = Path(out)
     if p.exists() and not p.is_dir():
         raise PifsError(f"{flag} {p} exists and is not a directory")
-    probe = p
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
+    probe = next((q for q in (p, *p.parents) if q.exists()), p)  # the nearest existing ancestor
     if probe.exists() and not probe.is_dir():
         raise PifsError(f"{flag} {p}: {probe} is a file, not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
@@ -301,15 +233,9 @@ def check_out_dir(out: str | os.PathLike, flag: str = "--out") -> Path:
 
 
 def _hparam_diff(stored: dict, given: dict) -> list[str]:
-    diffs = []
-    for k, v in given.items():
-        if k in RESUMABLE_CHANGES or v is None:
-            continue
-        if k not in stored:
-            diffs.append(f"{k} (not in checkpoint)")
-        elif stored[k] != v:
-            diffs.append(f"{k}: checkpoint {stored[k]!r}, given {v!r}")
-    return diffs
+    fixed = {k: v for k, v in given.items() if k not in RESUMABLE_CHANGES and v is not None}
+    return [f"{k}: checkpoint {stored[k]!r}, given {v!r}" if k in stored else f"{k} (not in checkpoint)"
+            for k, v in fixed.items() if k not in stored or stored[k] != v]
 
 
 @dataclass
@@ -374,9 +300,8 @@ def restore_or_init(out: Path, steps: int, data: DataSpec | None, config: TrainC
                     resume: bool, resume_overrides: dict | None = None) -> RunState:
     """A new run from (data, config), or (``resume``) the run in ``out`` from its checkpoint, on ``ctx.device``."""
     ck_path = out / CHECKPOINT_NAME
-    ck = None
-    if resume:
-        ck = load_checkpoint(ck_path)
+    ck = load_checkpoint(ck_path) if resume else None
+    if ck is not None:
         cfg, data = _resume_config(ck, data, steps, resume_overrides)
     else:
         if config is None or data is None:
@@ -397,9 +322,7 @@ def restore_or_init(out: Path, steps: int, data: DataSpec | None, config: TrainC
     else:
         model_cfg = default_config(cfg.model, image_shape, cfg.prediction, **cfg.model_overrides)
     torch.manual_seed(cfg.seed)
-    model = build_model(model_cfg)
-    ema = build_model(model_cfg)
-    ema.requires_grad_(False)
+    model, ema = build_model(model_cfg), build_model(model_cfg).requires_grad_(False)
     if ck is not None:
         load_weights(model, ck["model_state"], f"{ck_path}: model weights")
         load_weights(ema, ck["ema_state"], f"{ck_path}: EMA weights")
@@ -420,10 +343,6 @@ def restore_or_init(out: Path, steps: int, data: DataSpec | None, config: TrainC
     return RunState(cfg, data, train_set, schedule, model_cfg, model, ema, opt, scaler, amp_dtype,
                     int(ck["step"]) if ck is not None else 0)
 
-
-# ---------------------------------------------------------------------------
-# part 2: one step
-# ---------------------------------------------------------------------------
 
 @dataclass
 class StepResult:
@@ -496,10 +415,6 @@ class TrainStep:
                           float(loss_reg.detach()), lr, float(gnorm), x0.shape[0] * ctx.world)
 
 
-# ---------------------------------------------------------------------------
-# part 3: logging / checkpoint / stop policy
-# ---------------------------------------------------------------------------
-
 class TrainingInterrupted(Exception):
     """SIGINT / SIGTERM stopped the run after ``step`` steps; ``saved``: a checkpoint at ``step`` was written."""
 
@@ -524,29 +439,24 @@ class _StopSignals:
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.signum = 0
-        self._old: dict = {}
+        self.signum, self._old = 0, {}
 
     def _handler(self, signum, frame):
         if self.signum:  # second signal: the default behaviour (KeyboardInterrupt / termination)
-            self.restore()
+            self.__exit__()
             signal.raise_signal(signum)
             return
         self.signum = signum
 
     def __enter__(self) -> "_StopSignals":
         if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                self._old[s] = signal.signal(s, self._handler)
+            self._old = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
         return self
 
-    def restore(self) -> None:
+    def __exit__(self, *exc) -> None:
         for s, h in self._old.items():
             signal.signal(s, h)
         self._old = {}
-
-    def __exit__(self, *exc) -> None:
-        self.restore()
 
 
 class RunPolicy:
@@ -628,10 +538,6 @@ def _rewrite_log(log_path: Path, upto_step: int) -> None:
     atomic_write_bytes(log_path, lambda f: f.write(("\n".join(keep) + ("\n" if keep else "")).encode()))
 
 
-# ---------------------------------------------------------------------------
-# the loop
-# ---------------------------------------------------------------------------
-
 def train(data: DataSpec | None, out_dir: str | os.PathLike, steps: int, config: TrainConfig | None = None, *,
           resume: bool = False, resume_overrides: dict | None = None, ckpt_every: int = 0,
           ckpt_minutes: float = DEFAULT_CKPT_MINUTES, log_every: int = 10,
@@ -639,13 +545,10 @@ def train(data: DataSpec | None, out_dir: str | os.PathLike, steps: int, config:
           on_step: Callable[[int, float], None] | None = None) -> dict:
     """Train to a total of ``steps`` steps; returns a summary dict.
 
-    New run: ``data`` and ``config`` define it; ``out_dir/checkpoint.pt`` must not exist.
-    Resume (``resume=True``): the run's own data and hyper-parameters are reloaded from
-    ``out_dir``; ``resume_overrides`` (hyper-parameters the user gave again) must match them
-    (``precision`` may change). A checkpoint is written every ``ckpt_every`` steps (0: off), every
-    ``ckpt_minutes`` minutes (0: off), at the end, and on SIGINT / SIGTERM, after which
-    :class:`TrainingInterrupted` is raised. ``progress``: a callback ``progress(completed=step,
-    loss="0.1234")`` called on the main rank after each step (the CLI draws the bar; None: quiet).
+    New run: ``data`` and ``config`` (``out_dir`` holds no checkpoint). ``resume``: the run in ``out_dir``, whose
+    hyper-parameters ``resume_overrides`` must match (``precision`` may change). Checkpoints every ``ckpt_every``
+    steps and ``ckpt_minutes`` (0: off), at the end and on SIGINT / SIGTERM (then :class:`TrainingInterrupted`).
+    ``progress(completed=step, loss="0.1234")`` is called on the main rank after each step.
     """
     steps = check_positive_int(steps, "steps")
     out = check_out_dir(out_dir)

@@ -1,8 +1,4 @@
-"""Small denoisers for training here and scaling out elsewhere: :class:`DiT` and :class:`UNet`.
-
-``build_model(config_dict)`` rebuilds either from the dict a checkpoint stores
-(``config.to_dict()``; the ``arch`` key selects the class).
-"""
+"""Small denoisers :class:`DiT` and :class:`UNet`; ``build_model(config_dict)`` rebuilds either (``arch`` key)."""
 
 from __future__ import annotations
 
@@ -11,10 +7,6 @@ from .common import (PREDICTIONS, count_parameters, normalize_prediction, predic
                      timestep_embedding, training_target)
 from .dit import DiT, DiTConfig
 from .unet import UNet, UNetConfig
-
-__all__ = ["DiT", "DiTConfig", "UNet", "UNetConfig", "build_model", "make_config", "count_parameters",
-           "default_config", "PREDICTIONS", "normalize_prediction", "prediction_to_x0", "training_target",
-           "timestep_embedding", "ARCHS"]
 
 ARCHS = {"dit": (DiTConfig, DiT), "unet": (UNetConfig, UNet)}
 

@@ -10,9 +10,6 @@ from torch import nn
 from ..._validate import PifsError
 from ...parameterization import normalize_prediction, target_scalings, x0_scalings
 
-__all__ = ["PREDICTIONS", "TimestepEmbedder", "as_time_tensor", "count_parameters", "normalize_prediction",
-           "prediction_to_x0", "timestep_embedding", "training_target"]
-
 #: what pifskit's own networks can be trained to predict (canonical names of pifskit.parameterization)
 PREDICTIONS = ("epsilon", "sample", "v_prediction")
 

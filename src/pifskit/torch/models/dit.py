@@ -1,10 +1,7 @@
 """A small Diffusion Transformer (Peebles & Xie 2023): patchify, adaLN-zero blocks, unpatchify.
 
-Tokens are the P = (H/p)(W/p) non-overlapping p x p patches: the range blocks of the
-PIFS picture (theory section 2). Every attention block can hand back its row-stochastic
-attention map A (B, heads, P, P): ``model(x, t, return_attention=True)`` returns
-``(out, [A_layer0, A_layer1, ...])``; with ``model.store_attention = True`` the maps of
-the last call stay in ``model.attention_maps``.
+Tokens are the non-overlapping p x p patches (the PIFS range blocks); ``model(x, t, return_attention=True)``
+also returns each block's attention map (B, heads, P, P); ``store_attention`` keeps the last call's.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""A small convolutional U-Net (DDPM style): ResBlocks with a time embedding, down / up paths with skips.
-
-Attention-free by default (``attention=True`` adds one self-attention block at the
-lowest resolution), so it is the convolutional counterpart of :class:`~.dit.DiT`:
-its mixing of patches is paid by kernel norms, not by row-stochastic attention.
-"""
+"""A small DDPM-style U-Net: ResBlocks with a time embedding, down / up paths with skips; attention-free unless
+``attention=True`` (one self-attention block at the lowest resolution)."""
 
 from __future__ import annotations
 
