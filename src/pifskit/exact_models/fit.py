@@ -33,12 +33,9 @@ def _rows(X, name: str = "data", min_rows: int = 2) -> np.ndarray:
     X = as_float_array(X, name)
     if X.ndim < 2:
         raise PifsError(f"{name} must be an (n, d) array of rows, got shape {X.shape}")
-    if X.shape[0] < min_rows or X.size == 0:
+    if X.shape[0] < min_rows or X.size == 0:  # (rows >= 1 and size 0: a zero dimension)
         raise PifsError(f"{name} is empty or too small: need >= {min_rows} rows of dimension >= 1, got {X.shape}")
-    X = X.reshape(X.shape[0], -1)
-    if X.shape[1] == 0:
-        raise PifsError(f"{name} is empty or too small: need >= {min_rows} rows of dimension >= 1, got {X.shape}")
-    return X
+    return X.reshape(X.shape[0], -1)
 
 
 @dataclass(frozen=True)

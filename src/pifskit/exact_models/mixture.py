@@ -88,6 +88,12 @@ class GaussianMixtureModel(ExactModel):
         """Unnormalised log responsibilities (B, K): log w_k - 1/2 sum log v_k - 1/2 sum y^2 / v_k."""
         return self._log_w - 0.5 * np.log(v).sum(axis=1) - 0.5 * np.einsum("bkd,kd->bk", y * y, 1.0 / v)
 
+    def _level(self, x, logsnr) -> tuple[np.ndarray, float, np.ndarray]:
+        """(x as a (B, d) batch, a, the marginal variances v_k = a^2 lam_k + s^2 (K, d))."""
+        x = check_batch(x, self.d)
+        a, s = level(logsnr)
+        return x, a, a * a * self.eigenvalues + s * s
+
     def _chunks(self, B: int):
         step = max(1, _CHUNK_ELEMS // (self.K * self.d))
         for i in range(0, B, step):
@@ -95,9 +101,7 @@ class GaussianMixtureModel(ExactModel):
 
     def responsibilities(self, x, logsnr) -> np.ndarray:
         """Posterior component probabilities p(k | x_t = x), shape (B, K) (logsnr = inf: of clean data)."""
-        x = check_batch(x, self.d)
-        a, s = level(logsnr)
-        v = a * a * self.eigenvalues + s * s
+        x, a, v = self._level(x, logsnr)
         out = np.empty((x.shape[0], self.K))
         for sl in self._chunks(x.shape[0]):
             out[sl] = softmax(self._log_resp(self._project(x[sl], a), v), axis=1)
@@ -105,9 +109,7 @@ class GaussianMixtureModel(ExactModel):
 
     def log_prob(self, x, logsnr=np.inf) -> np.ndarray:
         """log density of x_t at level ``logsnr`` (default: the clean data density), shape (B,)."""
-        x = check_batch(x, self.d)
-        a, s = level(logsnr)
-        v = a * a * self.eigenvalues + s * s
+        x, a, v = self._level(x, logsnr)
         out = np.empty(x.shape[0])
         for sl in self._chunks(x.shape[0]):
             out[sl] = logsumexp(self._log_resp(self._project(x[sl], a), v), axis=1)
@@ -115,9 +117,7 @@ class GaussianMixtureModel(ExactModel):
 
     def denoise(self, x, logsnr) -> np.ndarray:
         """D(x) = sum_k r_k(x) [mu_k + U_k diag(g_k) U_k^T (x - a mu_k)], batch (B, d)."""
-        x = check_batch(x, self.d)
-        a, s = level(logsnr)
-        v = a * a * self.eigenvalues + s * s
+        x, a, v = self._level(x, logsnr)
         g = a * self.eigenvalues / v
         out = np.empty_like(x)
         for sl in self._chunks(x.shape[0]):
@@ -131,9 +131,7 @@ class GaussianMixtureModel(ExactModel):
 
     def jacobian(self, x, logsnr) -> np.ndarray:
         """dD/dx for each row of x, shape (B, d, d) (see the module docstring)."""
-        x = check_batch(x, self.d)
-        a, s = level(logsnr)
-        v = a * a * self.eigenvalues + s * s
+        x, a, v = self._level(x, logsnr)
         g = a * self.eigenvalues / v
         U = self.bases
         y = self._project(x, a)

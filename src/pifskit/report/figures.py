@@ -17,10 +17,9 @@ from .page import finish_axes, new_figure, render_png  # noqa: F401  (render_png
 _HIGH_NOISE = "#f3e6d0"  # shading of the high-noise regime (steps before the boundary)
 
 
-def _shade_high_noise(ax, boundary: int, n_steps: int, label: bool = True) -> None:
+def _shade_high_noise(ax, boundary: int, n_steps: int) -> None:
     if boundary > 0:
-        ax.axvspan(-0.5, boundary - 0.5, color=_HIGH_NOISE, zorder=0,
-                   label="high-noise regime (logSNR < 0)" if label else None)
+        ax.axvspan(-0.5, boundary - 0.5, color=_HIGH_NOISE, zorder=0, label="high-noise regime (logSNR < 0)")
     if 0 < boundary < n_steps:
         ax.axvline(boundary - 0.5, color="#b07a2a", lw=1.2, ls="--", zorder=1)
 

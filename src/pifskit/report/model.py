@@ -117,7 +117,7 @@ def _summary(r: dict) -> dict:
     over_floor = np.flatnonzero(lb > floor)
     num = r["numerical"]
     m = _arr(st["offdiag_mass"])
-    out = {
+    return {
         "n_steps": int(len(ls)),
         "block_norm_used": "spectral" if spectral else "frobenius",
         "steps_not_contractive": over.tolist(),
@@ -130,7 +130,6 @@ def _summary(r: dict) -> dict:
         "numerical_kaplan_yorke_is_lower_bound": bool(num["kaplan_yorke_is_lower_bound"]),
         "analytic_kaplan_yorke": float(r["analytic"]["kaplan_yorke"]) if "analytic" in r else None,
     }
-    return out
 
 
 def _steps_list(idx: list[int]) -> str:
