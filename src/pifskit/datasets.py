@@ -1,21 +1,9 @@
-"""Image data sets for training small denoisers (numpy only; nothing downloads unless asked).
+"""Image data sets for training small denoisers (numpy only; nothing downloads).
 
-Readers: MNIST / Fashion-MNIST IDX files (raw or ``.gz``), CIFAR-10 python
-batches, image folders (PNG/JPEG via Pillow), scikit-learn's 8x8 digits.
-Every reader returns an :class:`ImageDataset` with images as float32
-``(N, C, H, W)`` scaled to [-1, 1] (uint8 ``u`` -> ``u / 127.5 - 1``).
-
-Checksums: :data:`CHECKSUMS` holds the official md5 sums of the released
-files (the compressed archive and, for IDX, the decompressed file, so a
-re-compressed copy still verifies). A file whose name is a known release
-file and whose content matches neither sum raises :class:`PifsError`
-(``verify=False`` accepts modified files).
-
-The CLI's data SPEC (:func:`parse_data_spec`): ``digits``, ``mnist:DIR``,
-``fashion-mnist:DIR``, ``cifar10:DIR``, ``folder:PATH[:RES]``; MNIST-like and
-CIFAR specs take an optional ``:train`` / ``:test`` / ``:all`` suffix (default
-all files present). A fixed, seeded train/held-out split is applied by
-:meth:`ImageDataset.split`.
+Readers for MNIST / Fashion-MNIST IDX files (raw or ``.gz``), CIFAR-10 python batches, image folders and
+scikit-learn's 8x8 digits, each returning an :class:`ImageDataset` of float32 ``(N, C, H, W)`` in [-1, 1]
+(uint8 ``u`` -> ``u / 127.5 - 1``). Release files are checked against :data:`CHECKSUMS`; the data SPEC
+grammar (:func:`parse_data_spec`) and the checksum policy: docs/torch.md#training-data.
 """
 
 from __future__ import annotations
@@ -26,7 +14,7 @@ import io
 import os
 import pickle
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -34,27 +22,8 @@ import numpy as np
 
 from ._validate import PifsError, check_choice
 
-__all__ = [
-    "ImageDataset",
-    "DataSpec",
-    "CHECKSUMS",
-    "DATA_KINDS",
-    "read_idx",
-    "load_mnist",
-    "load_cifar10",
-    "load_image_folder",
-    "load_digits",
-    "load_dataset",
-    "parse_data_spec",
-    "uint8_to_unit",
-]
-
-#: md5 sums of the official release files.
-#: MNIST archives: the torchvision / LeCun-mirror list (ossci-datasets.s3.amazonaws.com/mnist);
-#: decompressed MNIST / Fashion-MNIST files: the sums published alongside those archives
-#: (e.g. Fashion-MNIST's README "raw_data" list, widely reproduced); Fashion-MNIST archives:
-#: github.com/zalandoresearch/fashion-mnist README; CIFAR-10: www.cs.toronto.edu/~kriz/cifar.html
-#: as listed by torchvision (archive and per-batch sums).
+#: md5 sums of the official release files (archive and, for IDX, decompressed file); sources in
+#: docs/torch.md#training-data.
 CHECKSUMS: dict[str, dict[str, str]] = {
     "mnist": {
         "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -94,10 +63,6 @@ SUBSETS = ("all", "train", "test")
 # IDX type codes -> big-endian numpy dtypes
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
-
-# ---------------------------------------------------------------------------
-# the data set container
-# ---------------------------------------------------------------------------
 
 @dataclass
 class ImageDataset:
@@ -157,46 +122,26 @@ def uint8_to_unit(u: np.ndarray) -> np.ndarray:
     return (np.asarray(u, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)).astype(np.float32)
 
 
-# ---------------------------------------------------------------------------
-# checksums
-# ---------------------------------------------------------------------------
-
-def md5_bytes(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
-
-
 def md5_file(path: str | os.PathLike) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
-def _verify(kind: str, path: Path, raw: bytes | None, verify: bool) -> str:
-    """Check a release file against :data:`CHECKSUMS`; returns 'ok', 'unknown' or 'skipped'.
-
-    For ``X.gz`` the archive sum or the decompressed file's sum (``raw``) must match.
-    """
-    if not verify:
-        return "skipped"
+def _verify(kind: str, path: Path, raw: bytes | None, verify: bool) -> None:
+    """Check a release file against :data:`CHECKSUMS` (for ``X.gz``: the archive sum or the decompressed
+    file's sum (``raw``) must match); files with unknown names pass."""
     table = CHECKSUMS.get(kind, {})
     name = path.name
     base = name[:-3] if name.endswith(".gz") else name
     want_file, want_raw = table.get(name), table.get(base) if name != base else None
-    if want_file is None and want_raw is None:
-        return "unknown"
+    if not verify or (want_file is None and want_raw is None):
+        return
     if want_file is not None and md5_file(path) == want_file:
-        return "ok"
-    if want_raw is not None and raw is not None and md5_bytes(raw) == want_raw:
-        return "ok"
+        return
+    if want_raw is not None and raw is not None and hashlib.md5(raw).hexdigest() == want_raw:
+        return
     raise PifsError(f"{path}: md5 checksum does not match the official {kind} release file {name!r} "
                     "(corrupt or modified; re-download it, or pass --no-verify / verify=False to accept it)")
 
-
-# ---------------------------------------------------------------------------
-# IDX (MNIST, Fashion-MNIST)
-# ---------------------------------------------------------------------------
 
 def _read_bytes(path: Path) -> bytes:
     """File content, decompressed if it ends in .gz; a bad or truncated archive raises PifsError."""
@@ -246,10 +191,7 @@ def read_idx(path: str | os.PathLike, kind: str = "mnist", verify: bool = True) 
 
 
 def _find(root: Path, base: str) -> Path | None:
-    for name in (base, base + ".gz"):
-        if (root / name).is_file():
-            return root / name
-    return None
+    return next((root / n for n in (base, base + ".gz") if (root / n).is_file()), None)
 
 
 def load_mnist(root: str | os.PathLike, subset: str = "all", kind: str = "mnist",
@@ -290,10 +232,6 @@ def load_mnist(root: str | os.PathLike, subset: str = "all", kind: str = "mnist"
     return ImageDataset(uint8_to_unit(x), np.concatenate(ys), kind,
                         {"root": str(root), "files": used, "verified": verify})
 
-
-# ---------------------------------------------------------------------------
-# CIFAR-10 python batches
-# ---------------------------------------------------------------------------
 
 class _SafeUnpickler(pickle.Unpickler):
     """Unpickles only plain containers and numpy arrays (CIFAR batches need nothing else)."""
@@ -353,10 +291,6 @@ def load_cifar10(root: str | os.PathLike, subset: str = "all", verify: bool = Tr
     return ImageDataset(uint8_to_unit(np.concatenate(xs)), np.concatenate(ys), "cifar10",
                         {"root": str(root), "files": present, "verified": verify})
 
-
-# ---------------------------------------------------------------------------
-# image folders, digits
-# ---------------------------------------------------------------------------
 
 _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
@@ -430,10 +364,6 @@ def load_digits() -> ImageDataset:
     return ImageDataset(x, d.target, "digits", {"source": "sklearn.datasets.load_digits"})
 
 
-# ---------------------------------------------------------------------------
-# SPEC strings
-# ---------------------------------------------------------------------------
-
 @dataclass(frozen=True)
 class DataSpec:
     """A parsed data SPEC plus the fixed split: what a checkpoint records to reload its data."""
@@ -447,14 +377,12 @@ class DataSpec:
     verify: bool = True
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "path": self.path, "subset": self.subset, "resolution": self.resolution,
-                "holdout": self.holdout, "split_seed": self.split_seed, "verify": self.verify}
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "DataSpec":
         try:
-            return cls(**{k: d[k] for k in ("kind", "path", "subset", "resolution", "holdout",
-                                            "split_seed", "verify")})
+            return cls(**{f.name: d[f.name] for f in fields(cls)})
         except (KeyError, TypeError) as exc:
             raise PifsError(f"bad data spec record {d!r}: {exc}") from None
 

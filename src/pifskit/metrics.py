@@ -1,32 +1,9 @@
-"""Sample-quality metrics against exact data models.
+"""Sample-quality metrics against exact data models (docs/benchmarks.md#sampling-benchmark-exact-score-data-models).
 
-Gaussian data (closed form). With a Gaussian denoiser every sampler is an affine
-map of its inputs (x_T and the injected noise), diagonal in the data's
-eigenbasis, so the output is Gaussian N(m, diag(v)) in eigen-coordinates with
-
-    out = b + M x_T + sum_i n_i z_i   (per coordinate),
-    m = b + M m_T,   v = M^2 v_T + sum_i n_i^2,
-
-(m_T, v_T) the start distribution: the prior N(0, 1) or the exact marginal
-N(a_T mu, a_T^2 lam + s_T^2). b, M and n_i are read off exactly by running the
-sampler on probe inputs (``x_T`` = 0 / 1, one unit noise draw per step), so the
-result holds for every sampler and eta. Then, against the data N(mu, diag(lam)),
-
-    W2^2 = ||m - mu||^2 + sum_k (sqrt(v_k) - sqrt(lam_k))^2,
-    KL(sampler || data) = 1/2 sum_k [v_k/lam_k - 1 - log(v_k/lam_k) + (m_k - mu_k)^2 / lam_k].
-
-Mixtures (Monte Carlo, against fresh true samples): sliced W2 (random unit
-projections, sorted-sample quantile matching), the unbiased MMD^2 with a
-Gaussian kernel (median heuristic bandwidth), and mode coverage: the posterior
-mass per component, mean_x p(k | x), against the true weights (total variation).
-Each comes with a bootstrap confidence interval (estimate -/+ z * bootstrap sd); the replicates
-are computed together (multiplicity matrices, one matrix product for MMD / mode coverage, one
-vectorised pass over all slices per sliced-W2 replicate).
-
-Feature sets (any features, e.g. a classifier's penultimate layer): the Frechet distance of
-Gaussian fits, ``||mu_a - mu_b||^2 + tr(C_a + C_b - 2 (C_a^{1/2} C_b C_a^{1/2})^{1/2})``, and k-NN
-precision / recall (Kynkaanniemi et al. 2019). The torch side (the classifier) is
-:mod:`pifskit.torch.quality`.
+Gaussian data: every sampler's output is Gaussian in closed form (:func:`gaussian_output_moments`), scored by
+W2 and KL. Mixtures (Monte Carlo against fresh true samples): sliced W2, unbiased MMD^2, mode coverage, each
+with a normal-approximation bootstrap interval (all replicates computed together). Feature sets: the Frechet
+distance of Gaussian fits and k-NN precision / recall (the classifier is :mod:`pifskit.torch.quality`).
 """
 
 from __future__ import annotations
@@ -40,30 +17,6 @@ from ._validate import PifsError, as_float_array, check_choice, check_positive_i
 from .chains import Chain
 from .exact_models.gaussian import GaussianModel
 from .exact_models.mixture import GaussianMixtureModel
-
-__all__ = [
-    "MetricValue",
-    "GaussianOutput",
-    "gaussian_output_moments",
-    "gaussian_w2",
-    "gaussian_kl",
-    "gaussian_moments_from_samples",
-    "gaussian_w2_from_samples",
-    "sliced_w2",
-    "sliced_w2_difference",
-    "mmd2_unbiased",
-    "median_bandwidth",
-    "mode_coverage",
-    "bootstrap_ci",
-    "bootstrap_counts",
-    "ci_from_replicates",
-    "SlicedW2Reference",
-    "sliced_w2_replicates",
-    "paired_difference",
-    "frechet_distance",
-    "frechet_distance_from_stats",
-    "precision_recall",
-]
 
 
 @dataclass(frozen=True)
@@ -105,29 +58,10 @@ def ci_from_replicates(estimate: float, replicates, level: float = 0.95) -> tupl
     return float(estimate - half), float(estimate + half)
 
 
-def bootstrap_ci(estimate: float, stat: Callable[[np.random.Generator], float], n_boot: int, rng,
-                 level: float = 0.95) -> tuple[float, float]:
-    """Normal-approximation bootstrap interval: estimate -/+ z * sd of ``stat(rng)`` over ``n_boot`` replicates.
-
-    Centred on the estimate on purpose: resampling with replacement duplicates points, which shifts
-    distance-type statistics (sliced W2, TV) upward, so a percentile interval can miss the estimate.
-    The metrics below compute all their replicates at once and call :func:`ci_from_replicates`.
-    """
-    if not (0 < level < 1):
-        raise PifsError(f"confidence level must lie in (0, 1), got {level}")
-    reps = np.array([stat(rng) for _ in range(check_positive_int(n_boot, "n_boot"))])
-    return ci_from_replicates(estimate, reps, level)
-
-
-# ---------------------------------------------------------------------------
-# Gaussian data: exact output moments of any sampler
-# ---------------------------------------------------------------------------
-
 class _ProbeNoise:
     """Noise source for probing: call j returns ones in row 2 + j, zeros elsewhere."""
 
-    def __init__(self, rows: int):
-        self.rows, self.calls = rows, 0
+    calls = 0
 
     def standard_normal(self, size) -> np.ndarray:
         z = np.zeros(size)
@@ -153,8 +87,9 @@ def gaussian_output_moments(model: GaussianModel, sampler: Callable, chain: Chai
                             **opts) -> GaussianOutput:
     """Exact mean and variance of the sampler's output per eigen-direction of the Gaussian ``model``.
 
-    start: 'prior' (x_T ~ N(0, I), what samplers do in practice) or 'marginal' (x_T from the exact
-    marginal at the chain's first level).
+    The sampler is then affine and diagonal: out = b + M x_T + sum_i n_i z_i, so m = b + M m_T and
+    v = M^2 v_T + sum_i n_i^2, with b, M, n_i read off by probing (x_T = 0 / 1, one unit noise draw per
+    step). start: 'prior' (x_T ~ N(0, I)) or 'marginal' (x_T ~ N(a_T mu, a_T^2 lam + s_T^2)).
     """
     if not isinstance(model, GaussianModel):
         raise PifsError("closed-form output moments need a GaussianModel")
@@ -164,7 +99,7 @@ def gaussian_output_moments(model: GaussianModel, sampler: Callable, chain: Chai
     N, d = chain.n_steps, lam.size
     x = np.zeros((2 + N, d))
     x[1] = 1.0
-    probe = _ProbeNoise(2 + N)
+    probe = _ProbeNoise()
     out = sampler(diag.denoise, x, chain, rng=probe, **opts)
     b, M, n = out[0], out[1] - out[0], out[2:] - out[0]
     n = n[: probe.calls]
@@ -212,22 +147,16 @@ def gaussian_moments_from_samples(model: GaussianModel, X) -> GaussianOutput:
 
 def gaussian_w2_from_samples(model: GaussianModel, X, n_boot: int = 200, rng=None, level: float = 0.95) -> MetricValue:
     """Monte-Carlo W2 between the samples' Gaussian fit (in the model's eigenbasis) and the model, bootstrap CI."""
-    X = as_float_array(X, "samples", ndim=2)
-    Y = _eigen_project(model, X)
+    Y = _eigen_project(model, as_float_array(X, "samples", ndim=2))
     lam, mu = model.eigen_coordinates()
-    rng = np.random.default_rng(rng)
 
     def w2(Z):
         return gaussian_w2(GaussianOutput(Z.mean(axis=0), Z.var(axis=0, ddof=1), mu, lam))
 
     est = w2(Y)
-    lo, hi = bootstrap_ci(est, lambda r: w2(Y[r.integers(0, Y.shape[0], Y.shape[0])]), n_boot, rng, level)
-    return MetricValue(est, lo, hi)
+    idx = np.random.default_rng(rng).integers(0, Y.shape[0], (check_positive_int(n_boot, "n_boot"), Y.shape[0]))
+    return MetricValue(est, *ci_from_replicates(est, [w2(Y[i]) for i in idx], level))
 
-
-# ---------------------------------------------------------------------------
-# Mixtures: sample-based metrics
-# ---------------------------------------------------------------------------
 
 def _pair(X, Y) -> tuple[np.ndarray, np.ndarray]:
     X = as_float_array(X, "samples", ndim=2)
@@ -242,13 +171,10 @@ def _pair(X, Y) -> tuple[np.ndarray, np.ndarray]:
 class SlicedW2Reference:
     """A reference set Y prepared once for many sliced-W2 comparisons with the same projections and resamples.
 
-    Draws from ``rng`` (in this order) the unit projections P (d x L, ``standard_normal`` columns
-    normalised) and the bootstrap multiplicities (``n_boot`` x 2 x n: one resample of the compared
-    set's rows, one of Y's, per replicate); projects and sorts Y once. :meth:`compare` then costs
-    one (n x d) @ (d x L) product and one column sort for X, plus one vectorised pass over all L
-    slices per replicate. Comparisons made with one reference share their resamples, so the
-    replicates of two compared sets are paired (see :func:`paired_difference`).
-    ``cache_bytes``: Y's resampled sorted slices are kept between comparisons when they fit.
+    Draws from ``rng`` (in this order) the unit projections P (d x L) and the bootstrap multiplicities
+    (``n_boot`` x 2 x n: one resample of the compared set's rows, one of Y's, per replicate), so the
+    replicates of two compared sets are paired (:func:`paired_difference`). ``cache_bytes``: Y's resampled
+    sorted slices are kept between comparisons when they fit.
     """
 
     def __init__(self, Y, n_projections: int = 128, n_boot: int = 100, rng=None, *, cache_bytes: int = 128 << 20):
@@ -281,9 +207,7 @@ class SlicedW2Reference:
         sx, ox = _sorted_slices(X, self.P)
         est = float(np.sqrt(np.mean((sx - self._sy) ** 2)))
         reps = np.empty(self.counts.shape[0])
-        for b, c in enumerate(self.counts[:, 0]):  # one pass over all L slices per replicate
-            # a resample of a sorted column is the sorted column with each value repeated by its
-            # multiplicity (np.repeat): no re-sorting
+        for b, c in enumerate(self.counts[:, 0]):  # a resample of a sorted column = np.repeat, no re-sort
             dlt = np.repeat(sx, c[ox].ravel()) - self._y_replicate(b)
             reps[b] = np.sqrt(np.dot(dlt, dlt) / dlt.size)
         return est, reps
@@ -339,23 +263,25 @@ def sliced_w2_difference(Xa, Xb, Y, n_projections: int = 128, n_boot: int = 100,
     return paired_difference(ref.compare(Xa[:n]), ref.compare(Xb[:n]), level)
 
 
+def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances ||a_i - b_j||^2 (clipped at 0)."""
+    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2.0 * a @ b.T, 0.0)
+
+
 def median_bandwidth(Z, max_points: int = 1000, rng=None) -> float:
     """Median heuristic: the median pairwise Euclidean distance (on at most ``max_points`` rows)."""
     Z = np.asarray(Z, dtype=np.float64)
     rng = np.random.default_rng(rng)
     if Z.shape[0] > max_points:
         Z = Z[rng.choice(Z.shape[0], max_points, replace=False)]
-    sq = (Z * Z).sum(axis=1)
-    D2 = np.clip(sq[:, None] + sq[None, :] - 2 * Z @ Z.T, 0.0, None)
-    med = float(np.sqrt(np.median(D2[np.triu_indices(Z.shape[0], 1)])))
+    med = float(np.sqrt(np.median(_sqdist(Z, Z)[np.triu_indices(Z.shape[0], 1)])))
     if not med > 0:
         raise PifsError("median heuristic bandwidth is 0 (all samples identical)")
     return med
 
 
 def _gauss_kernel(A, B, h):
-    sa, sb = (A * A).sum(axis=1), (B * B).sum(axis=1)
-    return np.exp(-np.clip(sa[:, None] + sb[None, :] - 2 * A @ B.T, 0.0, None) / (2 * h * h))
+    return np.exp(-_sqdist(A, B) / (2 * h * h))
 
 
 def mmd2_unbiased(X, Y, bandwidth: float | None = None, max_n: int = 1000, n_boot: int = 100, rng=None,
@@ -401,10 +327,6 @@ def mode_coverage(model: GaussianMixtureModel, X, n_boot: int = 200, rng=None, l
     return MetricValue(est, *ci_from_replicates(est, reps, level)), R.mean(axis=0)
 
 
-# ---------------------------------------------------------------------------
-# Feature-space metrics (numpy): Frechet distance, k-NN precision / recall
-# ---------------------------------------------------------------------------
-
 def _feats(x, name: str) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64)
     if a.ndim != 2 or a.shape[0] < 2:
@@ -437,10 +359,6 @@ def frechet_distance(feats_a, feats_b) -> float:
     if a.shape[1] != b.shape[1]:
         raise PifsError(f"feature dimensions differ: {a.shape[1]} vs {b.shape[1]}")
     return frechet_distance_from_stats(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
-
-
-def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2.0 * a @ b.T, 0.0)
 
 
 def _knn_radii(x: np.ndarray, k: int) -> np.ndarray:

@@ -1,8 +1,5 @@
-"""Thin command-line interface over the library: ``pifskit <command> ...``.
-
-Each command lives in its own module that exposes ``register(subparsers)``;
-the module's handler returns an exit code. Bad input (:class:`PifsError`,
-argparse errors) prints one line to stderr and exits with status 2, no traceback.
+"""Thin command-line interface over the library: ``pifskit <command> ...``, one module per command with
+``register(subparsers)``. Bad input (:class:`PifsError`, argparse errors) prints one line and exits with status 2.
 """
 
 from __future__ import annotations
@@ -14,15 +11,9 @@ import sys
 from .._validate import PifsError
 
 #: command modules, in the order ``pifskit --help`` lists them
-COMMAND_MODULES: list[str] = [
-    "pifskit.cli.report_cmd", "pifskit.cli.geometry_cmd", "pifskit.cli.lyapunov_cmd",
-    "pifskit.cli.analyze_cmd",
-    "pifskit.cli.train_cmd", "pifskit.cli.sample_cmd",
-    "pifskit.cli.bench_cmd",
-    "pifskit.cli.design_cmd",
-    "pifskit.cli.diffusers_cmd",
-]
-
+COMMAND_MODULES: list[str] = [f"pifskit.cli.{name}_cmd" for name in
+                              ("report", "geometry", "lyapunov", "analyze", "train", "sample", "bench", "design",
+                               "diffusers")]
 
 #: optional third-party package -> the pifskit extra that installs it
 EXTRAS: dict[str, str] = {"torch": "torch", "sklearn": "data", "diffusers": "diffusers"}

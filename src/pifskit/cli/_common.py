@@ -47,7 +47,8 @@ def add_chain_options(p: argparse.ArgumentParser, steps: int = DEFAULT_STEPS) ->
     g.add_argument("--timesteps", type=number_list, default=None, metavar="LIST",
                    help="explicit training timesteps, comma-separated, noisiest first (diffusers' timesteps=)")
     g.add_argument("--sigmas", type=number_list, default=None, metavar="LIST",
-                   help="explicit VE sigmas, comma-separated, noisiest first; a final 0 lands clean (diffusers' sigmas=)")
+                   help="explicit VE sigmas, comma-separated, noisiest first; a final 0 lands clean "
+                        "(diffusers' sigmas=)")
 
 
 def add_spectrum_options(p: argparse.ArgumentParser, *, spectrum: str = DEFAULT_SPECTRUM,
@@ -91,11 +92,8 @@ def schedule_from_args(args: argparse.Namespace, schedule: str | None = None,
 
 def chain_from_args(args: argparse.Namespace, schedule: str | None = None,
                     config: str | dict | None = None) -> tuple[Schedule, Chain]:
-    """Schedule and chain from the shared options via :func:`pifskit.chains.resolve_chain`; prints its notices.
-
-    ``schedule`` / ``config`` are a command's defaults where ``--schedule`` is unset (e.g. a model's own);
-    ``--diffusers-config`` wins over ``--schedule``.
-    """
+    """Schedule (as :func:`schedule_from_args`) and chain via :func:`pifskit.resolve.resolve_chain`; prints its
+    notices."""
     sched, cfg = schedule_from_args(args, schedule, config)
     chain = resolve_chain(sched, args.steps, args.spacing, args.timesteps, args.sigmas, config=cfg or None)
     print_notices(chain)
@@ -166,7 +164,7 @@ class _Advance:
 
 
 @contextmanager
-def progress(description: str, total: int, enabled: bool = True, start: int = 0,
+def progress(description: str, total: int, enabled: bool = True,
              lines_every_s: float | None = None) -> Iterator[_Advance]:
     """The one progress bar of the CLI (rich, on stderr): count, elapsed time, ETA and fields.
 
@@ -193,5 +191,4 @@ def progress(description: str, total: int, enabled: bool = True, start: int = 0,
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
                   console=Console(stderr=True), transient=True) as prog:
-        task = prog.add_task(description, total=total, completed=start, info="")
-        yield _Advance(prog, task)
+        yield _Advance(prog, prog.add_task(description, total=total, info=""))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .._json import fmt_num
 from ..report import REPORT_HTML, REPORT_JSON, build_report
 from ..report.figures import FIGURES
 from ._common import (
@@ -41,14 +42,6 @@ def register(subparsers) -> None:
                         "must tile the image)")
     add_json_option(p)
     p.set_defaults(handler=run)
-
-
-def _f(x, spec: str = ".4g") -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, str):
-        return x
-    return format(x, spec)
 
 
 def design_section() -> dict:
@@ -87,10 +80,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"pifskit report: {label}, {data['inputs']['chain']} ({sm['n_steps']} steps, "
           f"{'lands' if sm['lands_clean'] else 'does not land'} clean), spectrum {data['inputs']['spectrum']} "
           f"(d = {sm['d']})")
-    print(f"  lambda** = {_f(sm['lambda_2star'])}   KY dimension = {_f(sm['kaplan_yorke'])} of {sm['d']}   "
+    print(f"  lambda** = {fmt_num(sm['lambda_2star'])}   KY dimension = {fmt_num(sm['kaplan_yorke'])} of {sm['d']}   "
           f"regime boundary step = {sm['regime_boundary_step']}")
-    print(f"  L* first/last = {_f(sm['L_star_first'])} / {_f(sm['L_star_last'])}   "
-          f"M_off first/last = {_f(sm['M_off_first'])} / {_f(sm['M_off_last'])}")
+    print(f"  L* first/last = {fmt_num(sm['L_star_first'])} / {fmt_num(sm['L_star_last'])}   "
+          f"M_off first/last = {fmt_num(sm['M_off_first'])} / {fmt_num(sm['M_off_last'])}")
     if not data["block_mass"]["available"]:
         print(f"  note: {data['block_mass']['note']}")
     print(f"report: {html_path}")

@@ -1,10 +1,5 @@
-"""Exact-score data models: Gaussians and Gaussian mixtures with closed-form denoisers.
-
-For VP noising x_t = a x0 + s e (a = sqrt(sigmoid(l)), s = sqrt(sigmoid(-l)))
-the optimal denoiser E[x0 | x_t] of these models is available in closed form,
-so samplers and schedules can be scored against the truth without a trained
-network. Every model exposes ``denoise(x, logsnr)`` (vectorised over a batch
-``x`` of shape (B, d)), ``jacobian(x, logsnr)`` and ``sample(n, rng)``.
+"""Exact-score data models: Gaussians and Gaussian mixtures whose optimal denoiser E[x0 | x_t] under VP noising
+x_t = a x0 + s e is closed-form. Each has ``denoise(x, logsnr)`` (batch (B, d)), ``jacobian`` and ``sample``.
 """
 
 from .gaussian import GaussianModel

@@ -1,4 +1,4 @@
-"""Helpers shared by the data models: noise-level coefficients, batch and covariance checks."""
+"""Helpers shared by the data models: noise-level coefficients, batch and covariance checks, noisy sampling."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ ORTHO_TOL = 1e-6
 
 
 def level(logsnr) -> tuple[float, float]:
-    """(a, s) = (sqrt(sigmoid(l)), sqrt(sigmoid(-l))) of one noise level; l = -inf (pure noise) and +inf (clean) allowed."""
+    """(a, s) = (sqrt(sigmoid(l)), sqrt(sigmoid(-l))) of one noise level; l = -inf (noise) and +inf (clean) allowed."""
     l = np.asarray(logsnr, dtype=np.float64)
     if l.ndim != 0:
         raise PifsError(f"logsnr must be a scalar (one noise level per call), got shape {l.shape}")
@@ -73,3 +73,15 @@ def eigh_psd(cov, name: str = "covariance", jitter: float = 0.0, allow_singular:
         raise PifsError(f"{name} is singular (smallest eigenvalue {lam[-1]:.3g}); pass jitter > 0 "
                         "(e.g. the data's quantisation variance) to regularise it")
     return lam, U
+
+
+class ExactModel:
+    """Base of the data models (dimension ``d``, ``sample(n, rng)``): the noisy marginal by sampling."""
+
+    d: int
+
+    def sample_noisy(self, n: int, logsnr, rng=None) -> np.ndarray:
+        """n draws of x_t = a x0 + s e (the exact marginal at level ``logsnr``)."""
+        rng = np.random.default_rng(rng)
+        a, s = level(logsnr)
+        return a * self.sample(n, rng) + s * rng.standard_normal((n, self.d))

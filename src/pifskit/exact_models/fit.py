@@ -1,14 +1,6 @@
-"""Fit exact-score data models to real data: a Gaussian, a mixture per class, or a mixture by EM.
-
-Data are rows in the model's units (images in [-1, 1], flattened). High-dimensional
-data (MNIST, 784 pixels) are first reduced by PCA (:func:`pca_reduce`); the models
-then live in the PCA coordinates, which keep the data's variance units.
-
-Real data often have singular class covariances (digits: border pixels that are
-always 0). Fitting never regularises silently: a singular covariance raises
-:class:`PifsError` unless ``jitter`` > 0 is passed; the natural value is the
-uniform dequantisation variance of the data, (bin width)^2 / 12
-(:func:`dequantization_variance`).
+"""Fit exact-score data models to data rows (images in [-1, 1], flattened; high-dimensional data first reduced by
+:func:`pca_reduce`): a Gaussian, a mixture per class, or a mixture by EM. A singular covariance raises
+:class:`PifsError` unless ``jitter`` > 0 is passed, naturally the dequantisation variance bin^2 / 12.
 """
 
 from __future__ import annotations
@@ -21,9 +13,6 @@ import numpy as np
 from .._validate import PifsError, as_float_array, check_positive_int
 from .gaussian import GaussianModel
 from .mixture import GaussianMixtureModel
-
-__all__ = ["PCA", "pca_reduce", "fit_gaussian", "fit_mixture_per_class", "fit_mixture_em",
-           "mnist_data", "dequantization_variance", "DIGITS_JITTER", "MNIST_JITTER"]
 
 
 def dequantization_variance(levels: int, lo: float = -1.0, hi: float = 1.0) -> float:
@@ -44,12 +33,9 @@ def _rows(X, name: str = "data", min_rows: int = 2) -> np.ndarray:
     X = as_float_array(X, name)
     if X.ndim < 2:
         raise PifsError(f"{name} must be an (n, d) array of rows, got shape {X.shape}")
-    if X.shape[0] < min_rows or X.size == 0:
+    if X.shape[0] < min_rows or X.size == 0:  # (rows >= 1 and size 0: a zero dimension)
         raise PifsError(f"{name} is empty or too small: need >= {min_rows} rows of dimension >= 1, got {X.shape}")
-    X = X.reshape(X.shape[0], -1)
-    if X.shape[1] == 0:
-        raise PifsError(f"{name} is empty or too small: need >= {min_rows} rows of dimension >= 1, got {X.shape}")
-    return X
+    return X.reshape(X.shape[0], -1)
 
 
 @dataclass(frozen=True)
@@ -62,9 +48,6 @@ class PCA:
 
     def transform(self, X) -> np.ndarray:
         return (_rows(X, "data", 1) - self.mean) @ self.components.T
-
-    def inverse(self, Z) -> np.ndarray:
-        return np.asarray(Z, dtype=np.float64) @ self.components + self.mean
 
 
 def pca_reduce(X, dim: int) -> tuple[np.ndarray, PCA]:

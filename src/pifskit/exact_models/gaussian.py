@@ -1,19 +1,11 @@
-"""Gaussian data model x0 ~ N(mu, Sigma) with its exact denoiser.
+"""Gaussian data model x0 ~ N(mu, Sigma), Sigma = U diag(lam) U^T + iso (I - U U^T), with its exact denoiser.
 
-Sigma = U diag(lam) U^T + iso (I - U U^T): k eigenpairs (U: d x k orthonormal
-columns, lam >= 0) plus an isotropic variance ``iso`` on the orthogonal
-complement (k = d, iso unused, for a full eigen-decomposition; ``basis=None``
-means U = I, a diagonal Gaussian). Low-rank + isotropic W W^T + tau I is the
-case k = rank(W).
+U: d x k orthonormal columns (``basis=None``: U = I, a diagonal Gaussian). For VP x_t = a x0 + s e,
 
-Exact denoiser for VP x_t = a x0 + s e (derivation: (x0, x_t) jointly Gaussian,
-Cov(x0, x_t) = a Sigma, Cov(x_t) = a^2 Sigma + s^2 I):
+    D(x) = mu + a Sigma (a^2 Sigma + s^2 I)^-1 (x - a mu)
+         = mu + U diag(g(lam)) U^T (x - a mu) + g(iso) (I - U U^T)(x - a mu),   g(lam) = a lam / (a^2 lam + s^2),
 
-    D(x) = E[x0 | x_t = x] = mu + a Sigma (a^2 Sigma + s^2 I)^-1 (x - a mu)
-         = mu + U diag(g(lam)) U^T (x - a mu) + g(iso) (I - U U^T)(x - a mu),
-    g(lam) = a lam / (a^2 lam + s^2)   (the surrogate's denoiser gain).
-
-Its Jacobian is the constant matrix U diag(g) U^T + g(iso) (I - U U^T).
+and the Jacobian is the constant matrix U diag(g) U^T + g(iso) (I - U U^T).
 """
 
 from __future__ import annotations
@@ -21,9 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import PifsError, as_float_array
-from ._common import check_basis, check_batch, eigh_psd, level
-
-__all__ = ["GaussianModel", "gain"]
+from ._common import ExactModel, check_basis, check_batch, eigh_psd, level
 
 
 def gain(a: float, s: float, lam) -> np.ndarray:
@@ -35,7 +25,7 @@ def gain(a: float, s: float, lam) -> np.ndarray:
     return np.where(den > 0, g, 0.0)
 
 
-class GaussianModel:
+class GaussianModel(ExactModel):
     """N(mu, U diag(lam) U^T + iso (I - U U^T)) with exact denoiser, Jacobian and sampler."""
 
     def __init__(self, mean, eigenvalues, basis=None, iso: float = 0.0, name: str = "gaussian"):
@@ -59,7 +49,6 @@ class GaussianModel:
         self.mean, self.eigenvalues, self.basis, self.iso, self.name = mu, lam, U, float(iso), name
         self.d = d
 
-    # -- constructors ---------------------------------------------------------
     @classmethod
     def from_covariance(cls, mean, cov, jitter: float = 0.0, name: str = "gaussian") -> "GaussianModel":
         """From a dense covariance (+ jitter I). Non-PSD -> PifsError; singular is allowed (a degenerate
@@ -85,7 +74,6 @@ class GaussianModel:
         lam = as_float_array(eigenvalues, "eigenvalues", ndim=1)
         return cls(np.zeros(lam.size) if mean is None else mean, lam, None, name=name)
 
-    # -- spectral description ---------------------------------------------------
     def eigen_coordinates(self) -> tuple[np.ndarray, np.ndarray]:
         """(variances (d,), mean coordinates (d,)) in an orthonormal eigenbasis of Sigma.
 
@@ -110,7 +98,6 @@ class GaussianModel:
         U = self.basis
         return (U * self.eigenvalues) @ U.T + self.iso * (np.eye(self.d) - U @ U.T)
 
-    # -- exact denoiser ------------------------------------------------------------
     def denoise(self, x, logsnr) -> np.ndarray:
         """D(x) = mu + U diag(g(lam)) U^T (x - a mu) + g(iso)(I - U U^T)(x - a mu), batch (B, d)."""
         x = check_batch(x, self.d)
@@ -135,7 +122,6 @@ class GaussianModel:
         U = self.basis
         return gi * np.eye(self.d) + (U * (g - gi)) @ U.T
 
-    # -- sampling ----------------------------------------------------------------
     def sample(self, n: int, rng=None) -> np.ndarray:
         """n draws of x0, shape (n, d)."""
         if n < 1:
@@ -150,12 +136,6 @@ class GaussianModel:
             w = rng.standard_normal((n, self.d))
             out += np.sqrt(self.iso) * (w - (w @ U) @ U.T)
         return out
-
-    def sample_noisy(self, n: int, logsnr, rng=None) -> np.ndarray:
-        """n draws of x_t = a x0 + s e (the exact marginal at level ``logsnr``)."""
-        rng = np.random.default_rng(rng)
-        a, s = level(logsnr)
-        return a * self.sample(n, rng) + s * rng.standard_normal((n, self.d))
 
     def __repr__(self) -> str:
         k = self.d if self.basis is None else self.basis.shape[1]

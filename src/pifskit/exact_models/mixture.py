@@ -8,9 +8,7 @@ N(a mu_k, C_k) with C_k = a^2 Sigma_k + s^2 I = U_k diag(v_k) U_k^T, v_k = a^2 l
     m_k(x) = mu_k + U_k diag(g_k) U_k^T (x - a mu_k),   g_k = a lam_k / v_k,
     D(x)   = sum_k r_k(x) m_k(x).
 
-Responsibilities are computed in log space (logsumexp), so every level is stable:
-a -> 0 gives r_k -> w_k, s -> 0 gives hard assignments (v_k >= a^2 min lam_k > 0).
-Jacobian (Tweedie: dD/dx = (a / s^2) Cov[x0 | x_t], written without the 1/s^2):
+Responsibilities are computed in log space, stable at every level. Jacobian:
 
     dD/dx = sum_k r_k A_k + sum_k r_k (m_k - D) (score_k - score_bar)^T,
     A_k = U_k diag(g_k) U_k^T,  score_k = -C_k^-1 (x - a mu_k),  score_bar = sum_k r_k score_k.
@@ -22,16 +20,14 @@ import numpy as np
 from scipy.special import logsumexp, softmax
 
 from .._validate import PifsError, as_float_array
-from ._common import ORTHO_TOL, check_batch, eigh_psd, level
+from ._common import ORTHO_TOL, ExactModel, check_batch, eigh_psd, level
 from .gaussian import GaussianModel
-
-__all__ = ["GaussianMixtureModel"]
 
 #: rows of x processed at once: bounds the (rows, K, d) work arrays to ~32 MB
 _CHUNK_ELEMS = 1 << 22
 
 
-class GaussianMixtureModel:
+class GaussianMixtureModel(ExactModel):
     """sum_k w_k N(mu_k, U_k diag(lam_k) U_k^T): exact denoiser, Jacobian, sampler, responsibilities."""
 
     def __init__(self, weights, means, eigenvalues, bases, name: str = "gmm"):
@@ -67,27 +63,22 @@ class GaussianMixtureModel:
         self._mu_proj = np.einsum("kdj,kd->kj", U, mu)  # U_k^T mu_k
         self._log_w = np.log(self.weights)
 
-    # -- constructors -------------------------------------------------------------
     @classmethod
-    def from_covariances(cls, weights, means, covariances, jitter: float = 0.0, name: str = "gmm") -> "GaussianMixtureModel":
+    def from_covariances(cls, weights, means, covariances, jitter: float = 0.0,
+                         name: str = "gmm") -> "GaussianMixtureModel":
         """From dense (K, d, d) covariances (+ jitter I each). Non-PSD or singular (without jitter) -> PifsError."""
         mu = as_float_array(means, "means", ndim=2)
         C = as_float_array(covariances, "covariances", ndim=3)
         if C.shape[0] != mu.shape[0]:
             raise PifsError(f"{mu.shape[0]} means but {C.shape[0]} covariances")
-        lams, Us = [], []
-        for k in range(C.shape[0]):
-            lam, U = eigh_psd(C[k], f"covariance of component {k}", jitter=jitter, d=mu.shape[1])
-            lams.append(lam)
-            Us.append(U)
-        return cls(weights, mu, np.array(lams), np.array(Us), name=name)
+        eig = [eigh_psd(C[k], f"covariance of component {k}", jitter=jitter, d=mu.shape[1]) for k in range(len(C))]
+        return cls(weights, mu, np.array([lam for lam, _ in eig]), np.array([U for _, U in eig]), name=name)
 
     @classmethod
     def from_gaussian(cls, g: GaussianModel) -> "GaussianMixtureModel":
         lam, U = eigh_psd(g.covariance(), "covariance")
         return cls([1.0], g.mean[None], lam[None], U[None], name=g.name)
 
-    # -- per-level quantities ---------------------------------------------------------
     def _project(self, x: np.ndarray, a: float) -> np.ndarray:
         """y_k = U_k^T (x - a mu_k), shape (B, K, d)."""
         B = x.shape[0]
@@ -97,6 +88,12 @@ class GaussianMixtureModel:
         """Unnormalised log responsibilities (B, K): log w_k - 1/2 sum log v_k - 1/2 sum y^2 / v_k."""
         return self._log_w - 0.5 * np.log(v).sum(axis=1) - 0.5 * np.einsum("bkd,kd->bk", y * y, 1.0 / v)
 
+    def _level(self, x, logsnr) -> tuple[np.ndarray, float, np.ndarray]:
+        """(x as a (B, d) batch, a, the marginal variances v_k = a^2 lam_k + s^2 (K, d))."""
+        x = check_batch(x, self.d)
+        a, s = level(logsnr)
+        return x, a, a * a * self.eigenvalues + s * s
+
     def _chunks(self, B: int):
         step = max(1, _CHUNK_ELEMS // (self.K * self.d))
         for i in range(0, B, step):
@@ -104,9 +101,7 @@ class GaussianMixtureModel:
 
     def responsibilities(self, x, logsnr) -> np.ndarray:
         """Posterior component probabilities p(k | x_t = x), shape (B, K) (logsnr = inf: of clean data)."""
-        x = check_batch(x, self.d)
-        a, s = level(logsnr)
-        v = a * a * self.eigenvalues + s * s
+        x, a, v = self._level(x, logsnr)
         out = np.empty((x.shape[0], self.K))
         for sl in self._chunks(x.shape[0]):
             out[sl] = softmax(self._log_resp(self._project(x[sl], a), v), axis=1)
@@ -114,20 +109,15 @@ class GaussianMixtureModel:
 
     def log_prob(self, x, logsnr=np.inf) -> np.ndarray:
         """log density of x_t at level ``logsnr`` (default: the clean data density), shape (B,)."""
-        x = check_batch(x, self.d)
-        a, s = level(logsnr)
-        v = a * a * self.eigenvalues + s * s
+        x, a, v = self._level(x, logsnr)
         out = np.empty(x.shape[0])
         for sl in self._chunks(x.shape[0]):
             out[sl] = logsumexp(self._log_resp(self._project(x[sl], a), v), axis=1)
         return out - 0.5 * self.d * np.log(2 * np.pi)
 
-    # -- exact denoiser ---------------------------------------------------------------------
     def denoise(self, x, logsnr) -> np.ndarray:
         """D(x) = sum_k r_k(x) [mu_k + U_k diag(g_k) U_k^T (x - a mu_k)], batch (B, d)."""
-        x = check_batch(x, self.d)
-        a, s = level(logsnr)
-        v = a * a * self.eigenvalues + s * s
+        x, a, v = self._level(x, logsnr)
         g = a * self.eigenvalues / v
         out = np.empty_like(x)
         for sl in self._chunks(x.shape[0]):
@@ -141,9 +131,7 @@ class GaussianMixtureModel:
 
     def jacobian(self, x, logsnr) -> np.ndarray:
         """dD/dx for each row of x, shape (B, d, d) (see the module docstring)."""
-        x = check_batch(x, self.d)
-        a, s = level(logsnr)
-        v = a * a * self.eigenvalues + s * s
+        x, a, v = self._level(x, logsnr)
         g = a * self.eigenvalues / v
         U = self.bases
         y = self._project(x, a)
@@ -157,7 +145,6 @@ class GaussianMixtureModel:
         J += np.einsum("bk,bkd,bke->bde", r, m - D[:, None], score - score_bar[:, None])
         return J
 
-    # -- sampling -----------------------------------------------------------------------
     def sample(self, n: int, rng=None, return_labels: bool = False):
         """n draws of x0 (n, d) (and their component labels if ``return_labels``)."""
         if n < 1:
@@ -165,21 +152,10 @@ class GaussianMixtureModel:
         rng = np.random.default_rng(rng)
         labels = rng.choice(self.K, size=n, p=self.weights)
         z = rng.standard_normal((n, self.d)) * np.sqrt(self.eigenvalues[labels])
-        x = self._sample_loop(labels, z)
-        return (x, labels) if return_labels else x
-
-    def _sample_loop(self, labels: np.ndarray, z: np.ndarray) -> np.ndarray:
         x = np.empty_like(z)
         for k in range(self.K):
-            idx = labels == k
-            x[idx] = self.means[k] + z[idx] @ self.bases[k].T
-        return x
-
-    def sample_noisy(self, n: int, logsnr, rng=None) -> np.ndarray:
-        """n draws of x_t = a x0 + s e."""
-        rng = np.random.default_rng(rng)
-        a, s = level(logsnr)
-        return a * self.sample(n, rng) + s * rng.standard_normal((n, self.d))
+            x[labels == k] = self.means[k] + z[labels == k] @ self.bases[k].T
+        return (x, labels) if return_labels else x
 
     def component(self, k: int) -> GaussianModel:
         """Component k as a :class:`GaussianModel`."""

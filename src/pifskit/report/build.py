@@ -1,17 +1,4 @@
-"""``build_report``: compute once, write ``report.json``, the PNG figures and a self-contained ``report.html``.
-
-Extension point: ``extra_sections`` appends sections to the page and to the
-JSON. Each section is a dict
-
-    {"key": str, "title": str, "html": str, "data": dict,
-     "figures": [{"key": str, "title": str, "caption": str, "png": bytes}, ...]  # optional}
-
-``data`` is stored as ``report.json[key]``; ``html`` is a trusted HTML
-fragment placed in ``<section id=key>``; each optional figure is written as
-``<section key>-<figure key>.png`` and embedded after the fragment. Build the
-fragment's numbers with :func:`pifskit.report.html.fmt_number` from the same
-``data`` so the page and the JSON agree.
-"""
+"""``build_report``: compute once, write ``report.json``, the PNG figures and a self-contained ``report.html``."""
 
 from __future__ import annotations
 
@@ -19,17 +6,15 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from .. import __version__
 from .._validate import PifsError
 from ..chains import Chain
 from ..schedules import Schedule
 from ..spectra import Spectrum
-from .data import compute_report_data, to_jsonable
+from .data import compute_report_data
 from .figures import FIGURES
-from .. import __version__
 from .html import FOOTER, render_sections, subtitle_html
-from .page import REPORT_HTML, REPORT_JSON, render_png, write_page
-
-__all__ = ["build_report", "REPORT_HTML", "REPORT_JSON", "figure_file"]
+from .page import render_png, write_page
 
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
@@ -40,7 +25,7 @@ def figure_file(index: int, key: str) -> str:
 
 
 def _check_sections(sections: Sequence[dict], reserved: set[str]) -> list[dict]:
-    out, seen = [], set()
+    seen: set[str] = set()
     for s in sections:
         if not isinstance(s, dict):
             raise PifsError("each extra section must be a dict with key, title, html, data")
@@ -55,8 +40,7 @@ def _check_sections(sections: Sequence[dict], reserved: set[str]) -> list[dict]:
         if not isinstance(s["title"], str) or not isinstance(s["html"], str) or not isinstance(s["data"], dict):
             raise PifsError(f"extra section {key!r}: title and html must be str, data a dict")
         seen.add(key)
-        out.append(s)
-    return out
+    return list(sections)
 
 
 def build_report(schedule: Schedule, chain: Chain, spectrum: Spectrum, out_dir: str | Path, patch: int = 8, *,
@@ -65,10 +49,12 @@ def build_report(schedule: Schedule, chain: Chain, spectrum: Spectrum, out_dir: 
                  progress=None) -> dict:
     """Write the report into ``out_dir`` and return the dict written to ``report.json``.
 
-    The returned dict has the layout of :func:`compute_report_data` (JSON-safe:
-    inf as the string 'inf'), plus ``files`` (names relative to ``out_dir``) and
-    one entry per extra section. ``progress``, if given, is called once per
-    figure drawn (for a progress bar).
+    The dict has the layout of :func:`compute_report_data` (JSON-safe: inf as the string 'inf'), plus
+    ``files`` (names relative to ``out_dir``) and one entry per extra section. ``extra_sections`` (the
+    extension point) are dicts ``{"key", "title", "html", "data", "figures": [{"key", "title", "caption",
+    "png": bytes}] (optional)}``: ``data`` is stored as ``report.json[key]``, ``html`` (a trusted fragment,
+    best built with :func:`pifskit.report.html.fmt_number` from ``data``) goes in ``<section id=key>``, each
+    figure is written as ``<key>-<figure key>.png``. ``progress``, if given, is called once per figure drawn.
     """
     raw = compute_report_data(schedule, chain, spectrum, patch=patch, schedule_label=schedule_label,
                               lambda_points=lambda_points, map_points=map_points)
@@ -81,9 +67,8 @@ def build_report(schedule: Schedule, chain: Chain, spectrum: Spectrum, out_dir: 
         note = None
         if fig is None:
             note = raw["block_mass"]["note"] if spec.key == "block_mass" else "not available for these inputs"
-        figures.append({"key": spec.key, "label": "abcdefghijklmnopqrstuvwxyz"[i], "title": spec.title,
-                        "caption": spec.caption, "note": note, "file": name,
-                        "png": None if fig is None else render_png(fig, dpi=dpi)})
+        figures.append({"key": spec.key, "label": name[0], "title": spec.title, "caption": spec.caption,
+                        "note": note, "file": name, "png": None if fig is None else render_png(fig, dpi=dpi)})
         files[spec.key] = None if fig is None else name
         if progress is not None:
             progress()
@@ -91,10 +76,7 @@ def build_report(schedule: Schedule, chain: Chain, spectrum: Spectrum, out_dir: 
         if s.get("figures"):
             files[s["key"]] = {f["key"]: f"{s['key']}-{f['key']}.png" for f in s["figures"]}
 
-    data = to_jsonable(raw)
-    data["files"] = {"figures": files}
-    for s in extras:
-        data[s["key"]] = to_jsonable(s["data"])
+    data = {**raw, "files": {"figures": files}, **{s["key"]: s["data"] for s in extras}}
     inp, sm = raw["inputs"], raw["summary"]
     return write_page(out_dir, data, render_sections(figures, extras),
                       title=f"PIFS geometry report \u2014 {inp['schedule']}, {inp['chain']}",

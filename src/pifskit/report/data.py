@@ -1,12 +1,4 @@
-"""Everything the report shows, computed once into one dict (the content of ``report.json``).
-
-All quantities come from the core (theory sections 2-5): per-step c_t, d_t,
-L*_t = (1 - c_t)/d_t, lambda*_t; the chain exponent Lambda(lambda) and its root
-lambda**; the f_t(lambda) map; the release logSNR -log(lambda_k) of the data
-spectrum and the step that releases each direction; the surrogate off-diagonal
-block mass M_off at each step's source level; the analytic Lyapunov exponents
-Lambda_k = sum_t log f_t(lambda_k) and the Kaplan-Yorke dimension.
-"""
+"""Everything the report shows, computed once by the core into one dict (the content of ``report.json``)."""
 
 from __future__ import annotations
 
@@ -15,7 +7,6 @@ import math
 import numpy as np
 
 from .. import __version__
-from .._json import to_jsonable
 from .._validate import check_positive_int
 from ..blockmass import offdiag_block_mass, patch_overlap_weights
 from ..chains import Chain
@@ -33,8 +24,6 @@ from ..geometry import (
 from ..lyapunov import kaplan_yorke, lyapunov_exponents
 from ..schedules import Schedule
 from ..spectra import Spectrum
-
-__all__ = ["compute_report_data", "to_jsonable", "lambda_range", "DYNAMIC_RANGE"]
 
 #: figures show eigenvalues down to DYNAMIC_RANGE * lambda_max (smaller ones are off scale, still in the JSON)
 DYNAMIC_RANGE = 1e-8
@@ -69,19 +58,18 @@ def _block_mass(spectrum: Spectrum, levels: np.ndarray, patch: int) -> dict:
 def compute_report_data(schedule: Schedule, chain: Chain, spectrum: Spectrum, *, patch: int = 8,
                         schedule_label: str | None = None, lambda_points: int = 256,
                         map_points: int = 96) -> dict:
-    """The report's numbers as numpy/Python values (pass through :func:`to_jsonable` for JSON).
+    """The report's numbers as numpy/Python values (:func:`pifskit._json.to_jsonable` makes them JSON).
 
-    Layout: ``inputs``, ``summary`` (the key numbers), ``chain`` (levels),
-    ``steps`` (per-step arrays, length N), ``curves`` (Lambda on a lambda grid),
-    ``f_map`` (log f_t on a coarser grid), ``spectrum`` (distinct eigenvalues,
-    multiplicities, release logSNR / step), ``lyapunov``, ``block_mass``.
+    Layout: ``inputs``, ``summary`` (the key numbers), ``chain`` (levels), ``steps`` (per step: c_t, d_t,
+    L*_t = (1 - c_t)/d_t, lambda*_t, M_off, ...), ``curves`` (Lambda(lambda) = sum_t log f_t(lambda) on a
+    grid), ``f_map`` (log f_t on a coarser grid), ``spectrum`` (distinct eigenvalues, multiplicities, release
+    logSNR -log(lambda_k) and releasing step), ``lyapunov`` (exponents, Kaplan-Yorke dimension), ``block_mass``.
     """
     patch = check_positive_int(patch, "patch")
     lambda_points = check_positive_int(lambda_points, "lambda_points")
     map_points = check_positive_int(map_points, "map_points")
     N = chain.n_steps
 
-    # -- per-step geometry -----------------------------------------------------
     c, d = step_coefficients(chain)
     L_star = contraction_threshold(chain)
     lam_star = expansion_threshold(chain)
@@ -89,21 +77,18 @@ def compute_report_data(schedule: Schedule, chain: Chain, spectrum: Spectrum, *,
     boundary = regime_boundary_step(chain)
     a, ab, l = chain.a, chain.alpha_bar, chain.logsnr
 
-    # -- Lambda(lambda) and the f map --------------------------------------------
     lo, hi = lambda_range(chain, spectrum, lam2)
     grid = np.logspace(math.log10(lo), math.log10(hi), lambda_points)
     Lam = chain_exponent(chain, grid)
     map_grid = np.logspace(math.log10(lo), math.log10(hi), map_points)
     log_f = log_expansion_function(chain, map_grid)
 
-    # -- data spectrum: release logSNR and releasing step, per distinct eigenvalue -------
     vals, counts = spectrum.unique
     rel_l = release_logsnr(vals)
     rel_step = release_step(chain, vals)
     released = np.bincount(rel_step + 1, weights=counts, minlength=N + 2).astype(np.int64)
     # released[0]: at or before the first level; released[1 + i]: during step i; released[N + 1]: never
 
-    # -- Lyapunov spectrum ----------------------------------------------------------
     ex = np.sort(lyapunov_exponents(chain, spectrum))[::-1]
     ky = kaplan_yorke(ex)
 

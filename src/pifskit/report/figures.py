@@ -1,9 +1,5 @@
-"""The report's figures, drawn with matplotlib's object API on the Agg canvas.
-
-No pyplot and no global backend switch: each function takes the report data
-dict (numpy values, from :func:`pifskit.report.data.compute_report_data`) and
-returns a :class:`matplotlib.figure.Figure`; :func:`render_png` turns it into
-PNG bytes. Importing this module never opens a window.
+"""The report's figures: each function takes :func:`pifskit.report.data.compute_report_data`'s dict and returns a
+:class:`matplotlib.figure.Figure` on the Agg canvas (no pyplot); :func:`render_png` makes the PNG bytes.
 """
 
 from __future__ import annotations
@@ -16,22 +12,14 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .data import DYNAMIC_RANGE
-from .page import finish_axes, new_figure, render_png
+from .page import finish_axes, new_figure, render_png  # noqa: F401  (render_png re-exported)
 
-__all__ = ["FigureSpec", "FIGURES", "render_png"]
-
-_SIZE = (7.6, 4.2)
 _HIGH_NOISE = "#f3e6d0"  # shading of the high-noise regime (steps before the boundary)
 
 
-def _new(size=_SIZE, ncols: int = 1) -> tuple[Figure, object]:
-    return new_figure(size, ncols)
-
-
-def _shade_high_noise(ax, boundary: int, n_steps: int, label: bool = True) -> None:
+def _shade_high_noise(ax, boundary: int, n_steps: int) -> None:
     if boundary > 0:
-        ax.axvspan(-0.5, boundary - 0.5, color=_HIGH_NOISE, zorder=0,
-                   label="high-noise regime (logSNR < 0)" if label else None)
+        ax.axvspan(-0.5, boundary - 0.5, color=_HIGH_NOISE, zorder=0, label="high-noise regime (logSNR < 0)")
     if 0 < boundary < n_steps:
         ax.axvline(boundary - 0.5, color="#b07a2a", lw=1.2, ls="--", zorder=1)
 
@@ -49,7 +37,7 @@ def fig_thresholds(data: dict) -> Figure:
     N, b = sm["n_steps"], sm["regime_boundary_step"]
     x = np.arange(N)
     mk = "o" if N <= 60 else None
-    fig, ax = _new()
+    fig, ax = new_figure()
     _shade_high_noise(ax, b, N)
     ax.plot(x, st["L_star"], marker=mk, lw=2, color="#1f4e9c", label=r"$L^*_t=(1-c_t)/d_t$ (contraction threshold)")
     ax.plot(x, st["a_t"], marker=mk, ms=4, lw=1.2, ls="--", color="#2a9d5c",
@@ -77,7 +65,7 @@ def fig_expansion_map(data: dict) -> Figure:
     top = (np.quantile(finite, 0.95) if N > 30 else finite.max()) if finite.size else 1.0
     vlim = float(min(max(top, 1e-3), 3.0))
     vmin, vmax = -vlim, vlim
-    fig, ax = _new((7.6, 4.6))
+    fig, ax = new_figure((7.6, 4.6))
     xe = np.arange(N + 1) - 0.5
     dy = np.diff(y)
     ye = np.concatenate([[y[0] - dy[0] / 2], y[:-1] + dy / 2, [y[-1] + dy[-1] / 2]])
@@ -110,7 +98,7 @@ def fig_chain_exponent(data: dict) -> Figure:
     """(c) Lambda(lambda) = sum_t log f_t(lambda) with its root lambda**."""
     cu, sm = data["curves"], data["summary"]
     lam = np.asarray(cu["lambda"])
-    fig, ax = _new()
+    fig, ax = new_figure()
     ax.axvspan(sm["eigenvalue_min"], sm["eigenvalue_max"], color="#e8eef7", zorder=0, label="data spectrum range")
     ax.semilogx(lam, cu["Lambda"], lw=2, color="#1f4e9c", label=r"$\Lambda(\lambda)=\sum_t\log f_t(\lambda)$")
     ax.semilogx(lam, cu["continuum_Lambda"], lw=1, ls="--", color="#777",
@@ -144,7 +132,7 @@ def fig_release_map(data: dict) -> Figure:
     levels = np.asarray(ch["logsnr"], dtype=float)
     fl = levels[np.isfinite(levels)]
     N, b = sm["n_steps"], sm["regime_boundary_step"]
-    fig, ax = _new((7.6, 4.6))
+    fig, ax = new_figure((7.6, 4.6))
     rel_cap = -math.log(sm["eigenvalue_max"] * DYNAMIC_RANGE)  # release logSNR of the smallest shown eigenvalue
     finite_rel = rel_ext[np.isfinite(rel_ext)]
     ymin = min(fl.min(), finite_rel.min()) - 1.0
@@ -182,7 +170,7 @@ def fig_block_mass(data: dict) -> Figure | None:
     if not bm["available"]:
         return None
     N, b = sm["n_steps"], sm["regime_boundary_step"]
-    fig, ax = _new()
+    fig, ax = new_figure()
     _shade_high_noise(ax, b, N)
     ax.plot(np.arange(N), bm["M_off"], marker="o" if N <= 60 else None, lw=2, color="#c0392b",
             label=rf"$M_{{\rm off}}(t)$, {bm['patch']}x{bm['patch']} patches ({bm['n_patches']} per channel)")
@@ -199,7 +187,7 @@ def fig_lyapunov(data: dict) -> Figure:
     ex = np.asarray(ly["exponents"], dtype=float)
     k = np.arange(1, ex.size + 1)
     ky = sm["kaplan_yorke"]
-    fig, (ax1, ax2) = _new((9.4, 4.0), ncols=2)
+    fig, (ax1, ax2) = new_figure((9.4, 4.0), ncols=2)
     ax1.plot(k, ex, lw=2, color="#1f4e9c", drawstyle="steps-mid")
     sp = data["spectrum"]
     ev = np.repeat(np.asarray(sp["eigenvalues_distinct"], dtype=float), np.asarray(sp["multiplicity"]))

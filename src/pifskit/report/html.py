@@ -1,19 +1,13 @@
-"""Self-contained HTML rendering of the report (plain HTML + CSS, figures as base64 data URIs).
-
-Every number shown is formatted by :func:`fmt_number` from the JSON-ready
-report dict (the same object written to ``report.json``); table cells carry
-``data-key`` (a path into that dict, e.g. ``summary.lambda_2star`` or
-``steps.L_star[3]``) and ``data-value`` (the exact JSON value) so that the
-correspondence is machine-checkable.
+"""HTML fragments of the reports: every number is formatted by :func:`fmt_number` from the JSON-parsed report
+dict; a table cell carries ``data-key`` (a path into that dict, e.g. ``steps.L_star[3]``) and ``data-value``
+(the exact JSON value), so the page and ``report.json`` can be checked against each other.
 """
 
 from __future__ import annotations
 
 import html
 import json
-from typing import Any, Sequence
-
-__all__ = ["fmt_number", "lookup", "render_sections", "subtitle_html", "KEY_NUMBERS", "FOOTER"]
+from typing import Any, Callable, Sequence
 
 
 def fmt_number(v: Any) -> str:
@@ -47,10 +41,44 @@ def lookup(data: dict, path: str) -> Any:
     return cur
 
 
-def _cell(data: dict, path: str, cls: str = "num") -> str:
+def cell(data: dict, path: str, text: str | None = None) -> str:
+    """``<td>`` of the value at ``path``, shown as ``text`` (default: :func:`fmt_number` of the value)."""
     v = lookup(data, path)
-    return (f'<td class="{cls}" data-key="{html.escape(path)}" '
-            f'data-value="{html.escape(json.dumps(v), quote=True)}">{fmt_number(v)}</td>')
+    return (f'<td class="num" data-key="{html.escape(path)}" data-value="{html.escape(json.dumps(v), quote=True)}">'
+            f'{fmt_number(v) if text is None else text}</td>')
+
+
+def kv_table(data: dict, rows: Sequence[tuple[str, str | None, str]], extra_rows: str = "") -> str:
+    """(quantity, value, meaning) table of ``rows`` (label, path into ``data``, meaning); path None starts a group."""
+    def row(label: str, path: str | None, expl: str) -> str:
+        if path is None:
+            return f'<tr class="group"><th colspan="3">{html.escape(label)}</th></tr>'
+        return f'<tr><td>{html.escape(label)}</td>{cell(data, path)}<td class="expl">{html.escape(expl)}</td></tr>'
+
+    body = "".join(row(*r) for r in rows) + extra_rows
+    return f'<table class="kv"><thead><tr><th>quantity</th><th>value</th><th>meaning</th></tr></thead><tbody>{body}' \
+           "</tbody></table>"
+
+
+def steps_table(data: dict, columns: Sequence[tuple[str, str]], rows: Sequence[int | None],
+                high: Callable[[int], bool], legend: str) -> str:
+    """Per-step table: a column per (key of ``data["steps"]``, heading), a row per step index in ``rows`` (None:
+    an elision row); ``high(i)`` marks step i as high-noise. ``legend`` (trusted HTML) goes above."""
+    def row(i: int | None) -> str:
+        if i is None:
+            return f'<tr><td colspan="{len(columns) + 1}">\u2026 (all steps are in report.json)</td></tr>'
+        cells = "".join(cell(data, f"steps.{k}[{i}]") for k, _ in columns)
+        return f'<tr class="{"high" if high(i) else "low"}"><td>{i}</td>{cells}</tr>'
+
+    head = "<tr><th>step</th>" + "".join(f"<th>{html.escape(h)}</th>" for _, h in columns) + "</tr>"
+    body = "".join(row(i) for i in rows)
+    return legend + f'<table class="steps"><thead>{head}</thead><tbody>{body}</tbody></table>'
+
+
+def plain_table(rows: Sequence[tuple[str, Any]]) -> str:
+    """Two-column (name, value) table without data keys (the inputs)."""
+    body = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{fmt_number(v)}</td></tr>" for k, v in rows)
+    return f'<table class="kv"><tbody>{body}</tbody></table>'
 
 
 #: (label, path in the report dict, explanation) of the key-numbers table; path None starts a group
@@ -99,54 +127,26 @@ _STEP_COLUMNS: tuple[tuple[str, str], ...] = (
     ("released", "released"),
 )
 
-def _key_table(data: dict) -> str:
-    rows = []
-    for label, path, expl in KEY_NUMBERS:
-        if path is None:
-            rows.append(f'<tr class="group"><th colspan="3">{html.escape(label)}</th></tr>')
-            continue
-        rows.append(f"<tr><td>{html.escape(label)}</td>{_cell(data, path)}"
-                    f'<td class="expl">{html.escape(expl)}</td></tr>')
-    return '<table class="kv"><thead><tr><th>quantity</th><th>value</th><th>meaning</th></tr></thead><tbody>' \
-           + "".join(rows) + "</tbody></table>"
 
-
-def _step_rows(n: int, max_rows: int = 80) -> list[int | None]:
-    if n <= max_rows:
-        return list(range(n))
-    half = max_rows // 2
-    return list(range(half)) + [None] + list(range(n - half, n))
-
-
-def _steps_table(data: dict) -> str:
+def _steps_table(data: dict, max_rows: int = 80) -> str:
     st = data["steps"]
-    cols = [(k, h) for k, h in _STEP_COLUMNS if st.get(k) is not None]
-    head = "<tr><th>step</th>" + "".join(f"<th>{html.escape(h)}</th>" for _, h in cols) + "</tr>"
-    body = []
-    for i in _step_rows(len(st["c"])):
-        if i is None:
-            body.append(f'<tr><td colspan="{len(cols) + 1}">\u2026 (all steps are in report.json)</td></tr>')
-            continue
-        cls = "high" if st["regime"][i] == "high-noise" else "low"
-        body.append(f'<tr class="{cls}"><td>{i}</td>' + "".join(_cell(data, f"steps.{k}[{i}]") for k, _ in cols)
-                    + "</tr>")
+    n, half = len(st["c"]), max_rows // 2
+    rows = list(range(n)) if n <= max_rows else [*range(half), None, *range(n - half, n)]
     legend = ('<p class="legend">Left border: <span style="color:#c08a2b">\u258c</span> high-noise regime '
               '(logSNR &lt; 0 at the step\'s mid-angle), <span style="color:#4f7fbf">\u258c</span> low-noise regime. '
               'Step i maps level t = i to level s = i+1; c, d: F(x) = c x + d D(x); L* = (1 \u2212 c)/d; '
               '\u03bb*: variance above which the step expands; released: data directions whose release logSNR '
               'falls in the step.</p>')
-    return legend + f'<table class="steps"><thead>{head}</thead><tbody>' + "".join(body) + "</tbody></table>"
+    return steps_table(data, [(k, h) for k, h in _STEP_COLUMNS if st.get(k) is not None], rows,
+                       lambda i: st["regime"][i] == "high-noise", legend)
 
 
 def _inputs_table(data: dict) -> str:
     inp = data["inputs"]
-    rows = [("schedule", inp["schedule"]), ("schedule class", inp["schedule_class"]), ("chain", inp["chain"]),
-            ("spectrum", inp["spectrum"]), ("patch size (M_off)", inp["patch"]),
-            ("pifskit version", data["pifskit_version"])]
-    for k, v in (inp.get("spectrum_meta") or {}).items():
-        rows.append((f"spectrum {k}", v))
-    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{fmt_number(v)}</td></tr>" for k, v in rows)
-    return f'<table class="kv"><tbody>{body}</tbody></table>'
+    return plain_table([("schedule", inp["schedule"]), ("schedule class", inp["schedule_class"]),
+                        ("chain", inp["chain"]), ("spectrum", inp["spectrum"]), ("patch size (M_off)", inp["patch"]),
+                        ("pifskit version", data["pifskit_version"]),
+                        *((f"spectrum {k}", v) for k, v in (inp.get("spectrum_meta") or {}).items())])
 
 
 def subtitle_html(inp: dict, sm: dict) -> str:
@@ -168,7 +168,7 @@ def render_sections(figures: Sequence[dict], extra_sections: Sequence[dict] = ()
     ``extra_sections``: dicts with key, title, html (trusted fragment), optional figures, appended last.
     """
     return [
-        {"key": "key-numbers", "title": "Key numbers", "html": _key_table},
+        {"key": "key-numbers", "title": "Key numbers", "html": lambda data: kv_table(data, KEY_NUMBERS)},
         {"key": "figures", "title": "Figures", "html": "", "figures": list(figures)},
         {"key": "steps", "title": "Per-step geometry", "html": _steps_table},
         {"key": "inputs", "title": "Inputs", "html": _inputs_table},

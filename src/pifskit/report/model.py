@@ -1,27 +1,16 @@
-"""The analyze-model page: a denoiser's measured block norms, M_off and Lyapunov spectrum beside the theory.
-
-    write_model_report(result, out_dir) -> {"json", "html", "png"}
-
-``result`` is :func:`pifskit.torch.analysis.analyze_model`'s dict (numpy values; nothing here imports
-torch). Written through :func:`pifskit.report.page.write_page`, like the geometry report: key
-numbers, advice, captioned figures (``a_block_norms.png``, ``b_offdiag_mass.png``,
-``c_lyapunov.png``), the per-step table, the Lyapunov table and the inputs; plus ``report.png``, the
-three panels side by side. The numerical Kaplan-Yorke dimension is written "≥ D" when all top-k
-partial sums are non-negative (``numerical.kaplan_yorke_is_lower_bound`` in the JSON).
+"""The analyze-model page (:func:`write_model_report`): a denoiser's measured block norms, M_off and Lyapunov
+spectrum beside the theory, from :func:`pifskit.torch.analysis.analyze_model`'s dict (nothing here imports torch).
 """
 
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 import numpy as np
 
-from .html import _cell, fmt_number
+from .html import cell, fmt_number, kv_table, plain_table, steps_table
 from .page import finish_axes, new_figure, render_png, write_file, write_page
-
-__all__ = ["write_model_report", "ky_text", "OVERVIEW_PNG"]
 
 OVERVIEW_PNG = "report.png"
 GE = "\u2265"
@@ -31,10 +20,6 @@ def ky_text(value: float, lower_bound: bool, spec: str = ".4g") -> str:
     """Kaplan-Yorke dimension for display: '≥ 8' for a lower bound (all top-k partial sums >= 0), else '= 8'."""
     return f"{GE if lower_bound else '='} {format(float(value), spec)}"
 
-
-# ---------------------------------------------------------------------------
-# figures: one panel function per quantity, used alone and in the overview
-# ---------------------------------------------------------------------------
 
 def _arr(v) -> np.ndarray:
     return np.asarray(v, dtype=float)
@@ -121,10 +106,6 @@ def _overview_png(r: dict, dpi: int = 110) -> bytes:
     return render_png(fig, dpi)
 
 
-# ---------------------------------------------------------------------------
-# numbers and advice (computed from the JSON-parsed result, so the page shows what report.json holds)
-# ---------------------------------------------------------------------------
-
 def _summary(r: dict) -> dict:
     """Derived key numbers (stored in report.json['summary'])."""
     st = r["steps"]
@@ -136,7 +117,7 @@ def _summary(r: dict) -> dict:
     over_floor = np.flatnonzero(lb > floor)
     num = r["numerical"]
     m = _arr(st["offdiag_mass"])
-    out = {
+    return {
         "n_steps": int(len(ls)),
         "block_norm_used": "spectral" if spectral else "frobenius",
         "steps_not_contractive": over.tolist(),
@@ -149,7 +130,6 @@ def _summary(r: dict) -> dict:
         "numerical_kaplan_yorke_is_lower_bound": bool(num["kaplan_yorke_is_lower_bound"]),
         "analytic_kaplan_yorke": float(r["analytic"]["kaplan_yorke"]) if "analytic" in r else None,
     }
-    return out
 
 
 def _steps_list(idx: list[int]) -> str:
@@ -192,7 +172,12 @@ def _advice(r: dict) -> list[str]:
 
 def _key_table(data: dict) -> str:
     num = data["numerical"]
-    rows = [
+    ky = ky_text(num["kaplan_yorke"], num["kaplan_yorke_is_lower_bound"])
+    ky_row = (f'<tr><td>Numerical KY dimension (top {num["k"]})</td>'
+              f'{cell(data, "numerical.kaplan_yorke", html.escape(ky))}'
+              f'<td class="expl">\u00b1 {fmt_number(num["kaplan_yorke_spread"])} over trajectories'
+              f'{"; lower bound: raise --k" if num["kaplan_yorke_is_lower_bound"] else ""}</td></tr>')
+    return kv_table(data, [
         ("Steps N", "summary.n_steps", "denoiser steps analysed"),
         ("Data dimension d", "d", "entries per sample"),
         ("Blocks", "n_blocks", "patches of the block partition"),
@@ -202,43 +187,29 @@ def _key_table(data: dict) -> str:
         ("M_off last step", "summary.M_off_last", "measured cross-patch share at the cleanest step"),
         ("surrogate M_off last step", "summary.surrogate_M_off_last", "Gaussian-optimal denoiser, same step"),
         ("Analytic KY dimension", "summary.analytic_kaplan_yorke", "Gaussian surrogate, all d exponents"),
-    ]
-    body = "".join(f"<tr><td>{html.escape(a)}</td>{_cell(data, p)}<td class=\"expl\">{html.escape(e)}</td></tr>"
-                   for a, p, e in rows)
-    ky = num["kaplan_yorke"]
-    rel = ky_text(ky, num["kaplan_yorke_is_lower_bound"])
-    body += (f'<tr><td>Numerical KY dimension (top {num["k"]})</td><td class="num" data-key="numerical.kaplan_yorke" '
-             f'data-value="{html.escape(json.dumps(ky), quote=True)}">{html.escape(rel)}</td><td class="expl">\u00b1 '
-             f'{fmt_number(num["kaplan_yorke_spread"])} over trajectories'
-             f'{"; lower bound: raise --k" if num["kaplan_yorke_is_lower_bound"] else ""}</td></tr>')
-    return ('<table class="kv"><thead><tr><th>quantity</th><th>value</th><th>meaning</th></tr></thead><tbody>'
-            + body + "</tbody></table>")
+    ], ky_row)
 
 
 _STEP_COLUMNS = (("logsnr", "logSNR"), ("contraction_threshold", "L*_t"), ("block_max", "L_B(D_t)"),
                  ("block_max_frob", "Frobenius row sum"), ("surrogate_gaussian_block_max", "Gaussian-optimal L_B"),
-                 ("contractive", "contractive"), ("offdiag_mass", "M_off"), ("surrogate_offdiag_mass", "surrogate M_off"))
+                 ("contractive", "contractive"), ("offdiag_mass", "M_off"),
+                 ("surrogate_offdiag_mass", "surrogate M_off"))
 
 
 def _steps_table(data: dict) -> str:
     st = data["steps"]
-    cols = [(k, h) for k, h in _STEP_COLUMNS if k in st]
-    head = "<tr><th>step</th>" + "".join(f"<th>{html.escape(h)}</th>" for _, h in cols) + "</tr>"
-    b = data["regime_boundary_step"]
-    body = "".join(f'<tr class="{"high" if i < b else "low"}"><td>{i}</td>'
-                   + "".join(_cell(data, f"steps.{k}[{i}]") for k, _ in cols) + "</tr>"
-                   for i in range(len(st["logsnr"])))
     legend = ('<p class="legend">Left border: high-noise (amber) / low-noise (blue) regime. L_B(D_t): max over '
               'output patches of the sum of spectral norms of the Jacobian blocks; contractive: L_B &lt; L*_t; '
               'M_off: off-diagonal share of the squared Frobenius norm of the Jacobian.</p>')
-    return legend + f'<table class="steps"><thead>{head}</thead><tbody>{body}</tbody></table>'
+    return steps_table(data, [(k, h) for k, h in _STEP_COLUMNS if k in st], range(len(st["logsnr"])),
+                       lambda i: i < data["regime_boundary_step"], legend)
 
 
 def _lyap_table(data: dict) -> str:
     num, ana = data["numerical"], data.get("analytic")
-    rows = "".join(f"<tr><td>{i + 1}</td>{_cell(data, f'numerical.exponents[{i}]')}"
-                   f"{_cell(data, f'numerical.spread[{i}]')}"
-                   + (_cell(data, f"analytic.exponents_top[{i}]") if ana else "<td></td>") + "</tr>"
+    rows = "".join(f"<tr><td>{i + 1}</td>{cell(data, f'numerical.exponents[{i}]')}"
+                   f"{cell(data, f'numerical.spread[{i}]')}"
+                   + (cell(data, f"analytic.exponents_top[{i}]") if ana else "<td></td>") + "</tr>"
                    for i in range(num["k"]))
     note = (f"<p>{num['k']} exponents along {num['trajectories']} trajectories (QR-refined frames). Analytic: "
             f"the diagonal Gaussian surrogate of spectrum <code>{html.escape(str(ana['spectrum']))}</code>, KY = "
@@ -251,10 +222,7 @@ def _lyap_table(data: dict) -> str:
 def _inputs_table(data: dict) -> str:
     rows = [("chain", data["chain"].get("name")), ("steps", data["chain"].get("n_steps")),
             ("patch", data["patch"]), ("block norms", data["block_norms_method"]), ("dtype", data["dtype"])]
-    rows += [(f"model {k}", v) for k, v in data["model"].items()]
-    body = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{fmt_number(v if not isinstance(v, list) else str(v))}"
-                   f"</td></tr>" for k, v in rows)
-    return f'<table class="kv"><tbody>{body}</tbody></table>'
+    return plain_table(rows + [(f"model {k}", v) for k, v in data["model"].items()])
 
 
 def write_model_report(result: dict, out_dir: str | Path) -> dict[str, str]:

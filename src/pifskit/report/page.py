@@ -1,20 +1,6 @@
-"""The one report writer: ``report.json``, the PNG figures and a self-contained ``report.html``.
-
-    write_page(out_dir, data, sections, title=..., heading=..., subtitle=..., footer=...) -> dict
-
-Every pifskit page (``pifskit report``, ``analyze-model``, ``bench sampling``) is the Jinja2
-skeleton ``templates/page.html``: a header, one ``<section id=key>`` per section -- its HTML
-fragment, then its figures embedded as data URIs with a caption (or a note where a figure is
-not drawn) -- and a footer. A section is a dict
-
-    {"key": str, "title": str, "html": str | callable(data) -> str,
-     "figures": [{"key", "title", "caption", "png": bytes | None, "note": str, "file": str, "label": str}]}
-
-``html`` may be a function of the JSON-parsed data, so that every number on the page is formatted
-from what ``report.json`` holds. A figure's file defaults to ``<section key>-<figure key>.png``;
-a figure with ``png`` None is written as a note and its stale file removed. Figures are drawn
-with :class:`matplotlib.figure.Figure` on the Agg canvas (:func:`new_figure`, :func:`render_png`);
-no pyplot, no global backend.
+"""The one report writer (:func:`write_page`) of every pifskit page (``report``, ``analyze-model``, ``bench
+sampling``): ``report.json``, the PNG figures and a self-contained ``report.html`` from the Jinja2 skeleton
+``templates/page.html``. Figures are :class:`matplotlib.figure.Figure` on the Agg canvas; no pyplot.
 """
 
 from __future__ import annotations
@@ -29,9 +15,6 @@ from typing import Any, Sequence
 
 from .._json import to_jsonable
 from .._validate import PifsError
-
-__all__ = ["write_page", "prepare_out_dir", "write_file", "png_data_uri", "new_figure", "render_png",
-           "REPORT_HTML", "REPORT_JSON"]
 
 REPORT_HTML = "report.html"
 REPORT_JSON = "report.json"
@@ -112,9 +95,12 @@ def write_page(out_dir: str | Path, data: dict, sections: Sequence[dict], *, tit
                subtitle: str = "", footer: str = "") -> dict:
     """Write the figures, ``report.json`` (``data`` plus ``files``) and ``report.html``; return the JSON dict.
 
-    ``data["files"]`` becomes {"html", "json", "figures": {section key: {figure key: file or None}}}
-    unless ``data`` already has a ``files`` entry (then its ``figures`` are kept as given).
-    ``subtitle`` and ``footer`` are trusted HTML.
+    A section is ``{"key", "title", "html": str | callable(parsed JSON) -> str, "figures": [{"key", "title",
+    "caption", "png": bytes | None, "note", "file", "label"}]}``: a callable ``html`` formats its numbers from
+    what ``report.json`` holds; a figure's file defaults to ``<section key>-<figure key>.png``; one with
+    ``png`` None is shown as its note and its stale file removed. ``data["files"]`` becomes {"html", "json",
+    "figures": {section key: {figure key: file or None}}} unless ``data`` already has a ``files`` entry (then its
+    ``figures`` are kept as given). ``subtitle`` and ``footer`` are trusted HTML.
     """
     out = prepare_out_dir(out_dir)
     shown, fig_files = [], {}
@@ -122,13 +108,11 @@ def write_page(out_dir: str | Path, data: dict, sections: Sequence[dict], *, tit
         figs, names = [], {}
         for i, f in enumerate(s.get("figures") or ()):
             name = f.get("file") or f"{s['key']}-{f['key']}.png"
-            if f.get("png") is None:
-                if (out / name).is_file():
-                    (out / name).unlink()
-                names[f["key"]] = None
-            else:
+            if f.get("png") is not None:
                 write_file(out / name, f["png"])
-                names[f["key"]] = name
+            elif (out / name).is_file():
+                (out / name).unlink()
+            names[f["key"]] = None if f.get("png") is None else name
             figs.append({"label": f.get("label") or f"{s['key']}{'' if i == 0 else i + 1}", "note": "", "caption": "",
                          **f, "file": name})
         if names:
