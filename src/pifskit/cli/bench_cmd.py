@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 
 from .._validate import PifsError
 from ..spectra import IMAGENET_PIXEL_VARIANCE
@@ -90,14 +91,6 @@ def run_bench_sampling(args: argparse.Namespace) -> int:
     samplers = _list(args.samplers, "samplers")
     steps = _ints(args.steps, "steps")
     schedules = _list(args.schedules, "schedules")
-    from ..exact_bench import BENCH_SCHEDULES
-    from ..samplers import parse_sampler
-    from .._validate import check_choice
-
-    for s in samplers:
-        parse_sampler(s)
-    for s in schedules:
-        check_choice(s, "schedule", BENCH_SCHEDULES)
     if args.samples < 2:
         raise PifsError(f"--samples must be >= 2, got {args.samples}")
     levels = {}
@@ -109,11 +102,6 @@ def run_bench_sampling(args: argparse.Namespace) -> int:
         if label in levels or label in schedules:
             raise PifsError(f"--levels name {label!r} given twice")
         levels[label] = by_n
-    if args.oracle:
-        if args.oracle_budget < 1:
-            raise PifsError(f"--oracle-budget must be >= 1, got {args.oracle_budget}")
-        if args.oracle_samples < 2:
-            raise PifsError(f"--oracle-samples must be >= 2, got {args.oracle_samples}")
     data = parse_bench_data(args.data, dim=args.dim, fit=args.fit, components=args.components, jitter=args.jitter,
                             seed=args.seed, resolution=args.resolution, channels=args.channels,
                             pixel_variance=args.pixel_variance)
@@ -122,8 +110,6 @@ def run_bench_sampling(args: argparse.Namespace) -> int:
     if args.oracle:
         total += n_cells * (1 + args.oracle_budget)  # the search's evaluations, then the oracle's own row
     t0 = time.perf_counter()
-    import warnings
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with progress(f"bench sampling ({data.kind})", total, enabled=not args.json) as advance:

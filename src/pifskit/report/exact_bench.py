@@ -1,11 +1,5 @@
-"""The sampling-benchmark page: the results tables, error-vs-NFE figures and settings, through the one writer.
-
-    write_bench_report(report, out_dir, markdown, plots=True) -> [paths]
-
-writes ``report.json`` (the benchmark dict plus ``files``), ``report.html``, ``results.md`` (the
-``markdown`` tables, also shown on the page) and, with ``plots``, ``error_vs_nfe_<metric>.png``:
-one panel per sampler, one line per schedule, 95% CI error bars, the true-vs-true floor dashed.
-"""
+"""The sampling-benchmark page (:func:`write_bench_report`): report.json, report.html, results.md (the markdown
+tables) and ``error_vs_nfe_<metric>.png`` (a panel per sampler, a line per schedule, 95% CIs, the floor dashed)."""
 
 from __future__ import annotations
 
@@ -17,8 +11,6 @@ import numpy as np
 
 from .html import fmt_number
 from .page import new_figure, render_png, write_file, write_page
-
-__all__ = ["write_bench_report", "markdown_html", "error_vs_nfe_figure"]
 
 _CAPTIONS = {
     "w2": "Closed-form W2 distance between the sampler's output Gaussian and the data Gaussian.",
