@@ -148,7 +148,6 @@ def _batched(sampler: Callable, denoiser, chain: Chain, x_T: np.ndarray, rng, op
     return out
 
 
-
 #: what ``--levels NAME=FILE`` reads (shown by the CLI's --help)
 LEVELS_CONTRACT = (
     "FILE is JSON: the output of `pifskit design steps --json` (its 'sigmas' are used: N noisy VE levels, "
@@ -509,7 +508,6 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
         "timing": {"sampling_seconds": t_sample, "metrics_seconds": t_metrics, "samples_generated": n_generated,
                    "samples_per_second": (n_generated / t_sample) if t_sample > 0 else None},
     }
-
 
 
 def _pm(r: dict) -> str:

@@ -11,13 +11,7 @@ from .._validate import PifsError
 from ..design.solvers import SOLVERS
 from ..design.steps import MIN_GAP
 from ..spectra import IMAGENET_PIXEL_VARIANCE, parse_spectrum
-from ._common import (
-    add_json_option,
-    add_schedule_options,
-    add_spectrum_options,
-    dump_json,
-    schedule_from_args,
-)
+from ._common import add_json_option, add_schedule_options, add_spectrum_options, dump_json, schedule_from_args
 
 #: defaults of ``design steps``: an SD-style latent (64 x 64 x 4, unit variance, |k|^-1.5 spectrum)
 STEPS_SPECTRUM = "powerlaw:1.5"
@@ -28,10 +22,6 @@ STEPS_PIXEL_VARIANCE = 1.0
 def _spectrum(args: argparse.Namespace):
     return parse_spectrum(args.spectrum, args.resolution, args.channels, args.pixel_variance)
 
-
-# ---------------------------------------------------------------------------
-# offset
-# ---------------------------------------------------------------------------
 
 def _offset(args: argparse.Namespace) -> int:
     from ..design.offset import cosine_offset_for_bits
@@ -50,16 +40,8 @@ def _offset(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------
-# shift
-# ---------------------------------------------------------------------------
-
 def _shift(args: argparse.Namespace) -> int:
-    from ..design.shift import (
-        powerlaw_shift,
-        shift_from_spectra,
-        simple_diffusion_shift,
-    )
+    from ..design.shift import powerlaw_shift, shift_from_spectra, simple_diffusion_shift
 
     if args.resolution <= 0 or args.base_resolution <= 0:
         raise PifsError(f"resolutions must be positive, got {args.resolution} and {args.base_resolution}")
@@ -88,10 +70,6 @@ def _shift(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------
-# weighting
-# ---------------------------------------------------------------------------
-
 def _weighting(args: argparse.Namespace) -> int:
     from ..design.weighting import design_weighting
 
@@ -110,10 +88,6 @@ def _weighting(args: argparse.Namespace) -> int:
         print(f"  {n:>8d} {d.logsnr[n]:>9.3f} {d.weights[n]:>10.4g} {d.min_snr[n]:>10.4g}")
     return 0
 
-
-# ---------------------------------------------------------------------------
-# steps
-# ---------------------------------------------------------------------------
 
 def _steps(args: argparse.Namespace) -> int:
     from ..design.steps import optimal_steps, rms_log_sigma
@@ -222,10 +196,6 @@ def _model_spectrum(args: argparse.Namespace, sched):
     return sched, ls, info
 
 
-# ---------------------------------------------------------------------------
-# practice
-# ---------------------------------------------------------------------------
-
 def _practice(args: argparse.Namespace) -> int:
     from ..design.practice import practice_table, practice_table_html
 
@@ -243,8 +213,6 @@ def _practice(args: argparse.Namespace) -> int:
         print(f"    {r['inputs']}  [{r['source']}]")
     return 0
 
-
-# ---------------------------------------------------------------------------
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("design", help="design criteria: cosine offset, resolution shift, loss weighting, steps",

@@ -31,28 +31,3 @@ from .steps import (
     w2_surrogate,
 )
 from .weighting import design_weighting, loss_weights, min_snr_weights, sensitivity
-
-__all__ = [
-    "SOLVERS",
-    "StepDesign",
-    "baseline_chains",
-    "baseline_levels",
-    "score_levels",
-    "cosine_offset_for_bits",
-    "design_weighting",
-    "first_level_noise",
-    "first_level_sigma",
-    "loss_weights",
-    "min_snr_weights",
-    "optimal_steps",
-    "powerlaw_shift",
-    "practice_table",
-    "practice_table_html",
-    "rms_log_sigma",
-    "sensitivity",
-    "shift_from_images",
-    "shift_from_spectra",
-    "solve_first_level",
-    "w2_of_sigmas",
-    "w2_surrogate",
-]

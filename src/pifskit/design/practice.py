@@ -1,15 +1,6 @@
-"""Theory vs practice: each published design choice beside the value pifskit derives.
-
-Rows (sources in docs/design.md):
-
-* cosine offset 0.008 at T = 1000, 8-bit data (Nichol & Dhariwal, ICML 2021);
-* simple diffusion's logSNR shift 2 log(64 / R) (Hoogeboom, Heek, Salimans, ICML 2023);
-* SD3's rectified-flow timestep shift alpha = 3.0 at 1024^2 from 256^2 (Esser et al. 2024);
-* Min-SNR gamma = 5 with ImageNet statistics (Hang et al., ICCV 2023);
-* Align Your Steps SD1.5 10-step sigmas (Sabour, Fidler, Kreis, ICML 2024).
-
-Each row: practice, published, derived, inputs, comparison ("ratio" derived /
-published, or "rms_log_sigma" for step lists), value of that comparison.
+"""Theory vs practice: each published design choice beside the value pifskit derives (sources:
+docs/design.md#theory-vs-practice-measured-with-pifskit-010). Each row: practice, published, derived, inputs,
+comparison ("ratio" derived / published, or "rms_log_sigma" for step lists) and its value.
 """
 
 from __future__ import annotations
@@ -32,8 +23,6 @@ from .weighting import (
     fitted_gamma,
     pixel_variance_from_std,
 )
-
-__all__ = ["PUBLISHED", "practice_table", "practice_table_html"]
 
 #: published values (see reference-values.md / docs/design.md for sources)
 PUBLISHED = {

@@ -89,7 +89,7 @@ def w2_of_sigmas(sigmas, spectrum: Spectrum, max_bins: int = DEFAULT_MAX_BINS, s
 
 def w2_surrogate(chain: Chain, spectrum: Spectrum, max_bins: int = DEFAULT_MAX_BINS,
                  start: str = "marginal") -> float:
-    """W2 of a :class:`~pifskit.chains.Chain` under the Gaussian surrogate of ``spectrum`` (see :func:`w2_of_sigmas`)."""
+    """W2 of a :class:`~pifskit.chains.Chain` under the Gaussian surrogate of ``spectrum`` (:func:`w2_of_sigmas`)."""
     return w2_of_sigmas(chain.sigmas, spectrum, max_bins, start)
 
 
