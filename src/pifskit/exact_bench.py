@@ -59,11 +59,6 @@ class BenchData:
         return "gaussian" if isinstance(self.model, GaussianModel) else "gmm"
 
 
-def _pooled_spectrum(model: GaussianMixtureModel, name: str) -> Spectrum:
-    _, C = model.moments()
-    return Spectrum(np.clip(np.linalg.eigvalsh(C), 0.0, None), name=name)
-
-
 def parse_bench_data(spec: str, *, dim: int | None = None, fit: str = "class", components: int = 10,
                      jitter: float | None = None, seed: int = 0, resolution: int = 64, channels: int = 3,
                      pixel_variance: float = IMAGENET_PIXEL_VARIANCE) -> BenchData:
@@ -115,7 +110,8 @@ def parse_bench_data(spec: str, *, dim: int | None = None, fit: str = "class", c
     else:
         model = fit_mixture_em(X, components, jitter=jit, seed=seed, name=f"gmm EM {components}, {label}")
     info.update({"d": model.d, "K": model.K})
-    return BenchData(model, model.name, _pooled_spectrum(model, label), info)
+    pooled = np.linalg.eigvalsh(model.moments()[1])  # the 'pifskit' schedule's spectrum: the pooled covariance
+    return BenchData(model, model.name, Spectrum(np.clip(pooled, 0.0, None), name=label), info)
 
 
 def bench_chain(name: str, steps: int, schedule: Schedule, spectrum: Spectrum | None = None) -> Chain:
@@ -137,14 +133,12 @@ def bench_chain(name: str, steps: int, schedule: Schedule, spectrum: Spectrum | 
     return optimal_steps(schedule, spectrum, N, solver=solver).chain
 
 
-def _batched(sampler: Callable, denoiser, chain: Chain, x_T: np.ndarray, rng, opts: dict, batch: int,
-             advance: Callable) -> np.ndarray:
+def _batched(sampler: Callable, denoiser, chain: Chain, x_T: np.ndarray, rng, opts: dict, batch: int) -> np.ndarray:
     """The one place the benchmark calls a sampler: ``x_T`` in row batches of ``batch``."""
     out = np.empty_like(x_T)
     for i in range(0, x_T.shape[0], batch):
         sl = slice(i, min(i + batch, x_T.shape[0]))
         out[sl] = sampler(denoiser, x_T[sl], chain, rng=rng, **opts)
-        advance(sl.stop - sl.start)
     return out
 
 
@@ -247,7 +241,7 @@ def oracle_objective(model, sampler: Callable, opts: dict, *, n: int, seed: int,
 
     def f(chain: Chain) -> float:
         X = _batched(sampler, model.denoise, chain, x_T, np.random.default_rng([seed, 7, 3, sampler_key]), opts,
-                     batch, lambda k: None)
+                     batch)
         return float(sw.compare(X)[0]) if np.isfinite(X).all() else float("inf")
 
     f.x_T = x_T  # the optimisation sample, exposed for checks
@@ -261,18 +255,13 @@ def _chain_of(log_sigmas: np.ndarray, name: str) -> Chain:
 def optimise_oracle(objective: Callable[[Chain], float], starts: dict[str, Chain], sigma_range_: tuple[float, float],
                     *, budget: int = ORACLE_BUDGET, step: float = 0.3, tol: float = 0.005,
                     progress: Callable[[int], None] | None = None) -> OracleResult:
-    """Levels minimising ``objective`` by coordinate search in log sigma, from the best of ``starts``.
+    """Levels minimising ``objective`` by coordinate search in log sigma, from the best (finite) of ``starts``.
 
-    Parameters: all N noisy levels u_k = log sigma_k (the first free too, so every baseline -- 'leading'
-    starts below sigma_max -- is a feasible start; the last step goes to 0 as for every schedule),
-    strictly decreasing inside [sigma_min, sigma_max] (widened to hold the start chain). Each start chain
-    costs one evaluation; then per sweep each u_k is tried at u_k + delta, else u_k - delta (a move
-    that breaks the order is shortened to halfway to the neighbour); an improvement is kept at once.
-    delta starts at ``step`` x the start chain's mean log-sigma gap (so N = 20 is searched as finely,
-    relative to its spacing, as N = 5) and halves after a sweep without improvement; stop at ``budget``
-    evaluations (starts included) or delta < ``tol``. Only improvements are accepted, so the result is
-    never worse than the start on the objective's sample. Start chains with a pure-noise (infinite) level
-    are not candidates.
+    All N noisy levels u_k = log sigma_k are free, strictly decreasing inside [sigma_min, sigma_max] (widened
+    to hold the start), then a step to 0. Per sweep each u_k is tried at u_k + delta, else u_k - delta (an
+    order-breaking move goes halfway to the neighbour), an improvement kept at once; delta starts at ``step`` x
+    the start's mean log-sigma gap and halves after a sweep without improvement. Stops at ``budget``
+    evaluations (starts included) or delta < ``tol``; never worse than the start on the objective's sample.
     """
     t0 = time.perf_counter()
     advance = progress or (lambda k=1: None)
@@ -280,12 +269,11 @@ def optimise_oracle(objective: Callable[[Chain], float], starts: dict[str, Chain
     starts = {k: c for k, c in starts.items() if np.isfinite(c.sigmas).all()}
     if not starts:
         raise PifsError("the oracle needs at least one start schedule with finite noise levels")
-    evals = 0
     scored = {}
     for name, ch in starts.items():
         scored[name] = objective(ch)
-        evals += 1
         advance(1)
+    evals = len(scored)
     start = min(scored, key=lambda k: scored[k])
     best = float(scored[start])
     sig = starts[start].sigmas
@@ -337,21 +325,16 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
                            levels: dict[str, dict[int, Chain]] | None = None, oracle: bool = False,
                            oracle_budget: int = ORACLE_BUDGET, oracle_samples: int = ORACLE_SAMPLES,
                            reference: str | None = None) -> dict:
-    """Run the grid and return the report: ``results`` (one row per sampler/schedule/steps/metric),
-    ``floor`` (the metrics of a second true sample set: the finite-sample noise floor), ``paired``
-    (mixtures: SW2 of each schedule minus SW2 of the ``reference`` schedule -- default 'pifskit' if run,
-    else the first; a ``levels`` label or its bare name may be given -- on the same x_T, with a paired
-    bootstrap CI; negative = better than the reference),
-    ``versus_best`` (the reference minus the best other non-oracle schedule of each cell, paired CI),
-    ``chains``, ``skipped`` schedules, timing (samples per second) and the settings.
+    """Run the grid and return the report: ``results`` (a row per sampler/schedule/steps/metric), ``floor`` (a
+    second true sample set's metrics: the noise floor), and for mixtures ``paired`` (SW2 minus the ``reference``
+    schedule's -- default 'pifskit' if run, else the first; a ``levels`` label or its bare name -- on the same
+    x_T, paired bootstrap CI, negative = better) and ``versus_best`` (the reference minus the best other
+    non-oracle schedule); ``chains``, ``skipped``, ``timing`` and the settings.
 
-    ``levels``: extra schedules {label: {N: chain}} (:func:`load_levels`), scored at the N they have.
-    ``oracle`` (mixtures): per sampler and N, :func:`optimise_oracle` on :func:`oracle_objective`
-    (``oracle_samples`` rows, a sample separate from the evaluation's, ``oracle_budget`` evaluations),
-    started from every other schedule of the cell; its levels are then scored on the evaluation sample
-    like every schedule (row 'oracle'), ``oracle_gap`` holds each schedule's SW2 minus the oracle's
-    (paired CI: the number to drive to zero; negative = the oracle was beaten on the evaluation sample,
-    by sampling noise or the search's limits) and ``oracle`` the search records."""
+    ``levels``: extra schedules {label: {N: chain}} (:func:`load_levels`). ``oracle`` (mixtures): per sampler
+    and N, :func:`optimise_oracle` on :func:`oracle_objective` (``oracle_samples`` rows separate from the
+    evaluation's, ``oracle_budget`` evaluations) from the cell's schedules, scored like every schedule (row
+    'oracle'); ``oracle_gap`` holds each schedule's SW2 minus the oracle's, ``oracle`` the search records."""
     n = check_positive_int(n_samples, "samples")
     batch = check_positive_int(batch_size, "batch size")
     if not samplers or not steps or not schedules:
@@ -448,8 +431,7 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
                     cell["oracle"] = orc.chain
                 for sc, chain in cell.items():
                     t0 = time.perf_counter()
-                    X = _batched(fn, model.denoise, chain, x_T, np.random.default_rng([seed, 6, j]), opts, batch,
-                                 lambda k: None)
+                    X = _batched(fn, model.denoise, chain, x_T, np.random.default_rng([seed, 6, j]), opts, batch)
                     t_sample += time.perf_counter() - t0
                     n_generated += n
                     if not np.isfinite(X).all():

@@ -122,20 +122,15 @@ def _steps(args: argparse.Namespace) -> int:
            ("file" if args.spectrum.startswith("file:") else f"assumption: preset {args.spectrum}"),
            "steps": args.steps, **d.to_dict(), "seconds": elapsed}
     if level_info is not None:  # model-aware: the estimate's cost beside the optimiser's
-        out["model"] = args.model
-        out["model_calls"] = level_info["model_calls"]
-        out["seconds_model"] = level_info["seconds_estimate"]
-        out["seconds"] = elapsed + level_info["seconds_estimate"]
-        out["seconds_optimiser"] = elapsed
-        out["level_spectra"] = level_info
-    noisy = d.sigmas[:-1]
+        out.update(model=args.model, model_calls=level_info["model_calls"],
+                   seconds_model=level_info["seconds_estimate"], seconds=elapsed + level_info["seconds_estimate"],
+                   seconds_optimiser=elapsed, level_spectra=level_info)
     for name, b in out["baselines"].items():
         bs = np.asarray(b["sigmas"], dtype=float)
-        if np.isfinite(bs[:-1]).all() and np.isfinite(noisy).all() and bs.size == d.sigmas.size:
+        if np.isfinite(bs[:-1]).all() and np.isfinite(d.sigmas[:-1]).all() and bs.size == d.sigmas.size:
             b["rms_log_sigma_to_derived"] = rms_log_sigma(bs, d.sigmas)
-    for model in ("sd15", "sdxl"):
-        key = f"ays-{model}"
-        if key in out["baselines"] and "rms_log_sigma_to_derived" in out["baselines"][key]:
+    for key in ("ays-sd15", "ays-sdxl"):
+        if "rms_log_sigma_to_derived" in out["baselines"].get(key, {}):
             out[f"rms_log_sigma_to_{key}"] = out["baselines"][key]["rms_log_sigma_to_derived"]
     if args.json:
         dump_json(out)
@@ -265,10 +260,9 @@ def register(subparsers) -> None:
                           "units, the default for edm schedules) as samplers start; marginal = the theory's surrogate "
                           "(exact marginal at sigma_max; does not charge a late start)")
     pst.add_argument("--metric", default="w2", choices=["w2", "sw2"],
-                     help="criterion minimised: w2 = per-direction W2 of the solver's Gaussian output law, "
-                          "sum_k (sqrt(lambda_k) - |m_k|)^2 (default); sw2 = its sliced W2 (mean over 1024 fixed "
-                          "random unit projections, what 'pifskit bench sampling' measures; it matches the "
-                          "projected variances, tending to the trace in high dimension). Both are reported")
+                     help="criterion minimised: w2 = per-direction W2 of the solver's Gaussian output law (default); "
+                          "sw2 = its sliced W2 over 1024 fixed unit projections (what 'pifskit bench sampling' "
+                          "measures; it matches projected variances). Both are reported")
     pst.add_argument("--data", default=None,
                      help="use the PCA spectrum of a data set (digits, mnist:DIR, folder:DIR, npz:PATH, ...) "
                           "instead of --spectrum")

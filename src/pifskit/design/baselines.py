@@ -108,23 +108,18 @@ def _dmn_objective_batch(P: np.ndarray) -> np.ndarray:
     return res + np.abs(c).sum(axis=1)
 
 
-@lru_cache(maxsize=256)
-def _dmn_cached(sigma_min: float, sigma_max: float, n: int, maxiter: int) -> tuple:
-    return tuple(_dmn(sigma_min, sigma_max, n, maxiter))
-
-
 def dmn_sigmas(sigma_min: float, sigma_max: float, n: int, maxiter: int = 40) -> np.ndarray:
-    """DMN's N + 1 levels (cached per range and N; see :func:`_dmn`)."""
+    """DMN's N + 1 levels (cached per range and N; see :func:`_dmn_cached`)."""
     return np.array(_dmn_cached(float(sigma_min), float(sigma_max), check_positive_int(n, "steps"), int(maxiter)))
 
 
-def _dmn(sigma_min: float, sigma_max: float, n: int, maxiter: int) -> np.ndarray:
+@lru_cache(maxsize=256)
+def _dmn_cached(sigma_min: float, sigma_max: float, n: int, maxiter: int) -> tuple:
     """DMN's N + 1 optimised levels (VE sigma, sigma_max .. sigma_min), from uniform logSNR as the paper's
     recommended start for pixel models; the interior half-logSNR gaps are D softmax(z) (ordered)."""
-    n = check_positive_int(n, "steps")
     lo, hi = -np.log(sigma_max), -np.log(sigma_min)
     if n < 2:
-        return np.array([sigma_max, sigma_min])[: n + 1]
+        return tuple(np.array([sigma_max, sigma_min])[: n + 1])
     D = hi - lo
 
     floor = 1e-3 / n  # gaps >= 1e-3 D / N keep the divided differences finite
@@ -143,7 +138,7 @@ def _dmn(sigma_min: float, sigma_max: float, n: int, maxiter: int) -> np.ndarray
     res = minimize(fun, np.zeros(n), jac=True, method="L-BFGS-B", options={"maxiter": maxiter, "ftol": 1e-10})
     lam = pts(res.x if np.isfinite(res.fun) else np.zeros(n))[0]
     lam[-1] = hi
-    return np.exp(-lam)
+    return tuple(np.exp(-lam))
 
 
 # ---------------------------------------------------------------------------

@@ -50,11 +50,6 @@ def simple_diffusion_shift(resolution: int, base_resolution: int = 64) -> float:
     return float(2.0 * np.log(R0 / R))
 
 
-def idealised_shift(resolution: int, base_resolution: int) -> float:
-    """-log(N / N0) = -2 log(R / R0): the shift if the top variance grew like the pixel count."""
-    return simple_diffusion_shift(resolution, base_resolution)
-
-
 @dataclass(frozen=True)
 class ShiftDesign:
     """Result of the shift criterion: logSNR shift and the equivalent rectified-flow alpha."""
@@ -104,7 +99,7 @@ def shift_from_spectra(spectrum: Spectrum, base_spectrum: Spectrum, resolution: 
     lt, l0 = top_variance(spectrum, top), top_variance(base_spectrum, top)
     dl = float(-np.log(lt / l0))
     return ShiftDesign(logsnr_shift=dl, timestep_shift=rectified_flow_alpha(dl), resolution=R, base_resolution=R0,
-                       top=lt, base_top=l0, idealised_logsnr_shift=idealised_shift(R, R0), source=source,
+                       top=lt, base_top=l0, idealised_logsnr_shift=simple_diffusion_shift(R, R0), source=source,
                        meta={"spectrum": spectrum.name, "base_spectrum": base_spectrum.name, "top": int(top)})
 
 

@@ -240,6 +240,14 @@ class StepDesign:
         }
 
 
+def _groups(spectrum, max_bins: int) -> tuple:
+    """(lam, count) the solvers take: a per-level model itself (its own K direction groups), else the
+    spectrum's distinct values or log-lambda bins (:func:`~pifskit.design._binning.compress_spectrum`)."""
+    if isinstance(spectrum, LevelSpectra):
+        return spectrum, spectrum.count
+    return compress_spectrum(spectrum, max_bins)[:2]
+
+
 def _sw2_proj(spectrum, count: np.ndarray, n_projections: int = SW2_PROJECTIONS) -> np.ndarray:
     """Bin weights of the sliced-W2 projections (:func:`~pifskit.design.solvers.sw2_weights`, seed 0); a
     Spectrum's zero eigenvalues (dropped by the binning) still dilute each unit projection."""
@@ -273,10 +281,7 @@ def score_levels(sigmas, spectrum: Spectrum, solver: str = "ddim", start: str = 
     check_choice(solver, "solver", SOLVERS)
     check_choice(start, "start", START_MODES)
     check_choice(metric, "metric", METRICS)
-    if isinstance(spectrum, LevelSpectra):
-        lam, count = spectrum, spectrum.count
-    else:
-        lam, count, _ = compress_spectrum(spectrum, max_bins)
+    lam, count = _groups(spectrum, max_bins)
     proj = _sw2_proj(spectrum, count, projections) if metric == "sw2" else None
     return float(np.sqrt(_dist2(solver, np.asarray(sigmas, float), lam, count, start, proj=proj)))
 
@@ -597,10 +602,7 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver:
     if fixed_endpoints and not theory:
         raise PifsError("fixed_endpoints is the theory's convention: only with solver='ddim', start='marginal' "
                         "and metric='w2'")
-    if level_model:  # per-level linear model: its own K direction groups (no binning)
-        lam, count = spectrum, spectrum.count
-    else:
-        lam, count, total = compress_spectrum(spectrum, max_bins or (DEFAULT_MAX_BINS if theory else SOLVER_MAX_BINS))
+    lam, count = _groups(spectrum, max_bins or (DEFAULT_MAX_BINS if theory else SOLVER_MAX_BINS))
     W = _sw2_proj(spectrum, count, projections)
     smin, smax = _range(sigma_range(schedule) if theory else design_range(schedule), sigma_min, sigma_max)
     extra = int(fixed_endpoints)
@@ -611,6 +613,7 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver:
     common = dict(solver=solver, start=start, lam=lam, count=count, W=W, metric=metric, sigma_min=smin,
                   sigma_max=smax)
     if theory:
+        total = compress_spectrum(spectrum, max_bins or DEFAULT_MAX_BINS)[2]  # weights: each group's eigenvalue sum
         free, nit, ok = _optimise(smax, smin, N, fixed_endpoints, lam, total, maxiter, start)
         noisy = np.concatenate([[smax], free, [smin] if fixed_endpoints else []])
         if not (np.diff(noisy) < 0).all():  # the softmax keeps levels ordered in exact arithmetic; guard float ties
