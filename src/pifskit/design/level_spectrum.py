@@ -61,14 +61,9 @@ class LevelSpectra:
         s, lam = s[order], lam[order]
         if (np.diff(s) <= 0).any():
             raise PifsError("level spectra: levels must be distinct")
-        object.__setattr__(self, "sigmas", s)
-        object.__setattr__(self, "lam", lam)
-        object.__setattr__(self, "count", cnt)
         u, v = np.log(s), np.log(lam)
-        object.__setattr__(self, "_u", u)
-        if s.size == 1:
-            object.__setattr__(self, "_coef", None)
-        else:
+        coef = None
+        if s.size > 1:
             slopes = PchipInterpolator(u, v, axis=0).derivative()(u)
             slopes[0] = slopes[-1] = 0.0
             h = np.diff(u)[:, None]
@@ -76,10 +71,11 @@ class LevelSpectra:
             # Hermite cubic on [u_j, u_{j+1}] in t = u - u_j: v_j + m_j t + c2 t^2 + c3 t^3
             c2 = (3 * dv / h - 2 * slopes[:-1] - slopes[1:]) / h
             c3 = (slopes[:-1] + slopes[1:] - 2 * dv / h) / h**2
-            object.__setattr__(self, "_coef", (v[:-1], slopes[:-1], c2, c3))
+            coef = (v[:-1], slopes[:-1], c2, c3)
+        for key, val in {"sigmas": s, "lam": lam, "count": cnt, "_u": u, "_coef": coef}.items():
+            object.__setattr__(self, key, val)
         object.__setattr__(self, "_target", self._target_std())
 
-    # -- constructors ------------------------------------------------------------------
     @classmethod
     def constant(cls, lam, count=None, name: str = "constant") -> "LevelSpectra":
         """The Gaussian: one level, lambda_k(sigma) = lam_k for every sigma."""
@@ -97,7 +93,6 @@ class LevelSpectra:
         lam = s[:, None] ** 2 * np.exp(np.log(g) - np.log1p(-g))
         return cls(s, lam, np.ones(g.shape[1]) if count is None else count, **kw)
 
-    # -- the model -----------------------------------------------------------------------
     @property
     def size(self) -> int:
         """Number of direction groups K."""

@@ -84,12 +84,10 @@ def _matrices(solver: str, S: list, lam: np.ndarray, idx: np.ndarray, last: np.n
         phi3 = phi2 / h - 0.5
         one = (idx == 1)[:, None]
         three = (idx >= 2)[:, None]
-        r = h1 / h
         r0, r1 = h1 / h, h2 / h
         # coefficients on (D, D_prev, D_prev2)
-        cD = 1.0 - rho_s + np.where(one, phi2 / r, 0.0)
-        c1 = np.where(one, -phi2 / r, 0.0)
-        c2 = np.zeros_like(c1)
+        cD = 1.0 - rho_s + np.where(one, phi2 / r0, 0.0)
+        c1 = np.where(one, -phi2 / r0, 0.0)
         # third order: d1_0 = (D - D1)/r0, diff = d1_0 - (D1 - D2)/r1, d1 = d1_0 + diff r0/(r0+r1), d2 = diff/(r0+r1)
         q = r0 + r1
         diff = (1.0 / r0, -1.0 / r0 - 1.0 / r1, 1.0 / r1)
@@ -97,7 +95,7 @@ def _matrices(solver: str, S: list, lam: np.ndarray, idx: np.ndarray, last: np.n
         t = [phi2 * (d10[k] + diff[k] * r0 / q) - phi3 * diff[k] / q for k in range(3)]
         cD = np.where(three, 1.0 - rho_s + t[0], cD)
         c1 = np.where(three, t[1], c1)
-        c2 = np.where(three, t[2], c2)
+        c2 = np.where(three, t[2], np.zeros_like(c1))
         lastc = last[:, None]
         A[..., 0, 0] = np.where(lastc, g0, rho_s + cD * g0)
         A[..., 0, 1] = np.broadcast_to(np.where(lastc, 0.0, c1), (n, K))

@@ -166,11 +166,8 @@ def design_weighting(schedule: Schedule, spectrum: Spectrum, prediction: str = "
         l = schedule.logsnr((np.arange(T) + 1.0) / T)
     else:
         raise PifsError(f"expected a pifskit Schedule, got {type(schedule).__name__}")
-    wx = loss_weights(l, spectrum, "x0", max_bins)
-    we = loss_weights(l, spectrum, "eps", max_bins)
-    wv = loss_weights(l, spectrum, "v", max_bins)
-    chosen = {"x0": wx, "eps": we, "v": wv}[prediction]
-    return WeightingDesign(weights=chosen, weights_x0=wx, weights_eps=we, weights_v=wv,
+    w = {p: loss_weights(l, spectrum, p, max_bins) for p in PREDICTIONS}
+    return WeightingDesign(weights=w[prediction], weights_x0=w["x0"], weights_eps=w["eps"], weights_v=w["v"],
                            min_snr=min_snr_weights(l, gamma_published, prediction), logsnr=l,
                            gamma=effective_gamma(spectrum), gamma_fit=fitted_gamma(spectrum, max_bins=max_bins),
                            pixel_variance=float(spectrum.eigenvalues.mean()), prediction=prediction,
