@@ -31,7 +31,7 @@ from .metrics import (MetricValue, SlicedW2Reference, _exact, ci_from_replicates
                        gaussian_output_moments, gaussian_w2, mmd2_unbiased, mode_coverage, paired_difference)
 from .samplers import parse_sampler, sampler_nfe
 from .schedules import Schedule, get_schedule
-from .spectra import IMAGENET_PIXEL_VARIANCE, Spectrum, powerlaw
+from .spectra import IMAGENET_PIXEL_VARIANCE, Spectrum, parse_spectrum
 
 #: schedules the benchmark knows: the core spacings and pifskit's W2-optimal design
 BENCH_SCHEDULES: tuple[str, ...] = tuple(SPACINGS) + ("pifskit",) + tuple(
@@ -73,11 +73,7 @@ def parse_bench_data(spec: str, *, dim: int | None = None, fit: str = "class", c
     if kind == "gaussian":
         check_choice(src, "gaussian data", ("powerlaw", "digits"))
         if src == "powerlaw":
-            try:
-                p = float(arg) if arg else 2.0
-            except ValueError:
-                raise PifsError(f"power-law exponent in {spec!r} must be a number") from None
-            spec_ = powerlaw(resolution, channels, p, pixel_variance)
+            spec_ = parse_spectrum(f"powerlaw:{arg}", resolution, channels, pixel_variance)
             model = GaussianModel.diagonal(spec_.eigenvalues, name=spec_.name)
             return BenchData(model, f"gaussian {spec_.name}", spec_, {"d": model.d, "pixel_variance": pixel_variance})
         X, _ = load_digits().rows()

@@ -302,21 +302,19 @@ def _reference_variances(lam) -> np.ndarray:
     return lam.target_variance() if isinstance(lam, LevelSpectra) else lam
 
 
-def _untie(noisy: np.ndarray, smin: float, smax: float) -> np.ndarray:
-    """Spread float ties in log sigma (only reachable for very large N): strictly decreasing, inside [smin, smax].
+def _spread(x: np.ndarray, lo, hi, eps) -> np.ndarray:
+    """``x`` made strictly decreasing by steps >= eps inside [lo, hi], moving as little as possible: top down
+    x_i <= min(x_{i-1} - eps, hi), then bottom up x_i >= max(x_{i+1} + eps, lo)."""
+    k = np.arange(x.size)
+    x = np.minimum.accumulate(np.minimum(x, hi) + eps * k) - eps * k
+    return (np.maximum.accumulate(np.maximum(x[::-1], lo) - eps * k) + eps * k)[::-1]
 
-    Each level is capped one relative step eps below its predecessor (top down) and floored one step above
-    its successor (bottom up, from sigma_min), so ties are broken and no level leaves the range.
-    """
-    u = np.log(np.clip(noisy, smin, smax))
-    n = u.size
+
+def _untie(noisy: np.ndarray, smin: float, smax: float) -> np.ndarray:
+    """Spread float ties in log sigma (only reachable for very large N): strictly decreasing, inside [smin, smax]."""
     lo, hi = np.log(smin), np.log(smax)
-    eps = min(1e-9 * max(hi - lo, 1.0), (hi - lo) / (4.0 * n))
-    k = np.arange(n)
-    u = np.minimum.accumulate(np.minimum(u, hi) + eps * k) - eps * k          # top down: u_i <= u_{i-1} - eps
-    r = np.maximum(u[::-1], lo)                                                # bottom up: u_i >= u_{i+1} + eps
-    u = (np.maximum.accumulate(r - eps * k) + eps * k)[::-1]
-    out = np.exp(u)
+    eps = min(1e-9 * max(hi - lo, 1.0), (hi - lo) / (4.0 * noisy.size))
+    out = np.exp(_spread(np.log(np.clip(noisy, smin, smax)), lo, hi, eps))
     out[0], out[-1] = min(out[0], smax), max(out[-1], smin)  # exp(log x) may round past an endpoint
     return out
 
@@ -355,15 +353,11 @@ def repair_timesteps(timesteps, num_train_timesteps: int) -> np.ndarray:
     Pass 1 (top down): t_i <= min(t_{i-1} - 1, T - 1); pass 2 (bottom up): t_i >= t_{i+1} + 1, t_last >= 0.
     Deterministic; needs len <= T.
     """
-    ts = np.asarray(np.round(timesteps), dtype=np.int64).copy()
+    ts = np.asarray(np.round(timesteps), dtype=np.int64)
     T = check_positive_int(num_train_timesteps, "num_train_timesteps")
     if ts.size > T:
         raise PifsError(f"cannot place {ts.size} unique timesteps in 0..{T - 1}")
-    n = ts.size
-    # top-down cap: t_i <= T - 1 - i and t_i <= t_{i-1} - 1  <=>  t_i + i <= running min
-    caps = np.minimum.accumulate(np.minimum(ts + np.arange(n), T - 1)) - np.arange(n)
-    # bottom-up floor: t_i >= n - 1 - i and t_i >= t_{i+1} + 1
-    return (np.maximum.accumulate(np.maximum(caps[::-1] - np.arange(n), 0)) + np.arange(n))[::-1].copy()
+    return _spread(ts, 0, T - 1, 1).copy()
 
 
 def timesteps_from_sigmas(schedule: DiscreteSchedule, sigmas) -> np.ndarray:
