@@ -370,7 +370,6 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
     gap_rows: list[dict] = []
     best_rows: list[dict] = []
     oracle_rows: list[dict] = []
-    oracle_chains: list[dict] = []
     t_sample, t_metrics, n_generated = 0.0, 0.0, 0
 
     def add(label, sc, N, nfe, metric, mv):
@@ -417,13 +416,9 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
                 cell = {sc: chains[(sc, N)] for sc in scheds_run if (sc, N) in chains}
                 if oracle and cell:
                     orc = optimise_oracle(objective, cell, (smin, smax), budget=oracle_budget, progress=advance)
-                    oracle_rows.append({"sampler": label, "steps": N, "start_schedule": orc.start_schedule,
-                                        "start_value": orc.start_value, "value": orc.value,
-                                        "evaluations": orc.evaluations, "seconds": orc.seconds,
-                                        "history": orc.history, "bounds": list(orc.bounds),
-                                        "sigmas": orc.chain.sigmas.tolist()})
-                    oracle_chains.append({"schedule": "oracle", "sampler": label, "steps": N,
-                                          "sigmas": orc.chain.sigmas.tolist()})
+                    fields = ("start_schedule", "start_value", "value", "evaluations", "seconds", "history")
+                    oracle_rows.append({"sampler": label, "steps": N, **{k: getattr(orc, k) for k in fields},
+                                        "bounds": list(orc.bounds), "sigmas": orc.chain.sigmas.tolist()})
                     cell["oracle"] = orc.chain
                 for sc, chain in cell.items():
                     t0 = time.perf_counter()
@@ -482,7 +477,7 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
         "oracle": oracle_rows,
         "skipped": skipped,
         "chains": [{"schedule": sc, "steps": N, "sigmas": ch.sigmas.tolist()} for (sc, N), ch in chains.items()]
-        + oracle_chains,
+        + [{"schedule": "oracle", **{k: r[k] for k in ("sampler", "steps", "sigmas")}} for r in oracle_rows],
         "timing": {"sampling_seconds": t_sample, "metrics_seconds": t_metrics, "samples_generated": n_generated,
                    "samples_per_second": (n_generated / t_sample) if t_sample > 0 else None},
     }

@@ -216,12 +216,10 @@ def output_gain(solver: str, sigmas, lam, start: str = "prior", grad: bool = Fal
         ok = (j >= 0) & (j <= n)
         np.add.at(dm_full, j[ok], contrib[ok])
     # the start std depends on sigma_0 (m is linear in r0)
-    if pure:
+    if pure or start == "prior-ve":
         dr = lev[0] * np.ones(K)
     elif start == "prior":
         dr = lev[0] ** 2 / np.sqrt(1.0 + lev[0] ** 2) * np.ones(K)
-    elif start == "prior-ve":
-        dr = lev[0] * np.ones(K)
     else:  # a level model's d lambda(sigma_0) / d sigma_0 is left out (sigma_0 is fixed with the marginal start)
         dr = lev[0] ** 2 / r0
     dm_full[0] += m / r0 * dr
