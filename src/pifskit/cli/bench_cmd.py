@@ -72,10 +72,9 @@ def register(subparsers) -> None:
                    help="mixtures: the schedule the paired differences are taken to, and compared with the best "
                         "other (default: 'pifskit' if run, else the first of --schedules; a --levels NAME may be given)")
     p.add_argument("--oracle", action="store_true",
-                   help="mixtures: also optimise the levels per sampler and step count directly on this bench's "
-                        "sliced W2 (exact denoiser, that sampler, coordinate search in log sigma from the best "
-                        "schedule, a separate optimisation sample with common random numbers), score them on the "
-                        "evaluation sample and report every schedule's distance to them")
+                   help="mixtures: also optimise the levels per sampler and step count on this bench's sliced W2 "
+                        "(coordinate search in log sigma from the best schedule, on a separate optimisation sample), "
+                        "score them on the evaluation sample and report every schedule's distance to them")
     p.add_argument("--oracle-budget", type=int, default=ORACLE_BUDGET,
                    help=f"objective evaluations per sampler and step count, starts included (default {ORACLE_BUDGET})")
     p.add_argument("--oracle-samples", type=int, default=ORACLE_SAMPLES,

@@ -41,17 +41,17 @@ def pixel_variance_from_std(stds, data_range: float = 1.0) -> float:
     return float(np.mean((2.0 * s / data_range) ** 2))
 
 
-def _groups(spectrum: Spectrum, max_bins: int) -> tuple[np.ndarray, np.ndarray, float]:
+def _groups(spectrum: Spectrum, max_bins: int) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(lam, share of each group, mean eigenvalue lambda_bar, share of the positive eigenvalues)."""
     lam, count, _ = compress_spectrum(spectrum, max_bins)
-    return lam, count / count.sum(), float(spectrum.eigenvalues.mean())
+    share = float(np.count_nonzero(spectrum.eigenvalues > 0)) / spectrum.d
+    return lam, count / count.sum(), float(spectrum.eigenvalues.mean()), share
 
 
 def sensitivity(logsnr, spectrum: Spectrum, max_bins: int = DEFAULT_MAX_BINS) -> np.ndarray:
     """W(l) = E_lambda[sigmoid(l + log lambda)] (zero eigenvalues contribute 0); l may be +-inf."""
     l = as_float_array(logsnr, "logsnr", allow_inf=True)
-    lam, p, _ = _groups(spectrum, max_bins)
-    # zero eigenvalues: sigmoid(-inf) = 0, so only their share of the count matters
-    share = float(np.count_nonzero(spectrum.eigenvalues > 0)) / spectrum.d
+    lam, p, _, share = _groups(spectrum, max_bins)  # zero eigenvalues: sigmoid(-inf) = 0, only their share matters
     with np.errstate(invalid="ignore"):
         x = l[..., None] + np.log(lam)
     x = np.where(np.isnan(x), 0.0, x)
@@ -60,8 +60,7 @@ def sensitivity(logsnr, spectrum: Spectrum, max_bins: int = DEFAULT_MAX_BINS) ->
 
 def _eps_factor(logsnr: np.ndarray, spectrum: Spectrum, max_bins: int) -> np.ndarray:
     """E[lambda / (1 + SNR lambda)] / lambda_bar = W / (SNR lambda_bar), stable at SNR = 0 and inf."""
-    lam, p, lbar = _groups(spectrum, max_bins)
-    share = float(np.count_nonzero(spectrum.eigenvalues > 0)) / spectrum.d
+    lam, p, lbar, share = _groups(spectrum, max_bins)
     with np.errstate(over="ignore"):
         snr = np.exp(logsnr)[..., None]
         val = lam / (1.0 + snr * lam)
