@@ -27,10 +27,8 @@ def _offset(args: argparse.Namespace) -> int:
     from ..design.offset import cosine_offset_for_bits
 
     d = cosine_offset_for_bits(args.bits, args.timesteps, args.rule)
-    out = d.to_dict()
-    out["first_sigma"] = d.first_sigma
     if args.json:
-        dump_json({"criterion": "offset", **out})
+        dump_json({"criterion": "offset", **d.to_dict()})
         return 0
     print(f"cosine offset for {d.bits}-bit data, T = {d.num_train_timesteps} (rule {d.rule!r}):")
     print(f"  target first-level noise s_1  {d.target:.6g}")
@@ -149,14 +147,12 @@ def _steps(args: argparse.Namespace) -> int:
         print(f"  to set_timesteps(sigmas=...) " + ", ".join(f"{s:.4g}" for s in d.flow_sigmas_unshifted)
               + f"   (the scheduler applies its shift {d.flow_shift:.4g} on top)")
     print(f"  W2 {d.w2:.4f}" + (f"  (integer timesteps: {d.w2_timesteps:.4f})" if d.w2_timesteps is not None else ""))
-    if d.sw2 is not None:
-        print(f"  SW2 {d.sw2:.4f} (+- {d.sw2_se or 0.0:.1e} Monte Carlo)"
-              + (f"  (integer timesteps: {d.sw2_timesteps:.4f})" if d.sw2_timesteps is not None else ""))
+    print(f"  SW2 {d.sw2:.4f} (+- {d.sw2_se or 0.0:.1e} Monte Carlo)"
+          + (f"  (integer timesteps: {d.sw2_timesteps:.4f})" if d.sw2_timesteps is not None else ""))
     if out["baselines"]:
         print(f"  {'baseline':<16} {'W2':>9} {'SW2':>9}   (sorted by {label}, the criterion minimised)")
         for name, b in sorted(out["baselines"].items(), key=lambda kv: kv[1][d.metric]):
-            sw = b.get("sw2")
-            print(f"  {name:<16} {b['w2']:>9.4f} " + (f"{sw:>9.4f}" if sw is not None else f"{'-':>9}"))
+            print(f"  {name:<16} {b['w2']:>9.4f} {b['sw2']:>9.4f}")
     return 0
 
 
