@@ -12,7 +12,7 @@ increasing in s, so the root is unique. See docs/design.md#i-release-alignment-f
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.optimize import brentq
@@ -112,18 +112,9 @@ class OffsetDesign:
         return CosineSchedule(self.offset)
 
     def to_dict(self) -> dict:
-        return {
-            "offset": self.offset,
-            "first_noise": self.first_noise,
-            "first_sigma": self.first_sigma,
-            "target": self.target,
-            "bits": self.bits,
-            "timesteps": self.num_train_timesteps,
-            "rule": self.rule,
-            "published_offset": self.published_offset,
-            "published_first_noise": self.published_first_noise,
-            "ratio_to_published": self.offset / self.published_offset,
-        }
+        """The fields (``num_train_timesteps`` as "timesteps") and the ratio derived / published."""
+        out = {("timesteps" if k == "num_train_timesteps" else k): v for k, v in asdict(self).items()}
+        return {**out, "ratio_to_published": self.offset / self.published_offset}
 
 
 def cosine_offset_for_bits(bits: int = 8, num_train_timesteps: int = 1000, rule: str = "bin") -> OffsetDesign:
