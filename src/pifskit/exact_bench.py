@@ -1,34 +1,13 @@
 """The sampling benchmark: every sampler x schedule x step count, scored against an exact data model.
 
-Data models (``--data``):
-
-* ``gaussian:powerlaw:P`` -- zero-mean Gaussian with the stationary power-law image spectrum
-  (resolution / channels / pixel variance options); scored in closed form (W2, KL), no sampling.
-* ``gaussian:digits`` -- Gaussian fitted to scikit-learn's digits (closed form).
-* ``gmm:digits`` -- one Gaussian per digit class (10 components, d = 64) fitted to the 8x8 digits
-  in [-1, 1]; ``gmm:mnist:PATH`` -- the same for MNIST IDX files in PATH, PCA-reduced to ``dim``.
-  ``fit='em'`` fits ``components`` by EM instead. Scored by Monte Carlo against fresh true samples:
-  sliced W2, unbiased MMD^2 and mode coverage (TV of posterior mass vs weights), bootstrap CIs.
-
-Noise range. Every schedule spans the same training schedule (default ``sd``: SD 1.x scaled-linear,
-T = 1000, VE sigma 0.0292 .. 14.61) and starts from x_T ~ N(0, I), as a sampler of that model would.
-For data in [-1, 1] this range brackets the data's own: sigma_max = 14.6 >> sqrt(lambda_max)
-(digits: sqrt(lambda_max) = 1.67 for the pooled covariance), and sigma_min = 0.029 is at the data's
-noise floor (digits' dequantisation std 0.125 / sqrt(12) = 0.036; the jitter added to the class
-covariances is that variance). Schedules: diffusers' trailing / leading / linspace timestep spacing,
-uniform logSNR, Karras rho = 7 and the published Align Your Steps lists (``ays-sd15`` ...) between
-those endpoints, and ``pifskit`` = :func:`pifskit.design.steps.optimal_steps` for the data's pooled
-PCA spectrum (skipped with a warning if that module is unavailable).
-
-Extra schedules: ``--levels NAME=FILE`` (:func:`load_levels`, format ``LEVELS_CONTRACT``), e.g. the
-output of ``pifskit design steps --json``. The limit: ``--oracle`` (mixtures) optimises, per sampler
-and step count, the levels directly on this bench's sliced W2 with the exact denoiser
-(:func:`oracle_objective`, :func:`optimise_oracle`) on an optimisation sample separate from the
-evaluation sample, then scores them like every schedule; each schedule's distance to it is reported.
-
-Determinism: one seed fixes x_T (shared by all configurations: common random numbers, so
-differences between schedules are paired), the reference samples, the projections and the
-bootstrap.
+Data (:func:`parse_bench_data`): ``gaussian:powerlaw:P`` / ``gaussian:digits`` (closed-form W2 and KL, no
+sampling) and ``gmm:digits`` / ``gmm:mnist:PATH`` (Gaussian mixtures; Monte Carlo against fresh true samples:
+sliced W2, unbiased MMD^2, mode coverage, bootstrap CIs). Every schedule spans the ``base_schedule``'s noise
+range and starts from x_T ~ N(0, I); ``pifskit`` is :func:`pifskit.design.steps.optimal_steps` for the data's
+pooled spectrum. Extra schedules: ``--levels`` (:func:`load_levels`); the limit: ``--oracle``
+(:func:`optimise_oracle` on :func:`oracle_objective`). One seed fixes x_T for all configurations (common
+random numbers: differences between schedules are paired), the references, projections and bootstrap.
+Set-up and results: docs/benchmarks.md#sampling-benchmark-exact-score-data-models.
 """
 
 from __future__ import annotations
@@ -52,12 +31,7 @@ from .metrics import (MetricValue, SlicedW2Reference, _exact, ci_from_replicates
                        gaussian_output_moments, gaussian_w2, mmd2_unbiased, mode_coverage, paired_difference)
 from .samplers import parse_sampler, sampler_nfe
 from .schedules import Schedule, get_schedule
-from .spectra import IMAGENET_PIXEL_VARIANCE, Spectrum, powerlaw
-
-__all__ = ["BenchData", "BENCH_SCHEDULES", "LEVELS_CONTRACT", "ORACLE_BUDGET", "ORACLE_SAMPLES", "OracleResult",
-           "load_levels", "oracle_objective", "optimise_oracle", "DEFAULT_SCHEDULES", "DEFAULT_SAMPLERS", "DEFAULT_STEPS", "DEFAULT_SAMPLES",
-           "DEFAULT_N_BOOT",
-           "parse_bench_data", "bench_chain", "run_sampling_benchmark", "write_report", "markdown_tables"]
+from .spectra import IMAGENET_PIXEL_VARIANCE, Spectrum, parse_spectrum
 
 #: schedules the benchmark knows: the core spacings and pifskit's W2-optimal design
 BENCH_SCHEDULES: tuple[str, ...] = tuple(SPACINGS) + ("pifskit",) + tuple(
@@ -85,11 +59,6 @@ class BenchData:
         return "gaussian" if isinstance(self.model, GaussianModel) else "gmm"
 
 
-def _pooled_spectrum(model: GaussianMixtureModel, name: str) -> Spectrum:
-    _, C = model.moments()
-    return Spectrum(np.clip(np.linalg.eigvalsh(C), 0.0, None), name=name)
-
-
 def parse_bench_data(spec: str, *, dim: int | None = None, fit: str = "class", components: int = 10,
                      jitter: float | None = None, seed: int = 0, resolution: int = 64, channels: int = 3,
                      pixel_variance: float = IMAGENET_PIXEL_VARIANCE) -> BenchData:
@@ -104,11 +73,7 @@ def parse_bench_data(spec: str, *, dim: int | None = None, fit: str = "class", c
     if kind == "gaussian":
         check_choice(src, "gaussian data", ("powerlaw", "digits"))
         if src == "powerlaw":
-            try:
-                p = float(arg) if arg else 2.0
-            except ValueError:
-                raise PifsError(f"power-law exponent in {spec!r} must be a number") from None
-            spec_ = powerlaw(resolution, channels, p, pixel_variance)
+            spec_ = parse_spectrum(f"powerlaw:{arg}", resolution, channels, pixel_variance)
             model = GaussianModel.diagonal(spec_.eigenvalues, name=spec_.name)
             return BenchData(model, f"gaussian {spec_.name}", spec_, {"d": model.d, "pixel_variance": pixel_variance})
         X, _ = load_digits().rows()
@@ -141,7 +106,8 @@ def parse_bench_data(spec: str, *, dim: int | None = None, fit: str = "class", c
     else:
         model = fit_mixture_em(X, components, jitter=jit, seed=seed, name=f"gmm EM {components}, {label}")
     info.update({"d": model.d, "K": model.K})
-    return BenchData(model, model.name, _pooled_spectrum(model, label), info)
+    pooled = np.linalg.eigvalsh(model.moments()[1])  # the 'pifskit' schedule's spectrum: the pooled covariance
+    return BenchData(model, model.name, Spectrum(np.clip(pooled, 0.0, None), name=label), info)
 
 
 def bench_chain(name: str, steps: int, schedule: Schedule, spectrum: Spectrum | None = None) -> Chain:
@@ -163,20 +129,14 @@ def bench_chain(name: str, steps: int, schedule: Schedule, spectrum: Spectrum | 
     return optimal_steps(schedule, spectrum, N, solver=solver).chain
 
 
-def _batched(sampler: Callable, denoiser, chain: Chain, x_T: np.ndarray, rng, opts: dict, batch: int,
-             advance: Callable) -> np.ndarray:
+def _batched(sampler: Callable, denoiser, chain: Chain, x_T: np.ndarray, rng, opts: dict, batch: int) -> np.ndarray:
     """The one place the benchmark calls a sampler: ``x_T`` in row batches of ``batch``."""
     out = np.empty_like(x_T)
     for i in range(0, x_T.shape[0], batch):
         sl = slice(i, min(i + batch, x_T.shape[0]))
         out[sl] = sampler(denoiser, x_T[sl], chain, rng=rng, **opts)
-        advance(sl.stop - sl.start)
     return out
 
-
-# ---------------------------------------------------------------------------
-# user levels (--levels NAME=FILE) and the oracle (--oracle)
-# ---------------------------------------------------------------------------
 
 #: what ``--levels NAME=FILE`` reads (shown by the CLI's --help)
 LEVELS_CONTRACT = (
@@ -277,7 +237,7 @@ def oracle_objective(model, sampler: Callable, opts: dict, *, n: int, seed: int,
 
     def f(chain: Chain) -> float:
         X = _batched(sampler, model.denoise, chain, x_T, np.random.default_rng([seed, 7, 3, sampler_key]), opts,
-                     batch, lambda k: None)
+                     batch)
         return float(sw.compare(X)[0]) if np.isfinite(X).all() else float("inf")
 
     f.x_T = x_T  # the optimisation sample, exposed for checks
@@ -291,18 +251,13 @@ def _chain_of(log_sigmas: np.ndarray, name: str) -> Chain:
 def optimise_oracle(objective: Callable[[Chain], float], starts: dict[str, Chain], sigma_range_: tuple[float, float],
                     *, budget: int = ORACLE_BUDGET, step: float = 0.3, tol: float = 0.005,
                     progress: Callable[[int], None] | None = None) -> OracleResult:
-    """Levels minimising ``objective`` by coordinate search in log sigma, from the best of ``starts``.
+    """Levels minimising ``objective`` by coordinate search in log sigma, from the best (finite) of ``starts``.
 
-    Parameters: all N noisy levels u_k = log sigma_k (the first free too, so every baseline -- 'leading'
-    starts below sigma_max -- is a feasible start; the last step goes to 0 as for every schedule),
-    strictly decreasing inside [sigma_min, sigma_max] (widened to hold the start chain). Each start chain
-    costs one evaluation; then per sweep each u_k is tried at u_k + delta, else u_k - delta (a move
-    that breaks the order is shortened to halfway to the neighbour); an improvement is kept at once.
-    delta starts at ``step`` x the start chain's mean log-sigma gap (so N = 20 is searched as finely,
-    relative to its spacing, as N = 5) and halves after a sweep without improvement; stop at ``budget``
-    evaluations (starts included) or delta < ``tol``. Only improvements are accepted, so the result is
-    never worse than the start on the objective's sample. Start chains with a pure-noise (infinite) level
-    are not candidates.
+    All N noisy levels u_k = log sigma_k are free, strictly decreasing inside [sigma_min, sigma_max] (widened
+    to hold the start), then a step to 0. Per sweep each u_k is tried at u_k + delta, else u_k - delta (an
+    order-breaking move goes halfway to the neighbour), an improvement kept at once; delta starts at ``step`` x
+    the start's mean log-sigma gap and halves after a sweep without improvement. Stops at ``budget``
+    evaluations (starts included) or delta < ``tol``; never worse than the start on the objective's sample.
     """
     t0 = time.perf_counter()
     advance = progress or (lambda k=1: None)
@@ -310,12 +265,11 @@ def optimise_oracle(objective: Callable[[Chain], float], starts: dict[str, Chain
     starts = {k: c for k, c in starts.items() if np.isfinite(c.sigmas).all()}
     if not starts:
         raise PifsError("the oracle needs at least one start schedule with finite noise levels")
-    evals = 0
     scored = {}
     for name, ch in starts.items():
         scored[name] = objective(ch)
-        evals += 1
         advance(1)
+    evals = len(scored)
     start = min(scored, key=lambda k: scored[k])
     best = float(scored[start])
     sig = starts[start].sigmas
@@ -355,6 +309,10 @@ def optimise_oracle(objective: Callable[[Chain], float], starts: dict[str, Chain
                         time.perf_counter() - t0, history, (float(np.exp(lo)), float(np.exp(hi))))
 
 
+def _ci(mv: MetricValue) -> dict:
+    return {"value": mv.value, "ci_low": mv.ci_low, "ci_high": mv.ci_high}
+
+
 def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEFAULT_STEPS,
                            schedules=DEFAULT_SCHEDULES, n_samples: int = DEFAULT_SAMPLES, seed: int = 0,
                            base_schedule: str = "sd", batch_size: int = 4096, n_boot: int = DEFAULT_N_BOOT,
@@ -363,21 +321,16 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
                            levels: dict[str, dict[int, Chain]] | None = None, oracle: bool = False,
                            oracle_budget: int = ORACLE_BUDGET, oracle_samples: int = ORACLE_SAMPLES,
                            reference: str | None = None) -> dict:
-    """Run the grid and return the report: ``results`` (one row per sampler/schedule/steps/metric),
-    ``floor`` (the metrics of a second true sample set: the finite-sample noise floor), ``paired``
-    (mixtures: SW2 of each schedule minus SW2 of the ``reference`` schedule -- default 'pifskit' if run,
-    else the first; a ``levels`` label or its bare name may be given -- on the same x_T, with a paired
-    bootstrap CI; negative = better than the reference),
-    ``versus_best`` (the reference minus the best other non-oracle schedule of each cell, paired CI),
-    ``chains``, ``skipped`` schedules, timing (samples per second) and the settings.
+    """Run the grid and return the report: ``results`` (a row per sampler/schedule/steps/metric), ``floor`` (a
+    second true sample set's metrics: the noise floor), and for mixtures ``paired`` (SW2 minus the ``reference``
+    schedule's -- default 'pifskit' if run, else the first; a ``levels`` label or its bare name -- on the same
+    x_T, paired bootstrap CI, negative = better) and ``versus_best`` (the reference minus the best other
+    non-oracle schedule); ``chains``, ``skipped``, ``timing`` and the settings.
 
-    ``levels``: extra schedules {label: {N: chain}} (:func:`load_levels`), scored at the N they have.
-    ``oracle`` (mixtures): per sampler and N, :func:`optimise_oracle` on :func:`oracle_objective`
-    (``oracle_samples`` rows, a sample separate from the evaluation's, ``oracle_budget`` evaluations),
-    started from every other schedule of the cell; its levels are then scored on the evaluation sample
-    like every schedule (row 'oracle'), ``oracle_gap`` holds each schedule's SW2 minus the oracle's
-    (paired CI: the number to drive to zero; negative = the oracle was beaten on the evaluation sample,
-    by sampling noise or the search's limits) and ``oracle`` the search records."""
+    ``levels``: extra schedules {label: {N: chain}} (:func:`load_levels`). ``oracle`` (mixtures): per sampler
+    and N, :func:`optimise_oracle` on :func:`oracle_objective` (``oracle_samples`` rows separate from the
+    evaluation's, ``oracle_budget`` evaluations) from the cell's schedules, scored like every schedule (row
+    'oracle'); ``oracle_gap`` holds each schedule's SW2 minus the oracle's, ``oracle`` the search records."""
     n = check_positive_int(n_samples, "samples")
     batch = check_positive_int(batch_size, "batch size")
     if not samplers or not steps or not schedules:
@@ -408,10 +361,7 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
                 warnings.warn(msg, stacklevel=2)
                 skipped.append({"schedule": sc, "reason": msg})
                 break
-    for label, by_n in levels.items():
-        for N, ch in by_n.items():
-            if N in steps:
-                chains[(label, N)] = ch
+    chains.update({(label, N): ch for label, by_n in levels.items() for N, ch in by_n.items() if N in steps})
     advance = progress or (lambda k=1: None)
     model = data.model
     results: list[dict] = []
@@ -420,12 +370,10 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
     gap_rows: list[dict] = []
     best_rows: list[dict] = []
     oracle_rows: list[dict] = []
-    oracle_chains: list[dict] = []
     t_sample, t_metrics, n_generated = 0.0, 0.0, 0
 
     def add(label, sc, N, nfe, metric, mv):
-        results.append({"sampler": label, "schedule": sc, "steps": N, "nfe": nfe, "metric": metric,
-                        "value": mv.value, "ci_low": mv.ci_low, "ci_high": mv.ci_high})
+        results.append({"sampler": label, "schedule": sc, "steps": N, "nfe": nfe, "metric": metric, **_ci(mv)})
 
     if data.kind == "gaussian":
         for (sc, N), chain in chains.items():
@@ -436,8 +384,7 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
                 add(label, sc, N, nfe, "kl", _exact(gaussian_kl(out)))
                 advance(1)
     else:
-        d = model.d
-        x_T = np.random.default_rng([seed, 0]).standard_normal((n, d))  # the N(0, I) prior, shared by all
+        x_T = np.random.default_rng([seed, 0]).standard_normal((n, model.d))  # the N(0, I) prior, shared by all
         ref = model.sample(n, np.random.default_rng([seed, 1]))
         ref2 = model.sample(n, np.random.default_rng([seed, 2]))
 
@@ -449,7 +396,7 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
             est, reps = sw_ref.compare(X)
             sw = MetricValue(est, *ci_from_replicates(est, reps))
             mmd = mmd2_unbiased(X, ref, max_n=mmd_samples, n_boot=n_boot, rng=np.random.default_rng([seed, 4]))
-            tv, mass = mode_coverage(model, X, n_boot, np.random.default_rng([seed, 5]))
+            tv, _ = mode_coverage(model, X, n_boot, np.random.default_rng([seed, 5]))
             return {"sw2": sw, "mmd2": mmd, "mode_tv": tv}, (est, reps)
 
         fl, _ = score(ref2)
@@ -469,18 +416,13 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
                 cell = {sc: chains[(sc, N)] for sc in scheds_run if (sc, N) in chains}
                 if oracle and cell:
                     orc = optimise_oracle(objective, cell, (smin, smax), budget=oracle_budget, progress=advance)
-                    oracle_rows.append({"sampler": label, "steps": N, "start_schedule": orc.start_schedule,
-                                        "start_value": orc.start_value, "value": orc.value,
-                                        "evaluations": orc.evaluations, "seconds": orc.seconds,
-                                        "history": orc.history, "bounds": list(orc.bounds),
-                                        "sigmas": orc.chain.sigmas.tolist()})
-                    oracle_chains.append({"schedule": "oracle", "sampler": label, "steps": N,
-                                          "sigmas": orc.chain.sigmas.tolist()})
+                    fields = ("start_schedule", "start_value", "value", "evaluations", "seconds", "history")
+                    oracle_rows.append({"sampler": label, "steps": N, **{k: getattr(orc, k) for k in fields},
+                                        "bounds": list(orc.bounds), "sigmas": orc.chain.sigmas.tolist()})
                     cell["oracle"] = orc.chain
                 for sc, chain in cell.items():
-                    rng = np.random.default_rng([seed, 6, j])
                     t0 = time.perf_counter()
-                    X = _batched(fn, model.denoise, chain, x_T, rng, opts, batch, lambda k: None)
+                    X = _batched(fn, model.denoise, chain, x_T, np.random.default_rng([seed, 6, j]), opts, batch)
                     t_sample += time.perf_counter() - t0
                     n_generated += n
                     if not np.isfinite(X).all():
@@ -496,22 +438,19 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
                     for sc, sw in kept.items():
                         if sc == reference:
                             continue
-                        mv = paired_difference(sw, kept[reference])
                         paired_rows.append({"sampler": label, "schedule": sc, "reference": reference, "steps": N,
-                                            "metric": "sw2_minus_reference", "value": mv.value,
-                                            "ci_low": mv.ci_low, "ci_high": mv.ci_high})
+                                            "metric": "sw2_minus_reference",
+                                            **_ci(paired_difference(sw, kept[reference]))})
                     others = [sc for sc in kept if sc not in (reference, "oracle")]
                     if others:
                         bo = min(others, key=lambda sc: kept[sc][0])
-                        mv = paired_difference(kept[reference], kept[bo])
                         best_rows.append({"sampler": label, "schedule": reference, "best_other": bo, "steps": N,
-                                          "metric": "sw2_reference_minus_best_other", "value": mv.value,
-                                          "ci_low": mv.ci_low, "ci_high": mv.ci_high})
+                                          "metric": "sw2_reference_minus_best_other",
+                                          **_ci(paired_difference(kept[reference], kept[bo]))})
                 if "oracle" in kept:
                     for sc, sw in kept.items():
-                        mv = paired_difference(sw, kept["oracle"])
                         gap_rows.append({"sampler": label, "schedule": sc, "steps": N, "metric": "sw2_minus_oracle",
-                                         "value": mv.value, "ci_low": mv.ci_low, "ci_high": mv.ci_high})
+                                         **_ci(paired_difference(sw, kept["oracle"]))})
     return {
         "data": {"spec": data.name, "kind": data.kind, **data.info},
         "settings": {"samplers": [p[0] for p in parsed], "steps": steps, "schedules": list(schedules),
@@ -538,98 +477,77 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
         "oracle": oracle_rows,
         "skipped": skipped,
         "chains": [{"schedule": sc, "steps": N, "sigmas": ch.sigmas.tolist()} for (sc, N), ch in chains.items()]
-        + oracle_chains,
+        + [{"schedule": "oracle", **{k: r[k] for k in ("sampler", "steps", "sigmas")}} for r in oracle_rows],
         "timing": {"sampling_seconds": t_sample, "metrics_seconds": t_metrics, "samples_generated": n_generated,
                    "samples_per_second": (n_generated / t_sample) if t_sample > 0 else None},
     }
 
 
-# ---------------------------------------------------------------------------
-# report: markdown tables (the page and plots: pifskit.report.exact_bench)
-# ---------------------------------------------------------------------------
+def _pm(r: dict) -> str:
+    """A signed difference with its interval: +v [+lo, +hi]."""
+    return f"{r['value']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
+
+
+def _grid(rows: list[dict], by: tuple[str, ...], steps: list[int], cell: Callable[[dict], str]) -> list[str]:
+    """A markdown table of ``rows``: one row per distinct ``by`` key (first-seen order), one column per step count."""
+    tab = {(*(r[k] for k in by), r["steps"]): r for r in rows}
+    lines = ["| " + " | ".join(by) + " | " + " | ".join(f"{N} steps" for N in steps) + " |",
+             "|---" * len(by) + "|" + "---|" * len(steps)]
+    for key in dict.fromkeys(tuple(r[k] for k in by) for r in rows):
+        cells = ["" if (*key, N) not in tab else cell(tab[(*key, N)]) for N in steps]
+        lines.append("| " + " | ".join(key) + " | " + " | ".join(cells) + " |")
+    return lines + [""]
+
 
 def markdown_tables(report: dict) -> str:
     """One table per metric: rows sampler x schedule, columns step counts; best value per sampler and column
     in bold; then the paired differences and the throughput."""
     res = report["results"]
+    st = report["settings"]
     lines = [f"# Sampling benchmark: {report['data']['spec']}", ""]
     nr = report["noise_range"]
-    lines += [f"Noise range sigma {nr['sigma_min']:.4g} .. {nr['sigma_max']:.4g} ({report['settings']['base_schedule']}); "
+    lines += [f"Noise range sigma {nr['sigma_min']:.4g} .. {nr['sigma_max']:.4g} ({st['base_schedule']}); "
               f"data sqrt(lambda) {nr['sqrt_lambda_min']:.3g} .. {nr['sqrt_lambda_max']:.3g}; "
-              f"{report['settings']['samples']} samples per configuration, seed {report['settings']['seed']}"
-              + (f"; 95% CIs from {report['settings']['n_boot']} bootstrap replicates." if report["data"]["kind"] == "gmm"
+              f"{st['samples']} samples per configuration, seed {st['seed']}"
+              + (f"; 95% CIs from {st['n_boot']} bootstrap replicates." if report["data"]["kind"] == "gmm"
                  else "; closed form."), ""]
     for sk in report.get("skipped", []):
         lines += [f"*{sk['reason']}*", ""]
-    metrics = list(dict.fromkeys(r["metric"] for r in res))
     steps = sorted({r["steps"] for r in res})
     floor = {f["metric"]: f for f in report.get("floor", [])}
-    for m in metrics:
+    for m in dict.fromkeys(r["metric"] for r in res):
         rows = [r for r in res if r["metric"] == m]
         s_order = {v: i for i, v in enumerate(dict.fromkeys(r["sampler"] for r in rows))}
-        keys = sorted(dict.fromkeys((r["sampler"], r["schedule"]) for r in rows), key=lambda k: s_order[k[0]])
-        table = {(r["sampler"], r["schedule"], r["steps"]): r for r in rows}
-        best = {}
-        for N in steps:
-            for smp in dict.fromkeys(k[0] for k in keys):
-                vals = [table[(smp, sc, N)]["value"] for (s2, sc) in keys if s2 == smp and (smp, sc, N) in table]
-                if vals:
-                    best[(smp, N)] = min(vals)
+        rows.sort(key=lambda r: s_order[r["sampler"]])
+        best: dict[tuple, float] = {}
+        for r in rows:
+            best[(r["sampler"], r["steps"])] = min(r["value"], best.get((r["sampler"], r["steps"]), np.inf))
+
+        def cell(r: dict) -> str:
+            txt = _fmt(r["value"])
+            if r["ci_low"] != r["ci_high"]:
+                txt += f" [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
+            return f"**{txt}**" if r["value"] == best[(r["sampler"], r["steps"])] else txt
+
         lines += [f"## {m}" + (" (95% bootstrap CI)" if rows and rows[0]["ci_low"] != rows[0]["ci_high"] else ""), ""]
         if m in floor:
             f = floor[m]
             lines += [f"Noise floor (a second true sample set): {_fmt(f['value'])} [{_fmt(f['ci_low'])}, "
                       f"{_fmt(f['ci_high'])}]", ""]
-        lines += ["| sampler | schedule | " + " | ".join(f"{N} steps" for N in steps) + " |",
-                  "|---|---|" + "---|" * len(steps)]
-        for smp, sc in keys:
-            cells = []
-            for N in steps:
-                r = table.get((smp, sc, N))
-                if r is None:
-                    cells.append("")
-                    continue
-                txt = _fmt(r["value"])
-                if r["ci_low"] != r["ci_high"]:
-                    txt += f" [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
-                if r["value"] == best.get((smp, N)):
-                    txt = f"**{txt}**"
-                cells.append(txt)
-            lines.append(f"| {smp} | {sc} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += _grid(rows, ("sampler", "schedule"), steps, cell)
     pr = report.get("paired") or []
     if pr:
         ref = pr[0]["reference"]
         lines += [f"## Paired SW2 difference to '{ref}' (same x_T; 95% paired bootstrap CI; negative = better than "
-                  f"{ref})", "",
-                  "| sampler | schedule | " + " | ".join(f"{N} steps" for N in steps) + " |",
-                  "|---|---|" + "---|" * len(steps)]
-        tab = {(r["sampler"], r["schedule"], r["steps"]): r for r in pr}
-        for smp, sc in dict.fromkeys((r["sampler"], r["schedule"]) for r in pr):
-            cells = []
-            for N in steps:
-                r = tab.get((smp, sc, N))
-                cells.append("" if r is None else f"{r['value']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]")
-            lines.append(f"| {smp} | {sc} | " + " | ".join(cells) + " |")
-        lines.append("")
+                  f"{ref})", ""] + _grid(pr, ("sampler", "schedule"), steps, _pm)
     vb = report.get("versus_best") or []
     if vb:
-        ref = vb[0]["schedule"]
-        lines += [f"## '{ref}' minus the best other schedule (SW2; same x_T; 95% paired bootstrap CI; <= 0 or an "
-                  "interval holding 0 = best or tied; the oracle excluded)", "",
-                  "| sampler | " + " | ".join(f"{N} steps" for N in steps) + " |", "|---|" + "---|" * len(steps)]
-        tab = {(r["sampler"], r["steps"]): r for r in vb}
-        for smp in dict.fromkeys(r["sampler"] for r in vb):
-            cells = []
-            for N in steps:
-                r = tab.get((smp, N))
-                cells.append("" if r is None else f"{r['value']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] "
-                                                  f"vs {r['best_other']}")
-            lines.append(f"| {smp} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += [f"## '{vb[0]['schedule']}' minus the best other schedule (SW2; same x_T; 95% paired bootstrap CI; "
+                  "<= 0 or an interval holding 0 = best or tied; the oracle excluded)", ""]
+        lines += _grid(vb, ("sampler",), steps, lambda r: f"{_pm(r)} vs {r['best_other']}")
     og = report.get("oracle_gap") or []
     if og:
-        o = report["settings"]["oracle"]
+        o = st["oracle"]
         lines += ["## Distance to the oracle (SW2 minus the oracle's; same x_T; 95% paired bootstrap CI; the number "
                   "to drive to zero)", "",
                   f"The oracle: per sampler and step count, levels optimised on the bench's own metric (sliced W2, "
@@ -637,17 +555,9 @@ def markdown_tables(report: dict) -> str:
                   f"optimisation sample ({o['samples']} rows, seed {o['optimisation_seed']}; common random numbers), "
                   f"by {o['method']}, at most {o['budget']} evaluations; start level {o['start_level']}. It is scored "
                   "here on the evaluation sample like every schedule, so sampling noise can put a schedule below it "
-                  "(a negative distance).", "",
-                  "| sampler | schedule | " + " | ".join(f"{N} steps" for N in steps) + " |",
-                  "|---|---|" + "---|" * len(steps)]
-        tab = {(r["sampler"], r["schedule"], r["steps"]): r for r in og}
-        for smp, sc in dict.fromkeys((r["sampler"], r["schedule"]) for r in og if r["schedule"] != "oracle"):
-            cells = []
-            for N in steps:
-                r = tab.get((smp, sc, N))
-                cells.append("" if r is None else f"{r['value']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]")
-            lines.append(f"| {smp} | {sc} | " + " | ".join(cells) + " |")
-        lines += ["", "Oracle searches (SW2 on the optimisation sample):", "",
+                  "(a negative distance).", ""]
+        lines += _grid([r for r in og if r["schedule"] != "oracle"], ("sampler", "schedule"), steps, _pm)
+        lines += ["Oracle searches (SW2 on the optimisation sample):", "",
                   "| sampler | steps | start (best schedule) | start SW2 | oracle SW2 | evaluations | seconds |",
                   "|---|---|---|---|---|---|---|"]
         for r in report.get("oracle", []):

@@ -11,13 +11,7 @@ from .._validate import PifsError
 from ..design.solvers import SOLVERS
 from ..design.steps import MIN_GAP
 from ..spectra import IMAGENET_PIXEL_VARIANCE, parse_spectrum
-from ._common import (
-    add_json_option,
-    add_schedule_options,
-    add_spectrum_options,
-    dump_json,
-    schedule_from_args,
-)
+from ._common import add_json_option, add_schedule_options, add_spectrum_options, dump_json, schedule_from_args
 
 #: defaults of ``design steps``: an SD-style latent (64 x 64 x 4, unit variance, |k|^-1.5 spectrum)
 STEPS_SPECTRUM = "powerlaw:1.5"
@@ -29,18 +23,12 @@ def _spectrum(args: argparse.Namespace):
     return parse_spectrum(args.spectrum, args.resolution, args.channels, args.pixel_variance)
 
 
-# ---------------------------------------------------------------------------
-# offset
-# ---------------------------------------------------------------------------
-
 def _offset(args: argparse.Namespace) -> int:
     from ..design.offset import cosine_offset_for_bits
 
     d = cosine_offset_for_bits(args.bits, args.timesteps, args.rule)
-    out = d.to_dict()
-    out["first_sigma"] = d.first_sigma
     if args.json:
-        dump_json({"criterion": "offset", **out})
+        dump_json({"criterion": "offset", **d.to_dict()})
         return 0
     print(f"cosine offset for {d.bits}-bit data, T = {d.num_train_timesteps} (rule {d.rule!r}):")
     print(f"  target first-level noise s_1  {d.target:.6g}")
@@ -50,16 +38,8 @@ def _offset(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------
-# shift
-# ---------------------------------------------------------------------------
-
 def _shift(args: argparse.Namespace) -> int:
-    from ..design.shift import (
-        powerlaw_shift,
-        shift_from_spectra,
-        simple_diffusion_shift,
-    )
+    from ..design.shift import powerlaw_shift, shift_from_spectra, simple_diffusion_shift
 
     if args.resolution <= 0 or args.base_resolution <= 0:
         raise PifsError(f"resolutions must be positive, got {args.resolution} and {args.base_resolution}")
@@ -88,10 +68,6 @@ def _shift(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------
-# weighting
-# ---------------------------------------------------------------------------
-
 def _weighting(args: argparse.Namespace) -> int:
     from ..design.weighting import design_weighting
 
@@ -110,10 +86,6 @@ def _weighting(args: argparse.Namespace) -> int:
         print(f"  {n:>8d} {d.logsnr[n]:>9.3f} {d.weights[n]:>10.4g} {d.min_snr[n]:>10.4g}")
     return 0
 
-
-# ---------------------------------------------------------------------------
-# steps
-# ---------------------------------------------------------------------------
 
 def _steps(args: argparse.Namespace) -> int:
     from ..design.steps import optimal_steps, rms_log_sigma
@@ -152,20 +124,15 @@ def _steps(args: argparse.Namespace) -> int:
            ("file" if args.spectrum.startswith("file:") else f"assumption: preset {args.spectrum}"),
            "steps": args.steps, **d.to_dict(), "seconds": elapsed}
     if level_info is not None:  # model-aware: the estimate's cost beside the optimiser's
-        out["model"] = args.model
-        out["model_calls"] = level_info["model_calls"]
-        out["seconds_model"] = level_info["seconds_estimate"]
-        out["seconds"] = elapsed + level_info["seconds_estimate"]
-        out["seconds_optimiser"] = elapsed
-        out["level_spectra"] = level_info
-    noisy = d.sigmas[:-1]
+        out.update(model=args.model, model_calls=level_info["model_calls"],
+                   seconds_model=level_info["seconds_estimate"], seconds=elapsed + level_info["seconds_estimate"],
+                   seconds_optimiser=elapsed, level_spectra=level_info)
     for name, b in out["baselines"].items():
         bs = np.asarray(b["sigmas"], dtype=float)
-        if np.isfinite(bs[:-1]).all() and np.isfinite(noisy).all() and bs.size == d.sigmas.size:
+        if np.isfinite(bs[:-1]).all() and np.isfinite(d.sigmas[:-1]).all() and bs.size == d.sigmas.size:
             b["rms_log_sigma_to_derived"] = rms_log_sigma(bs, d.sigmas)
-    for model in ("sd15", "sdxl"):
-        key = f"ays-{model}"
-        if key in out["baselines"] and "rms_log_sigma_to_derived" in out["baselines"][key]:
+    for key in ("ays-sd15", "ays-sdxl"):
+        if "rms_log_sigma_to_derived" in out["baselines"].get(key, {}):
             out[f"rms_log_sigma_to_{key}"] = out["baselines"][key]["rms_log_sigma_to_derived"]
     if args.json:
         dump_json(out)
@@ -184,14 +151,12 @@ def _steps(args: argparse.Namespace) -> int:
         print(f"  to set_timesteps(sigmas=...) " + ", ".join(f"{s:.4g}" for s in d.flow_sigmas_unshifted)
               + f"   (the scheduler applies its shift {d.flow_shift:.4g} on top)")
     print(f"  W2 {d.w2:.4f}" + (f"  (integer timesteps: {d.w2_timesteps:.4f})" if d.w2_timesteps is not None else ""))
-    if d.sw2 is not None:
-        print(f"  SW2 {d.sw2:.4f} (+- {d.sw2_se or 0.0:.1e} Monte Carlo)"
-              + (f"  (integer timesteps: {d.sw2_timesteps:.4f})" if d.sw2_timesteps is not None else ""))
+    print(f"  SW2 {d.sw2:.4f} (+- {d.sw2_se or 0.0:.1e} Monte Carlo)"
+          + (f"  (integer timesteps: {d.sw2_timesteps:.4f})" if d.sw2_timesteps is not None else ""))
     if out["baselines"]:
         print(f"  {'baseline':<16} {'W2':>9} {'SW2':>9}   (sorted by {label}, the criterion minimised)")
         for name, b in sorted(out["baselines"].items(), key=lambda kv: kv[1][d.metric]):
-            sw = b.get("sw2")
-            print(f"  {name:<16} {b['w2']:>9.4f} " + (f"{sw:>9.4f}" if sw is not None else f"{'-':>9}"))
+            print(f"  {name:<16} {b['w2']:>9.4f} {b['sw2']:>9.4f}")
     return 0
 
 
@@ -226,10 +191,6 @@ def _model_spectrum(args: argparse.Namespace, sched):
     return sched, ls, info
 
 
-# ---------------------------------------------------------------------------
-# practice
-# ---------------------------------------------------------------------------
-
 def _practice(args: argparse.Namespace) -> int:
     from ..design.practice import practice_table, practice_table_html
 
@@ -247,8 +208,6 @@ def _practice(args: argparse.Namespace) -> int:
         print(f"    {r['inputs']}  [{r['source']}]")
     return 0
 
-
-# ---------------------------------------------------------------------------
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("design", help="design criteria: cosine offset, resolution shift, loss weighting, steps",
@@ -301,10 +260,9 @@ def register(subparsers) -> None:
                           "units, the default for edm schedules) as samplers start; marginal = the theory's surrogate "
                           "(exact marginal at sigma_max; does not charge a late start)")
     pst.add_argument("--metric", default="w2", choices=["w2", "sw2"],
-                     help="criterion minimised: w2 = per-direction W2 of the solver's Gaussian output law, "
-                          "sum_k (sqrt(lambda_k) - |m_k|)^2 (default); sw2 = its sliced W2 (mean over 1024 fixed "
-                          "random unit projections, what 'pifskit bench sampling' measures; it matches the "
-                          "projected variances, tending to the trace in high dimension). Both are reported")
+                     help="criterion minimised: w2 = per-direction W2 of the solver's Gaussian output law (default); "
+                          "sw2 = its sliced W2 over 1024 fixed unit projections (what 'pifskit bench sampling' "
+                          "measures; it matches projected variances). Both are reported")
     pst.add_argument("--data", default=None,
                      help="use the PCA spectrum of a data set (digits, mnist:DIR, folder:DIR, npz:PATH, ...) "
                           "instead of --spectrum")

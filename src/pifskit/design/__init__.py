@@ -1,15 +1,5 @@
-"""Design criteria derived from the PIFS geometry (theory section 6).
-
-* :mod:`.offset` -- criterion I, finest end: the cosine offset releasing the quantisation bin;
-* :mod:`.shift` -- criterion I, coarse end: the resolution shift (logSNR and rectified-flow alpha);
-* :mod:`.weighting` -- criterion II: error-sensitivity loss weights and the effective Min-SNR gamma;
-* :mod:`.steps` -- criterion III: W2-optimal sampling steps (defect equidistribution), per solver;
-* :mod:`.solvers` -- closed-form output law of deterministic solvers on Gaussian data;
-* :mod:`.baselines` -- the comparison schedules (trailing ... KL-optimal, beta, DMN, AYS, flow family);
-* :mod:`.practice` -- the theory-vs-practice table.
-
-numpy/scipy only.
-"""
+"""Design criteria derived from the PIFS geometry (theory section 6): offset and shift (I), loss weighting (II),
+sampling steps per solver (III), baselines and the theory-vs-practice table; numpy/scipy only (docs/design.md)."""
 
 from .offset import (
     cosine_offset_for_bits,
@@ -31,28 +21,3 @@ from .steps import (
     w2_surrogate,
 )
 from .weighting import design_weighting, loss_weights, min_snr_weights, sensitivity
-
-__all__ = [
-    "SOLVERS",
-    "StepDesign",
-    "baseline_chains",
-    "baseline_levels",
-    "score_levels",
-    "cosine_offset_for_bits",
-    "design_weighting",
-    "first_level_noise",
-    "first_level_sigma",
-    "loss_weights",
-    "min_snr_weights",
-    "optimal_steps",
-    "powerlaw_shift",
-    "practice_table",
-    "practice_table_html",
-    "rms_log_sigma",
-    "sensitivity",
-    "shift_from_images",
-    "shift_from_spectra",
-    "solve_first_level",
-    "w2_of_sigmas",
-    "w2_surrogate",
-]

@@ -1,11 +1,5 @@
-"""Compress a spectrum for the design criteria: distinct values, or bins in log lambda.
-
-Every criterion evaluates smooth functions of log(lambda) (sigmoids, atan
-angles), so eigenvalues that are close in log(lambda) can share one
-representative: the count-weighted geometric mean of the bin. A stationary
-power-law grid has only a few hundred distinct values and is used exactly;
-a measured spectrum with thousands of distinct eigenvalues is binned.
-"""
+"""Compress a spectrum for the design criteria: distinct values, or bins in log lambda (every criterion is
+smooth in log lambda, so a bin shares one representative: its count-weighted geometric mean)."""
 
 from __future__ import annotations
 
@@ -13,8 +7,6 @@ import numpy as np
 
 from .._validate import PifsError, check_positive_int
 from ..spectra import Spectrum
-
-__all__ = ["DEFAULT_MAX_BINS", "compress_spectrum"]
 
 #: above this many distinct positive eigenvalues, bin in log(lambda)
 DEFAULT_MAX_BINS = 1024

@@ -1,31 +1,11 @@
 """Comparison schedules for criterion III, every one as N noisy VE levels then 0 (one landing convention).
 
-Discrete training schedules: diffusers' ``trailing`` / ``leading`` / ``linspace`` timestep spacings.
-Every schedule with a finite top level sigma_max (range from :func:`design_range`):
-
-* ``uniform-logsnr``: uniform in log sigma from sigma_max to sigma_min;
-* ``karras-rho7``: Karras et al. (2022), rho = 7;
-* ``kl-optimal``: uniform in atan(sigma) from sigma_max to sigma_min (the Gaussian closed form of Align
-  Your Steps for unit variance, shipped as "KL optimal" in ComfyUI / A1111);
-* ``beta-0.6``: diffusers' ``use_beta_sigmas``: sigma_min + Beta(0.6, 0.6).ppf(1 - i/(N-1)) (sigma_max - sigma_min);
-* ``dmn``: Xue et al., *Accelerating Diffusion Sampling with Optimized Time Steps* (CVPR 2024), re-implemented
-  from the paper's description: it minimises a model-free bound on the data-prediction error that the
-  DPM-Solver++ multistep update (order <= 3; order 1 on the first and last step, 2 on the second and
-  second-to-last) accumulates, modelling the denoiser's error at level n as sigma_n^2 / alpha_n (VP)
-  times one fixed direction: sum over the first steps of the root-sum-square of the weighted exponential
-  integrator coefficients, plus, from the fourth step on, the absolute value of the coefficients summed
-  per level. It uses only the schedule and the solver order; N + 1 levels from sigma_max to sigma_min
-  whose last (sigma_min) is replaced by 0, as the AYS lists are (N <= 50: its optimiser, L-BFGS-B with
-  finite differences on the non-smooth bound, at most 40 iterations from uniform logSNR, is slow beyond);
-* ``ays-sd15`` / ``ays-sdxl`` / ``ays-svd``: the published Align Your Steps lists where the schedule is
-  theirs (log-linear interpolation for N != 10; sigma_min replaced by 0).
-
-Schedules that reach pure noise at t = 1 (rectified flow: ``sd3``, ``flux``, ``rectified-flow``; the
-continuous cosine) start every chain at sigma = inf (flow sigma 1.0), as their samplers do; their
-baselines are built in flow-sigma units t' = sigma/(1 + sigma) as diffusers' FlowMatchEulerDiscreteScheduler
-builds them: ``flow-default`` (its default: the shift applied to linspace(1, shift(1/T), N), for
-rectified flow; ``uniform-t`` for other schedules), ``karras-rho7``, ``exponential`` and ``beta-0.6`` between
-its last level and 1.0, and ``kl-optimal`` uniform in atan(sigma) from pi/2.
+Finite top (range :func:`design_range`): diffusers' trailing / leading / linspace (discrete), uniform-t
+(continuous), uniform-logsnr, karras-rho7, kl-optimal (uniform in atan sigma), beta-0.6 (diffusers' beta
+sigmas), dmn (Xue et al., CVPR 2024, re-implemented from the paper: :func:`_dmn_objective`) and the published
+Align Your Steps lists (sigma_min replaced by 0). Pure-noise schedules (flow models) start at sigma = inf
+and get diffusers' FlowMatch family in flow units t' = sigma / (1 + sigma): flow-default (or uniform-t),
+karras-rho7, exponential, beta-0.6 and kl-optimal. See docs/design.md (Baselines, solver section).
 """
 
 from __future__ import annotations
@@ -40,9 +20,6 @@ from scipy.stats import beta as beta_dist
 from .._validate import PifsError, check_positive_int
 from ..chains import AYS_SIGMAS, ays_sigmas, karras_sigmas, make_chain, sigma_range
 from ..schedules import DiscreteSchedule, EDMSchedule, RectifiedFlowSchedule, Schedule
-
-__all__ = ["baseline_levels", "design_range", "dmn_sigmas", "kl_optimal_sigmas", "beta_sigmas", "starts_from_noise"]
-
 
 #: DMN is computed up to this many steps (its derivative-free optimiser is the slow part of the design above)
 DMN_MAX_STEPS = 50
@@ -131,23 +108,18 @@ def _dmn_objective_batch(P: np.ndarray) -> np.ndarray:
     return res + np.abs(c).sum(axis=1)
 
 
-@lru_cache(maxsize=256)
-def _dmn_cached(sigma_min: float, sigma_max: float, n: int, maxiter: int) -> tuple:
-    return tuple(_dmn(sigma_min, sigma_max, n, maxiter))
-
-
 def dmn_sigmas(sigma_min: float, sigma_max: float, n: int, maxiter: int = 40) -> np.ndarray:
-    """DMN's N + 1 levels (cached per range and N; see :func:`_dmn`)."""
+    """DMN's N + 1 levels (cached per range and N; see :func:`_dmn_cached`)."""
     return np.array(_dmn_cached(float(sigma_min), float(sigma_max), check_positive_int(n, "steps"), int(maxiter)))
 
 
-def _dmn(sigma_min: float, sigma_max: float, n: int, maxiter: int) -> np.ndarray:
+@lru_cache(maxsize=256)
+def _dmn_cached(sigma_min: float, sigma_max: float, n: int, maxiter: int) -> tuple:
     """DMN's N + 1 optimised levels (VE sigma, sigma_max .. sigma_min), from uniform logSNR as the paper's
     recommended start for pixel models; the interior half-logSNR gaps are D softmax(z) (ordered)."""
-    n = check_positive_int(n, "steps")
     lo, hi = -np.log(sigma_max), -np.log(sigma_min)
     if n < 2:
-        return np.array([sigma_max, sigma_min])[: n + 1]
+        return tuple(np.array([sigma_max, sigma_min])[: n + 1])
     D = hi - lo
 
     floor = 1e-3 / n  # gaps >= 1e-3 D / N keep the divided differences finite
@@ -166,7 +138,7 @@ def _dmn(sigma_min: float, sigma_max: float, n: int, maxiter: int) -> np.ndarray
     res = minimize(fun, np.zeros(n), jac=True, method="L-BFGS-B", options={"maxiter": maxiter, "ftol": 1e-10})
     lam = pts(res.x if np.isfinite(res.fun) else np.zeros(n))[0]
     lam[-1] = hi
-    return np.exp(-lam)
+    return tuple(np.exp(-lam))
 
 
 # ---------------------------------------------------------------------------

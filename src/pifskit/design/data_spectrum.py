@@ -1,9 +1,6 @@
-"""The PCA spectrum of a data set for the design criteria (``pifskit design steps --data SPEC``).
-
-SPEC: any :func:`pifskit.datasets.parse_data_spec` spec (``digits``, ``mnist:DIR``, ``folder:DIR``,
-``cifar10:DIR``, ...; images in [-1, 1]) or ``npz:PATH[::KEY]`` (an array of samples, one per row after
-flattening; key ``images``/``x``/the first array by default). The spectrum is the eigenvalues of the
-sample covariance, from the singular values of the centred data: lambda_k = s_k^2 / (n - 1).
+"""The PCA spectrum of a data set (``pifskit design steps --data SPEC``): any
+:func:`pifskit.datasets.parse_data_spec` spec or ``npz:PATH[::KEY]`` (samples, one per row after flattening;
+key ``images``/``x``/``X``/``data``/the first array by default); lambda_k = s_k^2 / (n - 1) of the centred data.
 """
 
 from __future__ import annotations
@@ -14,8 +11,6 @@ import numpy as np
 
 from .._validate import PifsError
 from ..spectra import Spectrum
-
-__all__ = ["data_spectrum", "pca_spectrum"]
 
 
 def pca_spectrum(X, name: str = "data") -> Spectrum:

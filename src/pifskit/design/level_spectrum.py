@@ -1,34 +1,16 @@
 """A per-level linear model of a denoiser: the input of the model-aware step design.
 
-A trained (or exact mixture) denoiser is not one Gaussian: its Jacobian changes with the noise level.
-The model-aware criterion keeps the solvers' closed form (:mod:`pifskit.design.solvers`) and lets the
-gain of each fixed direction k depend on the level,
+Per fixed direction k the gain depends on the level,
 
-    D(y; sigma) = g_k(sigma) y,   g_k(sigma) = lambda_k(sigma) / (lambda_k(sigma) + sigma^2),
+    D(y; sigma) = g_k(sigma) y,   g_k = lambda_k(sigma) / (lambda_k(sigma) + sigma^2),
 
-i.e. an *effective variance* lambda_k(sigma) = sigma^2 g / (1 - g), known at M levels sigma_1 < ... < sigma_M
-(measured: the mean Jacobian's diagonal in a fixed basis, :mod:`pifskit.torch.model_spectrum`).
+with the effective variance lambda_k known at M levels and v_k = log lambda_k interpolated in u = log sigma by
+monotone cubic pieces (PCHIP slopes, zero slope at the ends, constant outside): a constant measurement is
+exactly the Gaussian. The target is the output std of the same model's exact flow,
 
-Interpolation: v_k(u) = log lambda_k at u = log sigma, a monotone cubic (PCHIP slopes) in u between the
-levels, with zero slope at the two ends and constant outside [u_1, u_M]. Why: a constant lambda_k gives
-logit g = log lambda - 2 u exactly, so the model is *exactly* today's Gaussian when the measured
-variances are constant (PCHIP reproduces constants); monotone pieces add no overshoot between
-levels (a measured gain stays within its neighbours); the zero end slopes make v C^1 everywhere, so the
-optimiser's (complex-step) gradient is continuous; outside the measured range the model is the
-Gaussian of the nearest measured variance.
+    t_k = sqrt(lambda_k(sigma_1)) exp(1/2 int_{u_1}^{u_M} g_k(u) v_k'(u) du)   (Gauss-Legendre per interval).
 
-Target (the "exact flow" the solver is scored against): the probability-flow ODE of the same linear
-model, dy/dsigma = (y - D)/sigma = (1 - g_k(sigma)) y / sigma, started from the model's own marginal
-N(0, lambda_k(sigma_M) + sigma_M^2) at the top of the measured range and run to sigma = 0. With
-L = log(lambda + sigma^2), (1 - g) = 1/2 dL/du - 1/2 lambda'/(lambda + sigma^2), so the output std is
-
-    t_k = sqrt(lambda_k(sigma_1)) exp( 1/2 int_{u_1}^{u_M} g_k(u) v_k'(u) du )
-
-(Gauss-Legendre per interval; the integrand vanishes identically when v is constant, so t_k =
-sqrt(lambda_k) exactly and the criterion is today's W2 = sum_k (t_k - |m_k|)^2 to rounding). The target
-does not depend on the chain: the solver's start law (prior / prior-ve) is charged against it as today.
-
-numpy/scipy only.
+See docs/design.md#iii-against-the-models-own-per-level-spectrum---model-issue-11-item-3b. numpy/scipy only.
 """
 
 from __future__ import annotations
@@ -39,8 +21,6 @@ import numpy as np
 from scipy.interpolate import PchipInterpolator
 
 from .._validate import PifsError, as_float_array
-
-__all__ = ["LevelSpectra", "GAIN_CLIP"]
 
 #: measured gains are clipped to [GAIN_CLIP, 1 - GAIN_CLIP] before the effective variance is taken
 GAIN_CLIP = 1e-9
@@ -81,14 +61,9 @@ class LevelSpectra:
         s, lam = s[order], lam[order]
         if (np.diff(s) <= 0).any():
             raise PifsError("level spectra: levels must be distinct")
-        object.__setattr__(self, "sigmas", s)
-        object.__setattr__(self, "lam", lam)
-        object.__setattr__(self, "count", cnt)
         u, v = np.log(s), np.log(lam)
-        object.__setattr__(self, "_u", u)
-        if s.size == 1:
-            object.__setattr__(self, "_coef", None)
-        else:
+        coef = None
+        if s.size > 1:
             slopes = PchipInterpolator(u, v, axis=0).derivative()(u)
             slopes[0] = slopes[-1] = 0.0
             h = np.diff(u)[:, None]
@@ -96,10 +71,11 @@ class LevelSpectra:
             # Hermite cubic on [u_j, u_{j+1}] in t = u - u_j: v_j + m_j t + c2 t^2 + c3 t^3
             c2 = (3 * dv / h - 2 * slopes[:-1] - slopes[1:]) / h
             c3 = (slopes[:-1] + slopes[1:] - 2 * dv / h) / h**2
-            object.__setattr__(self, "_coef", (v[:-1], slopes[:-1], c2, c3))
+            coef = (v[:-1], slopes[:-1], c2, c3)
+        for key, val in {"sigmas": s, "lam": lam, "count": cnt, "_u": u, "_coef": coef}.items():
+            object.__setattr__(self, key, val)
         object.__setattr__(self, "_target", self._target_std())
 
-    # -- constructors ------------------------------------------------------------------
     @classmethod
     def constant(cls, lam, count=None, name: str = "constant") -> "LevelSpectra":
         """The Gaussian: one level, lambda_k(sigma) = lam_k for every sigma."""
@@ -117,7 +93,6 @@ class LevelSpectra:
         lam = s[:, None] ** 2 * np.exp(np.log(g) - np.log1p(-g))
         return cls(s, lam, np.ones(g.shape[1]) if count is None else count, **kw)
 
-    # -- the model -----------------------------------------------------------------------
     @property
     def size(self) -> int:
         """Number of direction groups K."""

@@ -1,31 +1,18 @@
 """Criterion I, finest end: the schedule offset whose first noisy level releases the quantisation bin.
 
-A T-step discretisation of a continuous schedule puts its first noisy level
-(training timestep 0) at t_1 = 1 / T. Its noise scale
-
-    s_1 = sqrt(1 - alpha_bar(1 / T))   (VP; = sqrt(beta_1), since alpha_bar(0) = 1)
-
-is the finest variance the chain can release: a direction with std below
-about s_1 / a_1 (the VE sigma) is never denoised. For B-bit data scaled to
-[-1, 1] the quantisation bin is 2 / (2^B - 1) (1 / 127.5 for B = 8), and
-Nichol & Dhariwal (ICML 2021) chose the cosine offset s = 0.008 so that
-sqrt(beta_1) sits slightly below that bin. Solving s_1 = bin exactly gives the
-offset the criterion predicts (about 0.0121 at T = 1000, B = 8; s = 0.008 gives
-s_1 = 0.00643).
-
-For the cosine schedule, alpha_bar(t) = cos^2(theta) / cos^2(theta_0) with
-theta = (t + s) / (1 + s) pi / 2 and
+The first noisy level of a T-step schedule (t_1 = 1/T) has VP noise s_1 = sqrt(1 - alpha_bar(1/T)); the
+criterion sets s_1 to the quantisation bin 2 / (2^B - 1) of B-bit data in [-1, 1]. For the cosine schedule,
+theta = (t + s) / (1 + s) pi/2,
 
     s_1^2 = sin(theta_1 - theta_0) sin(theta_1 + theta_0) / cos^2(theta_0),
 
-increasing in s on [0, 1 - 1/T), so the root is unique (bracketed brentq).
-The same solver works for any one-parameter family (:func:`solve_first_level`).
+increasing in s, so the root is unique. See docs/design.md#i-release-alignment-finest-end-the-cosine-offset.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.optimize import brentq
@@ -37,17 +24,6 @@ from ..schedules import (
     Schedule,
     ShiftedCosineSchedule,
 )
-
-__all__ = [
-    "TARGET_RULES",
-    "OffsetDesign",
-    "cosine_first_level_noise",
-    "cosine_offset_for_bits",
-    "first_level_noise",
-    "first_level_sigma",
-    "quantisation_bin",
-    "solve_first_level",
-]
 
 #: how the target noise is derived from the bit depth:
 #: "bin": s_1 = bin width 2/(2^B - 1) (Nichol & Dhariwal's rule);
@@ -136,18 +112,9 @@ class OffsetDesign:
         return CosineSchedule(self.offset)
 
     def to_dict(self) -> dict:
-        return {
-            "offset": self.offset,
-            "first_noise": self.first_noise,
-            "first_sigma": self.first_sigma,
-            "target": self.target,
-            "bits": self.bits,
-            "timesteps": self.num_train_timesteps,
-            "rule": self.rule,
-            "published_offset": self.published_offset,
-            "published_first_noise": self.published_first_noise,
-            "ratio_to_published": self.offset / self.published_offset,
-        }
+        """The fields (``num_train_timesteps`` as "timesteps") and the ratio derived / published."""
+        out = {("timesteps" if k == "num_train_timesteps" else k): v for k, v in asdict(self).items()}
+        return {**out, "ratio_to_published": self.offset / self.published_offset}
 
 
 def cosine_offset_for_bits(bits: int = 8, num_train_timesteps: int = 1000, rule: str = "bin") -> OffsetDesign:
@@ -179,6 +146,3 @@ def shifted_cosine_shift_for_bits(bits: int = 8, num_train_timesteps: int = 1000
     target = quantisation_bin(bits, rule)
     return solve_first_level(lambda p: ShiftedCosineSchedule(p, logsnr_min, logsnr_max), target, -30.0, 30.0,
                              num_train_timesteps, name="logSNR shift")
-
-
-__all__.append("shifted_cosine_shift_for_bits")

@@ -1,15 +1,6 @@
-"""Theory vs practice: each published design choice beside the value pifskit derives.
-
-Rows (sources in docs/design.md):
-
-* cosine offset 0.008 at T = 1000, 8-bit data (Nichol & Dhariwal, ICML 2021);
-* simple diffusion's logSNR shift 2 log(64 / R) (Hoogeboom, Heek, Salimans, ICML 2023);
-* SD3's rectified-flow timestep shift alpha = 3.0 at 1024^2 from 256^2 (Esser et al. 2024);
-* Min-SNR gamma = 5 with ImageNet statistics (Hang et al., ICCV 2023);
-* Align Your Steps SD1.5 10-step sigmas (Sabour, Fidler, Kreis, ICML 2024).
-
-Each row: practice, published, derived, inputs, comparison ("ratio" derived /
-published, or "rms_log_sigma" for step lists), value of that comparison.
+"""Theory vs practice: each published design choice beside the value pifskit derives (sources:
+docs/design.md#theory-vs-practice-measured-with-pifskit-010). Each row: practice, published, derived, inputs,
+comparison ("ratio" derived / published, or "rms_log_sigma" for step lists) and its value.
 """
 
 from __future__ import annotations
@@ -33,8 +24,6 @@ from .weighting import (
     pixel_variance_from_std,
 )
 
-__all__ = ["PUBLISHED", "practice_table", "practice_table_html"]
-
 #: published values (see reference-values.md / docs/design.md for sources)
 PUBLISHED = {
     "cosine_offset": 0.008,
@@ -55,67 +44,45 @@ SOURCES = {
 }
 
 
+def _row(practice: str, published, derived, inputs: str, comparison: str, value: float, source: str) -> dict:
+    return {"practice": practice, "published": published, "derived": derived, "inputs": inputs,
+            "comparison": comparison, "value": value, "source": SOURCES[source]}
+
+
 def practice_table(*, image_exponent: float = 2.0, latent_exponent: float = 1.5, latent_resolution: int = 64,
                    latent_channels: int = 4, latent_variance: float = 1.0, steps: int = 10,
                    latent_spectrum: Spectrum | None = None) -> list[dict[str, Any]]:
     """The theory-vs-practice rows (JSON-ready dicts; lists of floats for step lists)."""
-    rows: list[dict[str, Any]] = []
-
     off = cosine_offset_for_bits(8, 1000)
-    rows.append({
-        "practice": "cosine offset",
-        "published": PUBLISHED["cosine_offset"],
-        "derived": off.offset,
-        "inputs": "T = 1000, 8-bit data in [-1, 1]: first level s_1 = sqrt(beta_1) = bin 2/255 = 1/127.5 "
-                  f"(published s = 0.008 gives s_1 = {off.published_first_noise:.5f})",
-        "comparison": "ratio",
-        "value": off.offset / PUBLISHED["cosine_offset"],
-        "source": SOURCES["cosine offset"],
-    })
+    rows = [_row("cosine offset", PUBLISHED["cosine_offset"], off.offset,
+                 "T = 1000, 8-bit data in [-1, 1]: first level s_1 = sqrt(beta_1) = bin 2/255 = 1/127.5 "
+                 f"(published s = 0.008 gives s_1 = {off.published_first_noise:.5f})",
+                 "ratio", off.offset / PUBLISHED["cosine_offset"], "cosine offset")]
 
     pv_img = pixel_variance_from_std(IMAGENET_STD)
     R = PUBLISHED["simple_diffusion_resolution"]
     sh = powerlaw_shift(R, 64, image_exponent, 3, pv_img)
     pub = simple_diffusion_shift(R, 64)
-    rows.append({
-        "practice": "resolution shift (VP)",
-        "published": pub,
-        "derived": sh.logsnr_shift,
-        "inputs": f"logSNR shift {R}^2 vs 64^2; power-law spectrum |k|^-{image_exponent:g}, 3 channels, "
-                  f"pixel variance {pv_img:.4f}; top eigenvalue ratio {sh.top / sh.base_top:.3f} "
-                  f"(pixel-count ratio {(R / 64) ** 2:g})",
-        "comparison": "ratio",
-        "value": sh.logsnr_shift / pub,
-        "source": SOURCES["resolution shift (VP)"],
-    })
+    rows.append(_row("resolution shift (VP)", pub, sh.logsnr_shift,
+                     f"logSNR shift {R}^2 vs 64^2; power-law spectrum |k|^-{image_exponent:g}, 3 channels, "
+                     f"pixel variance {pv_img:.4f}; top eigenvalue ratio {sh.top / sh.base_top:.3f} "
+                     f"(pixel-count ratio {(R / 64) ** 2:g})",
+                     "ratio", sh.logsnr_shift / pub, "resolution shift (VP)"))
 
     R3, R30 = PUBLISHED["sd3_resolution"], PUBLISHED["sd3_base_resolution"]
     sh3 = powerlaw_shift(R3, R30, image_exponent, 3, pv_img)
-    rows.append({
-        "practice": "resolution shift (rectified flow)",
-        "published": PUBLISHED["sd3_alpha"],
-        "derived": sh3.timestep_shift,
-        "inputs": f"timestep shift alpha {R3}^2 vs {R30}^2; power-law |k|^-{image_exponent:g}; "
-                  f"idealised sqrt(m/n) = {sh3.idealised_timestep_shift:g}",
-        "comparison": "ratio",
-        "value": sh3.timestep_shift / PUBLISHED["sd3_alpha"],
-        "source": SOURCES["resolution shift (rectified flow)"],
-    })
+    rows.append(_row("resolution shift (rectified flow)", PUBLISHED["sd3_alpha"], sh3.timestep_shift,
+                     f"timestep shift alpha {R3}^2 vs {R30}^2; power-law |k|^-{image_exponent:g}; "
+                     f"idealised sqrt(m/n) = {sh3.idealised_timestep_shift:g}",
+                     "ratio", sh3.timestep_shift / PUBLISHED["sd3_alpha"], "resolution shift (rectified flow)"))
 
-    flat = Spectrum(np.full(3, pv_img), name="ImageNet per-pixel variance")
-    g = effective_gamma(flat)
+    g = effective_gamma(Spectrum(np.full(3, pv_img), name="ImageNet per-pixel variance"))
     g_fit = fitted_gamma(powerlaw(64, 3, image_exponent, pv_img))
-    rows.append({
-        "practice": "Min-SNR gamma",
-        "published": PUBLISHED["min_snr_gamma"],
-        "derived": g,
-        "inputs": f"gamma = 1 / lambda_eff, lambda_eff = mean (2 std)^2 = {pv_img:.4f} from ImageNet std "
-                  f"(0.229, 0.224, 0.225); soft-min fit to W(l) of a 64x64x3 power-law |k|^-{image_exponent:g} "
-                  f"spectrum: gamma = {g_fit:.2f}",
-        "comparison": "ratio",
-        "value": g / PUBLISHED["min_snr_gamma"],
-        "source": SOURCES["Min-SNR gamma"],
-    })
+    rows.append(_row("Min-SNR gamma", PUBLISHED["min_snr_gamma"], g,
+                     f"gamma = 1 / lambda_eff, lambda_eff = mean (2 std)^2 = {pv_img:.4f} from ImageNet std "
+                     f"(0.229, 0.224, 0.225); soft-min fit to W(l) of a 64x64x3 power-law |k|^-{image_exponent:g} "
+                     f"spectrum: gamma = {g_fit:.2f}",
+                     "ratio", g / PUBLISHED["min_snr_gamma"], "Min-SNR gamma"))
 
     sd = get_schedule("sd")
     sp = latent_spectrum if latent_spectrum is not None else powerlaw(latent_resolution, latent_channels,
@@ -123,18 +90,15 @@ def practice_table(*, image_exponent: float = 2.0, latent_exponent: float = 1.5,
     opt = optimal_steps(sd, sp, steps, start="marginal")  # the theory's criterion III (AYS comparison)
     ays = ays_chain("sd15", steps, sd)
     kar = karras_chain(sd, steps, 7.0)
-    rows.append({
-        "practice": f"AYS SD1.5 {steps} steps",
-        "published": ays_sigmas("sd15", steps)[:-1].tolist(),  # the published values, not a round trip
-        "derived": opt.sigmas[:-1].tolist(),
-        "inputs": f"W2-optimal {steps} noisy levels (then 0) between SD1.5's sigma_max {opt.sigma_max:.3f} and "
-                  f"sigma_min {opt.sigma_min:.4f}; spectrum {sp.name}, mean variance {sp.pixel_variance:.3g}; "
-                  f"W2: derived {opt.w2:.3f}, AYS {w2_surrogate(ays, sp):.3f}, Karras rho=7 {w2_surrogate(kar, sp):.3f}; "
-                  f"Karras RMS log-sigma to AYS {rms_log_sigma(kar.sigmas, ays.sigmas):.3f}",
-        "comparison": "rms_log_sigma",
-        "value": rms_log_sigma(opt.sigmas, ays.sigmas),
-        "source": SOURCES["AYS SD1.5 10 steps"],
-    })
+    rows.append(_row(f"AYS SD1.5 {steps} steps",
+                     ays_sigmas("sd15", steps)[:-1].tolist(),  # the published values, not a round trip
+                     opt.sigmas[:-1].tolist(),
+                     f"W2-optimal {steps} noisy levels (then 0) between SD1.5's sigma_max {opt.sigma_max:.3f} and "
+                     f"sigma_min {opt.sigma_min:.4f}; spectrum {sp.name}, mean variance {sp.pixel_variance:.3g}; "
+                     f"W2: derived {opt.w2:.3f}, AYS {w2_surrogate(ays, sp):.3f}, "
+                     f"Karras rho=7 {w2_surrogate(kar, sp):.3f}; "
+                     f"Karras RMS log-sigma to AYS {rms_log_sigma(kar.sigmas, ays.sigmas):.3f}",
+                     "rms_log_sigma", rms_log_sigma(opt.sigmas, ays.sigmas), "AYS SD1.5 10 steps"))
     return rows
 
 

@@ -1,30 +1,13 @@
 """Criterion I, coarse end: the resolution shift of the noise schedule.
 
-The chain releases direction lambda at logSNR l_rel = -log(lambda) (theory
-section 4). The top of an image spectrum (the DC and lowest frequencies)
-grows with the pixel count, so at a higher resolution R its release moves to
-lower logSNR by log(lambda_1(R) / lambda_1(R0)). Keeping every release at the
-same t therefore shifts the schedule's logSNR by
+Direction lambda is released at logSNR -log(lambda); keeping the release of the spectrum's top at the same
+t from resolution R0 to R shifts the logSNR by
 
-    Delta l = -log(lambda_top(R) / lambda_top(R0)),
+    Delta l = -log(lambda_top(R) / lambda_top(R0)),   rectified flow: alpha = exp(-Delta l / 2),
 
-and for rectified flow, whose timestep shift alpha is the pure logSNR shift
--2 log(alpha) (:class:`pifskit.schedules.RectifiedFlowSchedule`),
-
-    alpha = exp(-Delta l / 2) = sqrt(lambda_top(R) / lambda_top(R0)).
-
-If lambda_top grows like the pixel count N = R^2 (a resolution-independent
-variance of the image mean), Delta l = -2 log(R / R0): simple diffusion's
-2 log(64 / R) (Hoogeboom et al. 2023), and alpha = sqrt(N / N0) = R / R0,
-the rule of SD3 (Esser et al. 2024; alpha = 3.0 used at 1024^2 from 256^2,
-where the rule gives 4). The stationary power-law model at fixed pixel
-variance does *not* grow like N: lambda_top = pv R^2 / S(R), S(R) the sum of
-|k|^-p over the grid, so for p <= 2 the sum grows with R and the shift is
-smaller than 2 log(R / R0) (p < 2: lambda_top ~ R^p; p = 2: ~ R^2 / log R).
-pifskit reports whatever the model or the measured spectra give.
-
-``top`` sets how the top is measured: the largest eigenvalue (``top=1``) or
-the geometric mean of the ``top`` largest (more robust for measured spectra).
+(-2 log(R / R0) if lambda_top grows like the pixel count: simple diffusion's and SD3's rules).
+``top``: the largest eigenvalue (1) or the geometric mean of the ``top`` largest.
+See docs/design.md#i-release-alignment-coarse-end-the-resolution-shift.
 """
 
 from __future__ import annotations
@@ -36,19 +19,6 @@ import numpy as np
 from .._validate import PifsError, check_positive_int
 from ..schedules import RectifiedFlowSchedule, ShiftedCosineSchedule
 from ..spectra import Spectrum, from_images_fourier, powerlaw
-
-__all__ = [
-    "ShiftDesign",
-    "downsample_images",
-    "idealised_shift",
-    "logsnr_shift_from_alpha",
-    "powerlaw_shift",
-    "rectified_flow_alpha",
-    "shift_from_images",
-    "shift_from_spectra",
-    "simple_diffusion_shift",
-    "top_variance",
-]
 
 
 def top_variance(spectrum: Spectrum, top: int = 1) -> float:
@@ -78,11 +48,6 @@ def simple_diffusion_shift(resolution: int, base_resolution: int = 64) -> float:
     """Published rule 2 log(base / resolution) (Hoogeboom et al. 2023)."""
     R, R0 = check_positive_int(resolution, "resolution"), check_positive_int(base_resolution, "base resolution")
     return float(2.0 * np.log(R0 / R))
-
-
-def idealised_shift(resolution: int, base_resolution: int) -> float:
-    """-log(N / N0) = -2 log(R / R0): the shift if the top variance grew like the pixel count."""
-    return simple_diffusion_shift(resolution, base_resolution)
 
 
 @dataclass(frozen=True)
@@ -134,7 +99,7 @@ def shift_from_spectra(spectrum: Spectrum, base_spectrum: Spectrum, resolution: 
     lt, l0 = top_variance(spectrum, top), top_variance(base_spectrum, top)
     dl = float(-np.log(lt / l0))
     return ShiftDesign(logsnr_shift=dl, timestep_shift=rectified_flow_alpha(dl), resolution=R, base_resolution=R0,
-                       top=lt, base_top=l0, idealised_logsnr_shift=idealised_shift(R, R0), source=source,
+                       top=lt, base_top=l0, idealised_logsnr_shift=simple_diffusion_shift(R, R0), source=source,
                        meta={"spectrum": spectrum.name, "base_spectrum": base_spectrum.name, "top": int(top)})
 
 

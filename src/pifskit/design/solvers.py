@@ -1,56 +1,16 @@
 """Solver-aware criterion III: the output law of each deterministic solver on Gaussian data, in closed form.
 
-Work in VE units, y = x / a, so that the noisy state at level sigma is y = x0 + sigma eps. For Gaussian
-data the exact denoiser is linear and diagonal in the principal basis: along a direction of variance
-lambda,
+In VE units (y = x / a, y = x0 + sigma eps) the exact denoiser of Gaussian data is D(y; sigma) = g(sigma) y,
+g = lambda / (lambda + sigma^2), per eigen-direction, so every deterministic solver is a linear recurrence
+z_{i+1} = A_i(lambda) z_i on z = (y, history) and maps the start noise xi to y_N = m(lambda) xi,
 
-    D(y; sigma) = g(sigma) y,   g(sigma) = lambda / (lambda + sigma^2).
+    m = e_0^T A_{N-1} ... A_0 z_0 / xi,   W2^2 = sum_k (sqrt(lambda_k) - |m_k|)^2,
+    KL = 1/2 sum_k (v_k / lambda_k - 1 - log(v_k / lambda_k)),  v = m^2.
 
-Every deterministic solver that combines the current state with current and past denoiser outputs is
-therefore a *linear recurrence* per eigen-direction. With the state z_i = (y_i, history) (the past
-denoiser outputs, or iPNDM's past slopes), one step is z_{i+1} = A_i z_i with a small companion matrix
-A_i(lambda) that depends only on a few neighbouring levels, and the chain maps the start noise xi to
-
-    y_N = m(lambda) xi,   m = e_0^T A_{N-1} ... A_0 z_0 / xi,   z_0 = (r_start(lambda), 0, ..., 0).
-
-The sample along the direction is N(0, m^2), the data N(0, lambda), so (summing over the spectrum)
-
-    W2^2 = sum_k (sqrt(lambda_k) - |m_k|)^2,   KL = 1/2 sum_k (v_k/lambda_k - 1 - log(v_k/lambda_k)),  v = m^2.
-
-Updates (step i from sigma = s to s' < s, rho = s'/s, h = log(s/s'), D = g(s) y):
-
-* ddim / euler:  y' = rho y + (1 - rho) D  (DDIM with eta = 0 and Euler in sigma are one map);
-* heun (EDM Alg. 1, no churn): Euler predictor to y~, D~ = g(s') y~, y' = y + (s' - s)/2 (d + d~),
-  d = (y - D)/s, d~ = (y~ - D~)/s'; Euler on the last step to 0;
-* dpmpp2m (k-diffusion ``sample_dpmpp_2m``): D' = (1 + 1/2r) D - (1/2r) D_prev, r = h_prev/h,
-  y' = rho y + (1 - rho) D'; first order on the first and on the last step;
-* dpmpp3m (k-diffusion ``sample_dpmpp_3m_sde`` with eta = 0): y' = rho y + (1 - rho) D + phi2 d1 - phi3 d2
-  with phi2 = (rho - 1)/h + 1, phi3 = phi2/h - 1/2 and the divided differences d1, d2 of (D, D_prev,
-  D_prev2) in h (one history: phi2 (D - D_prev)/r); the last step returns D;
-* ipndm (k-diffusion ``sample_ipndm``, order 4): y' = y + (s' - s) sum_j c_j d_{i-j}, d = (y - D)/s, the
-  fixed-step Adams-Bashforth weights of order min(i + 1, 4).
-
-A chain that starts from pure noise (sigma_0 = inf, flow models) takes the exact limit of the first step,
-y_1 = sigma_1 xi (the denoiser of centred data returns 0 there), and every solver starts its history
-afterwards -- the convention of :mod:`pifskit.samplers`.
-
-Start laws (``start``): "prior" -- VP N(0, I) at sigma_0, VE std sqrt(1 + sigma_0^2) (DDIM/DPM-Solver in
-diffusers); "prior-ve" -- VE std sigma_0 (k-diffusion / EDM: randn * sigma_max); "marginal" -- the exact
-marginal sqrt(lambda + sigma_0^2) (the theory's surrogate; it does not charge a chain that starts low).
-
-Per-level models: ``lam`` may instead be a :class:`~pifskit.design.level_spectrum.LevelSpectra` (a
-measured denoiser's gain g_k(sigma) per fixed direction, interpolated in log sigma). The gain is the only
-place lambda enters a step, so every update above is unchanged with g(s) -> g_k(s) at each evaluation
-(complex s included, for the gradient); the output is compared with the exact flow of the same linear
-model (std t_k instead of sqrt(lambda_k)); a constant model gives the Gaussian's numbers to rounding.
-
-Gradients: A_i depends on at most four levels (sigma_{i-2} .. sigma_{i+1}); dA_i/dlog sigma is taken by
-the complex step (exact to rounding) and combined with the forward states and backward co-states,
-
-    dm/du_j = sum_{i, q: i-2+q = j} w_i (dA_i/du_{i-2+q}) z_i,   w_i = e_0^T A_{N-1} ... A_{i+1},
-
-so a value and its full gradient cost O(N K m^2) for K spectrum bins (the recurrence itself is a loop
-over the N steps, vectorised over the spectrum and the history).
+``lam`` may be a :class:`~pifskit.design.level_spectrum.LevelSpectra` (gain g_k(sigma) per direction; the
+output is compared with that model's exact flow). Gradients in log sigma: complex step on the few levels
+each A_i depends on, with forward states and backward co-states (O(N K m^2)). The update of each solver
+and the start laws: docs/design.md#iii-for-every-solver-the-charged-start-flow-models-issue-11.
 """
 
 from __future__ import annotations
@@ -59,26 +19,12 @@ import numpy as np
 
 from .._validate import PifsError, as_float_array, check_choice
 
-__all__ = [
-    "SOLVERS",
-    "SOLVER_ORDER",
-    "START_LAWS",
-    "output_gain",
-    "solver_kl",
-    "solver_sw2sq",
-    "solver_w2sq",
-    "sw2_standard_error",
-    "sw2_weights",
-]
-
 #: solvers with a closed form (state size = 1 + history length)
 SOLVERS: tuple[str, ...] = ("ddim", "euler", "heun", "dpmpp2m", "dpmpp3m", "ipndm")
 _STATE = {"ddim": 1, "euler": 1, "heun": 1, "dpmpp2m": 2, "dpmpp3m": 3, "ipndm": 4}
 #: which of the window slots (sigma_{i-2}, sigma_{i-1}, sigma_i, sigma_{i+1}) a step matrix depends on
 _SLOTS = {"ddim": (2, 3), "euler": (2, 3), "heun": (2, 3), "ipndm": (2, 3), "dpmpp2m": (1, 2, 3),
           "dpmpp3m": (0, 1, 2, 3)}
-#: order of convergence (for documentation and tests)
-SOLVER_ORDER = {"ddim": 1, "euler": 1, "heun": 2, "dpmpp2m": 2, "dpmpp3m": 3, "ipndm": 4}
 START_LAWS = ("prior", "prior-ve", "marginal")
 
 _AB = {1: (1.0,), 2: (1.5, -0.5), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
@@ -87,9 +33,10 @@ _H = 1e-20  # complex step in log sigma
 
 def _matrices(solver: str, S: list, lam: np.ndarray, idx: np.ndarray, last: np.ndarray) -> np.ndarray:
     """Step matrices A_i(lambda), shape (n, K, m, m). ``S`` = [sigma_{i-2}, sigma_{i-1}, sigma_i, sigma_{i+1}]
-    as (n, 1) arrays (may be complex; entries a step does not use are finite dummies)."""
+    as (n, 1) arrays (may be complex; entries a step does not use are finite dummies). The updates:
+    docs/design.md (solver section)."""
     s_m2, s_m1, s0, s1 = S
-    n, K = s0.shape[0], _size(lam)
+    n, K = s0.shape[0], lam.size
     m = _STATE[solver]
     dt = np.result_type(s0, s1, float)
     A = np.zeros((n, K, m, m), dtype=dt)
@@ -137,12 +84,10 @@ def _matrices(solver: str, S: list, lam: np.ndarray, idx: np.ndarray, last: np.n
         phi3 = phi2 / h - 0.5
         one = (idx == 1)[:, None]
         three = (idx >= 2)[:, None]
-        r = h1 / h
         r0, r1 = h1 / h, h2 / h
         # coefficients on (D, D_prev, D_prev2)
-        cD = 1.0 - rho_s + np.where(one, phi2 / r, 0.0)
-        c1 = np.where(one, -phi2 / r, 0.0)
-        c2 = np.zeros_like(c1)
+        cD = 1.0 - rho_s + np.where(one, phi2 / r0, 0.0)
+        c1 = np.where(one, -phi2 / r0, 0.0)
         # third order: d1_0 = (D - D1)/r0, diff = d1_0 - (D1 - D2)/r1, d1 = d1_0 + diff r0/(r0+r1), d2 = diff/(r0+r1)
         q = r0 + r1
         diff = (1.0 / r0, -1.0 / r0 - 1.0 / r1, 1.0 / r1)
@@ -150,7 +95,7 @@ def _matrices(solver: str, S: list, lam: np.ndarray, idx: np.ndarray, last: np.n
         t = [phi2 * (d10[k] + diff[k] * r0 / q) - phi3 * diff[k] / q for k in range(3)]
         cD = np.where(three, 1.0 - rho_s + t[0], cD)
         c1 = np.where(three, t[1], c1)
-        c2 = np.where(three, t[2], c2)
+        c2 = np.where(three, t[2], np.zeros_like(c1))
         lastc = last[:, None]
         A[..., 0, 0] = np.where(lastc, g0, rho_s + cD * g0)
         A[..., 0, 1] = np.broadcast_to(np.where(lastc, 0.0, c1), (n, K))
@@ -166,8 +111,9 @@ def _is_level_model(lam) -> bool:
     return hasattr(lam, "gain") and hasattr(lam, "target_std")
 
 
-def _size(lam) -> int:
-    return int(lam.size)
+def _model(lam):
+    """``lam`` as eigenvalues (a float array) or the per-level model itself."""
+    return lam if _is_level_model(lam) else np.asarray(lam, dtype=float)
 
 
 def _gain(lam, s):
@@ -181,8 +127,9 @@ def _target(lam) -> np.ndarray:
 
 
 def _start_std(sigma0, lam, start: str):
-    """VE std of the start law at the (finite) first level sigma0 (a level model: its variance at sigma0)."""
-    ones = np.ones(_size(lam))
+    """VE std of the start law at the (finite) first level sigma0: sqrt(1 + sigma0^2) ("prior"), sigma0
+    ("prior-ve"), sqrt(lambda + sigma0^2) ("marginal"; a level model: its variance at sigma0)."""
+    ones = np.ones(lam.size)
     if start == "prior":
         return np.sqrt(1.0 + sigma0 * sigma0) * ones
     if start == "prior-ve":
@@ -227,9 +174,8 @@ def output_gain(solver: str, sigmas, lam, start: str = "prior", grad: bool = Fal
     """
     check_choice(solver, "solver", SOLVERS)
     check_choice(start, "start", START_LAWS)
-    if not _is_level_model(lam):
-        lam = np.asarray(lam, dtype=float)
-    K = _size(lam)
+    lam = _model(lam)
+    K = lam.size
     lev, pure = _split(sigmas)
     if lev.size == 1:  # [inf, 0]: x_0 = D(x_T) = 0
         m = np.zeros(K)
@@ -270,12 +216,10 @@ def output_gain(solver: str, sigmas, lam, start: str = "prior", grad: bool = Fal
         ok = (j >= 0) & (j <= n)
         np.add.at(dm_full, j[ok], contrib[ok])
     # the start std depends on sigma_0 (m is linear in r0)
-    if pure:
+    if pure or start == "prior-ve":
         dr = lev[0] * np.ones(K)
     elif start == "prior":
         dr = lev[0] ** 2 / np.sqrt(1.0 + lev[0] ** 2) * np.ones(K)
-    elif start == "prior-ve":
-        dr = lev[0] * np.ones(K)
     else:  # a level model's d lambda(sigma_0) / d sigma_0 is left out (sigma_0 is fixed with the marginal start)
         dr = lev[0] ** 2 / r0
     dm_full[0] += m / r0 * dr
@@ -291,8 +235,7 @@ def solver_w2sq(solver: str, sigmas, lam, count, start: str = "prior", grad: boo
     ``lam`` may be a per-level model (:class:`~pifskit.design.level_spectrum.LevelSpectra`): the gains
     g_k(sigma_i) at each evaluation, and sqrt(lambda_k) replaced by the exact flow's output std t_k.
     """
-    if not _is_level_model(lam):
-        lam = np.asarray(lam, dtype=float)
+    lam = _model(lam)
     count = np.asarray(count, dtype=float)
     if not grad:
         m = output_gain(solver, sigmas, lam, start)
@@ -340,11 +283,10 @@ def solver_sw2sq(solver: str, sigmas, lam, weights, start: str = "prior", grad: 
     log sigma of the noisy levels, d/du_j = mean_p 2 r_p / sa_p sum_k w_pk m_k dm_k/du_j (chain rule through
     :func:`output_gain`). ``lam`` may be a per-level model (then t_k is its exact flow's std).
     """
-    if not _is_level_model(lam):
-        lam = np.asarray(lam, dtype=float)
+    lam = _model(lam)
     W = np.asarray(weights, dtype=float)
-    if W.ndim != 2 or W.shape[1] != _size(lam):
-        raise PifsError(f"sliced W2: weights must be (projections, {_size(lam)}), got shape {W.shape}")
+    if W.ndim != 2 or W.shape[1] != lam.size:
+        raise PifsError(f"sliced W2: weights must be (projections, {lam.size}), got shape {W.shape}")
     target = _target(lam)
     if not grad:
         r, _ = _sw2_terms(output_gain(solver, sigmas, lam, start), target, W)
@@ -358,16 +300,14 @@ def solver_sw2sq(solver: str, sigmas, lam, weights, start: str = "prior", grad: 
 
 def sw2_standard_error(solver: str, sigmas, lam, weights, start: str = "prior") -> float:
     """Monte-Carlo standard error of :func:`solver_sw2sq`'s mean over the P projections: std(r_p^2) / sqrt(P)."""
-    if not _is_level_model(lam):
-        lam = np.asarray(lam, dtype=float)
+    lam = _model(lam)
     r, _ = _sw2_terms(output_gain(solver, sigmas, lam, start), _target(lam), np.asarray(weights, float))
     return float(np.std(r * r, ddof=1) / np.sqrt(r.size)) if r.size > 1 else float("nan")
 
 
 def solver_kl(solver: str, sigmas, lam, count, start: str = "prior") -> float:
     """KL(sample law || data law) = 1/2 sum_k count_k (v/lambda - 1 - log(v/lambda)), v = m^2 (inf if some m = 0)."""
-    if not _is_level_model(lam):
-        lam = np.asarray(lam, dtype=float)
+    lam = _model(lam)
     m = output_gain(solver, sigmas, lam, start)
     ratio = m * m / _target(lam) ** 2
     with np.errstate(divide="ignore"):

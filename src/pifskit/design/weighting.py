@@ -1,29 +1,14 @@
 """Criterion II, error-sensitivity weighting of the training loss (theory section 6 II).
 
-An x0-prediction error e at logSNR l enters the DDIM chain as d_t e and is
-carried to the clean end by sqrt(lambda / (a^2 lambda + s^2)); its squared
-effect on the sample along direction lambda is proportional to
-sigmoid(l + log lambda) = SNR lambda / (1 + SNR lambda). Averaged over the
-data spectrum (every direction counts once):
+An x0 error at logSNR l reaches the sample along direction lambda with squared gain sigmoid(l + log lambda);
+over the data spectrum W(l) = E_lambda[sigmoid(l + log lambda)] (one variance: a soft min(SNR, gamma),
+gamma = 1 / lambda, i.e. Min-SNR-gamma). Normalised by the mean eigenvalue lambda_bar:
 
-    W(l) = E_{lambda ~ spectrum}[ sigmoid(l + log lambda) ].
+    w_x0 = W / lambda_bar,   w_eps = W / (SNR lambda_bar),   w_v = W / ((SNR + 1) lambda_bar)
 
-For one variance lambda, W = lambda * SNR / (1 + SNR / gamma) with gamma = 1 / lambda:
-a soft min(SNR, gamma) -- Min-SNR-gamma (Hang et al., ICCV 2023). pifskit's
-weights are normalised by the mean eigenvalue lambda_bar so the epsilon-loss
-weight tends to 1 at pure noise (Min-SNR's normalisation):
-
-    x0 weight        w_x0(l)  = W(l) / lambda_bar                       (Min-SNR: min(SNR, gamma))
-    epsilon weight   w_eps(l) = W / (SNR lambda_bar) = E[lambda / (1 + SNR lambda)] / lambda_bar
-                                                                        (Min-SNR: min(SNR, gamma) / SNR)
-    v weight         w_v(l)   = W / ((SNR + 1) lambda_bar)              (Min-SNR: min(SNR, gamma) / (SNR + 1))
-
-Unit conversions: x0_hat = (x_t - s eps_hat) / a gives |x0 err|^2 = |eps err|^2 / SNR;
-x0_hat = a x_t - s v_hat gives |x0 err|^2 = s^2 |v err|^2 = |v err|^2 / (SNR + 1).
-
-Effective gamma: gamma_mean = 1 / lambda_bar (the theory's lambda_eff), and
-gamma_fit, the gamma of the single-variance curve sigmoid(l - log gamma) that
-best matches W(l)/W(+inf) in least squares over a logSNR grid.
+(Min-SNR: min(SNR, gamma), min(SNR, gamma) / SNR, min(SNR, gamma) / (SNR + 1)). Effective gamma: 1 / lambda_bar,
+and ``gamma_fit``, the single-variance curve sigmoid(l - log gamma) closest to W(l) / W(inf).
+See docs/design.md#ii-error-sensitivity-weighting-the-loss-weights-and-min-snrs-gamma.
 """
 
 from __future__ import annotations
@@ -39,19 +24,6 @@ from ..schedules import DiscreteSchedule, Schedule
 from ..parameterization import short_prediction
 from ..spectra import IMAGENET_STD, Spectrum
 from ._binning import DEFAULT_MAX_BINS, compress_spectrum
-
-__all__ = [
-    "IMAGENET_STD",
-    "PREDICTIONS",
-    "WeightingDesign",
-    "design_weighting",
-    "effective_gamma",
-    "fitted_gamma",
-    "loss_weights",
-    "min_snr_weights",
-    "pixel_variance_from_std",
-    "sensitivity",
-]
 
 PREDICTIONS = ("eps", "x0", "v")
 
@@ -69,17 +41,17 @@ def pixel_variance_from_std(stds, data_range: float = 1.0) -> float:
     return float(np.mean((2.0 * s / data_range) ** 2))
 
 
-def _groups(spectrum: Spectrum, max_bins: int) -> tuple[np.ndarray, np.ndarray, float]:
+def _groups(spectrum: Spectrum, max_bins: int) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(lam, share of each group, mean eigenvalue lambda_bar, share of the positive eigenvalues)."""
     lam, count, _ = compress_spectrum(spectrum, max_bins)
-    return lam, count / count.sum(), float(spectrum.eigenvalues.mean())
+    share = float(np.count_nonzero(spectrum.eigenvalues > 0)) / spectrum.d
+    return lam, count / count.sum(), float(spectrum.eigenvalues.mean()), share
 
 
 def sensitivity(logsnr, spectrum: Spectrum, max_bins: int = DEFAULT_MAX_BINS) -> np.ndarray:
     """W(l) = E_lambda[sigmoid(l + log lambda)] (zero eigenvalues contribute 0); l may be +-inf."""
     l = as_float_array(logsnr, "logsnr", allow_inf=True)
-    lam, p, _ = _groups(spectrum, max_bins)
-    # zero eigenvalues: sigmoid(-inf) = 0, so only their share of the count matters
-    share = float(np.count_nonzero(spectrum.eigenvalues > 0)) / spectrum.d
+    lam, p, _, share = _groups(spectrum, max_bins)  # zero eigenvalues: sigmoid(-inf) = 0, only their share matters
     with np.errstate(invalid="ignore"):
         x = l[..., None] + np.log(lam)
     x = np.where(np.isnan(x), 0.0, x)
@@ -88,8 +60,7 @@ def sensitivity(logsnr, spectrum: Spectrum, max_bins: int = DEFAULT_MAX_BINS) ->
 
 def _eps_factor(logsnr: np.ndarray, spectrum: Spectrum, max_bins: int) -> np.ndarray:
     """E[lambda / (1 + SNR lambda)] / lambda_bar = W / (SNR lambda_bar), stable at SNR = 0 and inf."""
-    lam, p, lbar = _groups(spectrum, max_bins)
-    share = float(np.count_nonzero(spectrum.eigenvalues > 0)) / spectrum.d
+    lam, p, lbar, share = _groups(spectrum, max_bins)
     with np.errstate(over="ignore"):
         snr = np.exp(logsnr)[..., None]
         val = lam / (1.0 + snr * lam)
@@ -194,11 +165,8 @@ def design_weighting(schedule: Schedule, spectrum: Spectrum, prediction: str = "
         l = schedule.logsnr((np.arange(T) + 1.0) / T)
     else:
         raise PifsError(f"expected a pifskit Schedule, got {type(schedule).__name__}")
-    wx = loss_weights(l, spectrum, "x0", max_bins)
-    we = loss_weights(l, spectrum, "eps", max_bins)
-    wv = loss_weights(l, spectrum, "v", max_bins)
-    chosen = {"x0": wx, "eps": we, "v": wv}[prediction]
-    return WeightingDesign(weights=chosen, weights_x0=wx, weights_eps=we, weights_v=wv,
+    w = {p: loss_weights(l, spectrum, p, max_bins) for p in PREDICTIONS}
+    return WeightingDesign(weights=w[prediction], weights_x0=w["x0"], weights_eps=w["eps"], weights_v=w["v"],
                            min_snr=min_snr_weights(l, gamma_published, prediction), logsnr=l,
                            gamma=effective_gamma(spectrum), gamma_fit=fitted_gamma(spectrum, max_bins=max_bins),
                            pixel_variance=float(spectrum.eigenvalues.mean()), prediction=prediction,

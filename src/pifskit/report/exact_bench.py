@@ -1,11 +1,5 @@
-"""The sampling-benchmark page: the results tables, error-vs-NFE figures and settings, through the one writer.
-
-    write_bench_report(report, out_dir, markdown, plots=True) -> [paths]
-
-writes ``report.json`` (the benchmark dict plus ``files``), ``report.html``, ``results.md`` (the
-``markdown`` tables, also shown on the page) and, with ``plots``, ``error_vs_nfe_<metric>.png``:
-one panel per sampler, one line per schedule, 95% CI error bars, the true-vs-true floor dashed.
-"""
+"""The sampling-benchmark page (:func:`write_bench_report`): report.json, report.html, results.md (the markdown
+tables) and ``error_vs_nfe_<metric>.png`` (a panel per sampler, a line per schedule, 95% CIs, the floor dashed)."""
 
 from __future__ import annotations
 
@@ -17,8 +11,6 @@ import numpy as np
 
 from .html import fmt_number
 from .page import new_figure, render_png, write_file, write_page
-
-__all__ = ["write_bench_report", "markdown_html", "error_vs_nfe_figure"]
 
 _CAPTIONS = {
     "w2": "Closed-form W2 distance between the sampler's output Gaussian and the data Gaussian.",
@@ -36,40 +28,23 @@ def _inline(text: str) -> str:
 
 
 def markdown_html(md: str) -> str:
-    """HTML of the benchmark's markdown (headings, paragraphs, pipe tables, **bold**, *italic*); the first
-    level-1 heading is dropped (the page has its own)."""
-    out, table, para = [], [], []
-
-    def flush():
-        if para:
-            out.append(f"<p>{_inline(' '.join(para))}</p>")
-            para.clear()
-        if table:
-            rows = [[c.strip() for c in r.strip().strip("|").split("|")] for r in table if not re.match(r"^\|[-|]+\|$", r)]
+    """HTML of the benchmark's markdown: blocks separated by blank lines -- ``## `` headings, paragraphs, pipe
+    tables -- with **bold** and *italic*; level-1 headings are dropped (the page has its own)."""
+    out = []
+    for block in md.split("\n\n"):
+        lines = [line.strip() for line in block.splitlines() if line.strip()]
+        if not lines or lines[0].startswith("# "):
+            continue
+        if lines[0].startswith("## "):
+            out.append(f"<h3>{_inline(lines[0][3:])}</h3>")
+        elif lines[0].startswith("|"):
+            rows = [[c.strip() for c in r.strip("|").split("|")] for r in lines if not re.match(r"^\|[-|]+\|$", r)]
             head = "".join(f"<th>{_inline(c)}</th>" for c in rows[0])
             body = "".join("<tr>" + "".join(f'<td{" class=num" if j > 1 else ""}>{_inline(c)}</td>'
                                             for j, c in enumerate(r)) + "</tr>" for r in rows[1:])
             out.append(f'<table class="steps"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
-            table.clear()
-
-    for line in md.splitlines():
-        if line.startswith("|"):
-            if para:
-                flush()
-            table.append(line)
-            continue
-        if table:
-            flush()
-        if not line.strip():
-            flush()
-        elif line.startswith("## "):
-            flush()
-            out.append(f"<h3>{_inline(line[3:])}</h3>")
-        elif line.startswith("# "):
-            flush()
         else:
-            para.append(line.strip())
-    flush()
+            out.append(f"<p>{_inline(' '.join(lines))}</p>")
     return "\n".join(out)
 
 
