@@ -15,7 +15,7 @@ NFE 5 -> 3 steps, 10 -> 5 steps = 9 NFE, 20 -> 10 steps = 19 NFE); the NFE actua
 Schedules (all N noisy VE levels then 0): every list of ``pifskit.design.baselines.baseline_levels`` for
 the checkpoint's training schedule (trailing, leading, linspace, uniform logSNR, Karras rho = 7,
 KL-optimal, beta(0.6, 0.6), DMN; AYS where the schedule is SD's), ``pifskit`` = the model-free design
-``pifskit.design.steps.optimal_steps(schedule, pca_spectrum(train images), N, solver=SOLVER)`` (its default
+``pifskit.design.steps.optimal_steps(schedule, spectra.from_data(train images), N, solver=SOLVER)`` (its default
 start), optionally ``ays-sd15`` transplanted (SD1.5's published list; ``--schedules`` must name it), and
 every ``--levels NAME=FILE`` (JSON: ``{"sigmas": [...]}`` for one N -- e.g. ``pifskit design steps --json``
 -- or ``{"N": {"sigmas": ...} | [...], ...}`` / a list of such objects for several N; an object with a
@@ -55,7 +55,7 @@ from scipy import stats
 from pifskit.chains import Chain, ays_sigmas
 from pifskit.datasets import parse_data_spec
 from pifskit.design.baselines import baseline_levels, starts_from_noise
-from pifskit.design.data_spectrum import pca_spectrum
+from pifskit.spectra import from_data
 from pifskit.design.steps import optimal_steps
 from pifskit.samplers import get_sampler, sampler_nfe
 from pifskit.schedules import DiscreteSchedule, get_schedule
@@ -332,7 +332,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"the classifier was scored on holdout {rec.get('holdout')} / split seed "
                          f"{rec.get('split_seed')}; pass the same --holdout / --split-seed")
     train, held = spec.load()
-    spectrum = pca_spectrum(train.images.reshape(len(train.images), -1), "train split")
+    spectrum = from_data(train.images.reshape(len(train.images), -1), "pca(train split)")
     f_ref = classifier_features(clf, held.images)
     d = int(np.prod(info["image_shape"]))
     den = NumpyDenoiser(model, info["prediction_type"], schedule, info["image_shape"], args.clip, args.batch_size)

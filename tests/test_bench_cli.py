@@ -1,7 +1,6 @@
-"""``pifskit bench sampling``: JSON output, report files, determinism, skipped schedules, exit code 2 on bad input."""
+"""``pifskit bench sampling``: JSON output, report files, determinism, exit code 2 on bad input."""
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -64,20 +63,7 @@ def test_table_output_and_samples_per_second(capsys):
     assert "samples/s" in err
 
 
-def test_pifskit_schedule_skipped_with_warning_when_design_missing(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "pifskit.design.steps", None)  # import raises ImportError
-    rc, out, err = _run(capsys, ["bench", "sampling", "--data", "gaussian:powerlaw:2", "--resolution", "4",
-                                 "--channels", "1", "--samplers", "ddim", "--steps", "5",
-                                 "--schedules", "trailing,pifskit", "--json"])
-    assert rc == 0
-    rep = json.loads(out)
-    assert {r["schedule"] for r in rep["results"]} == {"trailing"}
-    assert rep["skipped"] and rep["skipped"][0]["schedule"] == "pifskit"
-    assert "warning" in err and "pifskit" in err
-
-
 def test_pifskit_schedule_runs_when_design_available(capsys):
-    pytest.importorskip("pifskit.design.steps")
     rc, out, err = _run(capsys, ["bench", "sampling", "--data", "gaussian:powerlaw:2", "--resolution", "8",
                                  "--channels", "1", "--samplers", "ddim", "--steps", "10",
                                  "--schedules", "trailing,pifskit", "--json"])

@@ -13,7 +13,6 @@ Set-up and results: docs/benchmarks.md#sampling-benchmark-exact-score-data-model
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -325,7 +324,7 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
     second true sample set's metrics: the noise floor), and for mixtures ``paired`` (SW2 minus the ``reference``
     schedule's -- default 'pifskit' if run, else the first; a ``levels`` label or its bare name -- on the same
     x_T, paired bootstrap CI, negative = better) and ``versus_best`` (the reference minus the best other
-    non-oracle schedule); ``chains``, ``skipped``, ``timing`` and the settings.
+    non-oracle schedule); ``chains``, ``timing`` and the settings.
 
     ``levels``: extra schedules {label: {N: chain}} (:func:`load_levels`). ``oracle`` (mixtures): per sampler
     and N, :func:`optimise_oracle` on :func:`oracle_objective` (``oracle_samples`` rows separate from the
@@ -351,16 +350,9 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
     sched = get_schedule(base_schedule)
     smin, smax = sigma_range(sched)
     chains: dict[tuple[str, int], Chain] = {}
-    skipped: list[dict] = []
     for sc in schedules:
         for N in steps:
-            try:
-                chains[(sc, N)] = bench_chain(sc, N, sched, data.spectrum)
-            except ImportError as exc:
-                msg = f"schedule 'pifskit' skipped: pifskit.design.steps is unavailable ({exc})"
-                warnings.warn(msg, stacklevel=2)
-                skipped.append({"schedule": sc, "reason": msg})
-                break
+            chains[(sc, N)] = bench_chain(sc, N, sched, data.spectrum)
     chains.update({(label, N): ch for label, by_n in levels.items() for N, ch in by_n.items() if N in steps})
     advance = progress or (lambda k=1: None)
     model = data.model
@@ -475,7 +467,6 @@ def run_sampling_benchmark(data: BenchData, samplers=DEFAULT_SAMPLERS, steps=DEF
         "versus_best": best_rows,
         "oracle_gap": gap_rows,
         "oracle": oracle_rows,
-        "skipped": skipped,
         "chains": [{"schedule": sc, "steps": N, "sigmas": ch.sigmas.tolist()} for (sc, N), ch in chains.items()]
         + [{"schedule": "oracle", **{k: r[k] for k in ("sampler", "steps", "sigmas")}} for r in oracle_rows],
         "timing": {"sampling_seconds": t_sample, "metrics_seconds": t_metrics, "samples_generated": n_generated,
@@ -511,8 +502,6 @@ def markdown_tables(report: dict) -> str:
               f"{st['samples']} samples per configuration, seed {st['seed']}"
               + (f"; 95% CIs from {st['n_boot']} bootstrap replicates." if report["data"]["kind"] == "gmm"
                  else "; closed form."), ""]
-    for sk in report.get("skipped", []):
-        lines += [f"*{sk['reason']}*", ""]
     steps = sorted({r["steps"] for r in res})
     floor = {f["metric"]: f for f in report.get("floor", [])}
     for m in dict.fromkeys(r["metric"] for r in res):

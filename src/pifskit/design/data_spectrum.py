@@ -1,6 +1,7 @@
 """The PCA spectrum of a data set (``pifskit design steps --data SPEC``): any
 :func:`pifskit.datasets.parse_data_spec` spec or ``npz:PATH[::KEY]`` (samples, one per row after flattening;
-key ``images``/``x``/``X``/``data``/the first array by default); lambda_k = s_k^2 / (n - 1) of the centred data.
+key ``images``/``x``/``X``/``data``/the first array by default); lambda_k = s_k^2 / (n - 1) of the centred data
+(:func:`pifskit.spectra.from_data`).
 """
 
 from __future__ import annotations
@@ -10,22 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .._validate import PifsError
-from ..spectra import Spectrum
-
-
-def pca_spectrum(X, name: str = "data") -> Spectrum:
-    """Covariance eigenvalues of the rows of X (n, d): s_k^2 / (n - 1) of the centred data (min(n, d) values)."""
-    x = np.asarray(X, dtype=np.float64)
-    x = x.reshape(x.shape[0], -1) if x.ndim > 1 else x[:, None]
-    if x.shape[0] < 2 or not np.isfinite(x).all():
-        raise PifsError(f"{name}: need >= 2 finite samples for a spectrum, got shape {x.shape}")
-    x = x - x.mean(axis=0)
-    if x.shape[0] >= x.shape[1]:
-        vals = np.linalg.eigvalsh(x.T @ x / (x.shape[0] - 1))
-    else:
-        vals = np.linalg.svd(x, compute_uv=False) ** 2 / (x.shape[0] - 1)
-    vals = np.sort(np.clip(vals, 0.0, None))[::-1]
-    return Spectrum(vals, name=f"pca({name})")
+from ..spectra import Spectrum, from_data
 
 
 def _npz(path: str, key: str | None) -> np.ndarray:
@@ -59,4 +45,4 @@ def data_spectrum(spec: str, max_samples: int = 20000, seed: int = 0) -> Spectru
         X, name = ds.images, ds.name
     if X.shape[0] > max_samples:
         X = X[np.sort(np.random.default_rng(seed).choice(X.shape[0], max_samples, replace=False))]
-    return pca_spectrum(X, name)
+    return from_data(X, name=f"pca({name})")
