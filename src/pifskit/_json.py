@@ -13,8 +13,6 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["to_jsonable", "dump_json", "read_json_object", "fmt_num"]
-
 
 def to_jsonable(obj: Any) -> Any:
     """numpy -> Python; non-finite floats -> 'inf' / '-inf' / 'nan'."""

@@ -31,24 +31,6 @@ from .schedules import (
     sigma_from_logsnr,
 )
 
-__all__ = [
-    "Chain",
-    "SPACINGS",
-    "AYS_SIGMAS",
-    "AYS_TIMESTEPS",
-    "diffusers_timesteps",
-    "make_chain",
-    "spaced_chain",
-    "uniform_time_chain",
-    "uniform_logsnr_chain",
-    "karras_chain",
-    "karras_sigmas",
-    "ays_chain",
-    "ays_sigmas",
-    "loglinear_interp",
-    "sigma_range",
-]
-
 
 @dataclass(frozen=True, eq=False)
 class Chain:
@@ -181,10 +163,6 @@ class Chain:
         }
 
 
-# ---------------------------------------------------------------------------
-# diffusers' timestep spacing
-# ---------------------------------------------------------------------------
-
 def diffusers_timesteps(num_train_timesteps: int, num_inference_steps: int, spacing: str = "leading",
                         steps_offset: int = 0) -> np.ndarray:
     """Training timesteps exactly as ``DDIMScheduler.set_timesteps`` picks them.
@@ -293,10 +271,6 @@ def uniform_logsnr_chain(schedule: Schedule, steps: int, sigma_min: float | None
     return _noisy_levels_to_chain(schedule, sig, f"logsnr-{N}")
 
 
-# ---------------------------------------------------------------------------
-# Align Your Steps (Sabour, Fidler, Kreis, ICML 2024; diffusers AysSchedules)
-# ---------------------------------------------------------------------------
-
 #: Published 10-step AYS sigmas (11 values: the 10 noisy levels and sigma_min).
 AYS_SIGMAS: dict[str, np.ndarray] = {
     "sd15": np.array([14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029]),
@@ -347,10 +321,6 @@ def ays_chain(model: str, steps: int = 10, schedule: Schedule | None = None) -> 
                             f"schedule's noise range {lo:.4g}..{hi:.4g}; choose the AYS list made for it")
     return _noisy_levels_to_chain(schedule, sig[:-1], f"ays-{model}-{steps}")
 
-
-# ---------------------------------------------------------------------------
-# dispatcher
-# ---------------------------------------------------------------------------
 
 SPACINGS = ("trailing", "leading", "linspace", "uniform", "logsnr", "karras", "ays-sd15", "ays-sdxl", "ays-svd")
 

@@ -26,24 +26,6 @@ from scipy.special import expit
 from ._validate import PifsError, as_float_array
 from .chains import Chain
 
-__all__ = [
-    "StepAngles",
-    "step_angles",
-    "step_coefficients",
-    "contraction_threshold",
-    "expansion_threshold",
-    "denoiser_gain",
-    "expansion_function",
-    "log_expansion_function",
-    "chain_exponent",
-    "global_threshold",
-    "release_logsnr",
-    "release_step",
-    "regime_boundary_step",
-    "lambda_grid",
-    "local_rate",
-]
-
 
 @dataclass(frozen=True)
 class StepAngles:

@@ -20,8 +20,6 @@ from .chains import Chain
 from .geometry import chain_exponent
 from .spectra import Spectrum
 
-__all__ = ["lyapunov_exponents", "kaplan_yorke", "moran_function"]
-
 
 def lyapunov_exponents(chain: Chain, spectrum: Spectrum) -> np.ndarray:
     """Lambda_k = sum_t log f_t(lambda_k), sorted descending (length d).

@@ -28,9 +28,6 @@ from __future__ import annotations
 
 from ._validate import PifsError
 
-__all__ = ["PREDICTION_TYPES", "PREDICTION_ALIASES", "SHORT_NAMES", "INPUT_SPACES", "input_scale",
-           "normalize_prediction", "short_prediction", "target_scalings", "x0_scalings"]
-
 #: input spaces of a model: VP (DDPM / SD), VE (EDM, alpha = 1), rectified flow
 INPUT_SPACES: tuple[str, ...] = ("vp", "ve", "flow")
 

@@ -8,8 +8,6 @@ from .chains import Chain, make_chain
 from .scheduler_config import chain_from_config, load_scheduler_config
 from .schedules import DiscreteSchedule, Schedule, get_schedule
 
-__all__ = ["resolve_chain"]
-
 
 def resolve_chain(schedule: Schedule | str | None, steps: int, spacing: str | None = None, timesteps=None,
                   sigmas=None, config=None) -> Chain:

@@ -43,22 +43,6 @@ from ._validate import PifsError, as_float_array, check_choice
 from .chains import Chain
 from .geometry import step_coefficients
 
-__all__ = [
-    "Denoiser",
-    "sample_ddim",
-    "sample_euler",
-    "sample_heun",
-    "sample_dpmpp_2m",
-    "sample_dpmpp_3m",
-    "sample_ipndm",
-    "SAMPLERS",
-    "get_sampler",
-    "parse_sampler",
-    "sampler_nfe",
-    "initial_noise",
-    "ddim_noise_std",
-]
-
 Denoiser = Callable[[np.ndarray, float], np.ndarray]
 
 
@@ -102,10 +86,6 @@ def _sigma_ratio(l: np.ndarray, i: int) -> float:
     return 0.0 if np.isinf(l[i]) or np.isinf(l[i + 1]) else float(np.exp(-h))
 
 
-# ---------------------------------------------------------------------------
-# DDIM
-# ---------------------------------------------------------------------------
-
 def ddim_noise_std(chain: Chain, eta: float) -> np.ndarray:
     """Per-step DDIM noise std sig_i = eta (s_s / s_t) sqrt(1 - alpha_bar_t / alpha_bar_s) (N values)."""
     l = chain.logsnr
@@ -140,10 +120,6 @@ def sample_ddim(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | Non
             callback({"i": i, "x": x, "denoised": D, "logsnr": float(l[i])})
     return x
 
-
-# ---------------------------------------------------------------------------
-# Euler / Heun / DPM-Solver++(3M) / iPNDM in VE units y = x / a (EDM)
-# ---------------------------------------------------------------------------
 
 def _ve_sampler(denoiser, x, chain: Chain, callback, update: Callable) -> np.ndarray:
     """The VE loop: y = x / a_0 (from pure noise: the exact first step y_1 = (s_1 x_T + a_1 D(x_T)) / a_1),
@@ -185,10 +161,6 @@ def sample_heun(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | Non
 
     return _ve_sampler(denoiser, x, chain, callback, update)
 
-
-# ---------------------------------------------------------------------------
-# DPM-Solver++(2M)
-# ---------------------------------------------------------------------------
 
 def sample_dpmpp_2m(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | None = None,
                     rng=None) -> np.ndarray:
@@ -264,10 +236,6 @@ def sample_ipndm(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | No
 
     return _ve_sampler(denoiser, x, chain, callback, update)
 
-
-# ---------------------------------------------------------------------------
-# registry
-# ---------------------------------------------------------------------------
 
 SAMPLERS: dict[str, Callable] = {
     "ddim": sample_ddim,

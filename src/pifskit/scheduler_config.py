@@ -34,11 +34,7 @@ import numpy as np
 from ._validate import PifsError, check_choice, check_positive_int
 from .parameterization import normalize_prediction
 from .chains import Chain, diffusers_timesteps, karras_sigmas, make_chain
-from .schedules import DiscreteSchedule, RectifiedFlowSchedule, Schedule, logsnr_from_sigma
-
-__all__ = ["load_scheduler_config", "schedule_from_config", "chain_from_config", "betas_from_config",
-           "rescale_zero_terminal_snr", "DDIM_FAMILY", "EULER_FAMILY", "FLOW_FAMILY",
-           "MULTISTEP_FAMILY"]
+from .schedules import DiscreteSchedule, RectifiedFlowSchedule, Schedule, beta_table, logsnr_from_sigma
 
 DDIM_FAMILY = ("DDIMScheduler", "DDPMScheduler", "PNDMScheduler", "DDIMParallelScheduler", "DDPMParallelScheduler")
 EULER_FAMILY = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler",
@@ -178,15 +174,7 @@ def betas_from_config(cfg: dict) -> np.ndarray:
             raise PifsError(f"trained_betas has {betas.size} values but num_train_timesteps is {T}")
     else:
         kind = check_choice(str(cfg["beta_schedule"]), "beta_schedule", BETA_SCHEDULES)
-        b0, b1 = float(cfg["beta_start"]), float(cfg["beta_end"])
-        if kind == "linear":
-            betas = np.linspace(b0, b1, T, dtype=np.float32)
-        elif kind == "scaled_linear":
-            betas = np.linspace(b0**0.5, b1**0.5, T, dtype=np.float32) ** 2
-        else:
-            i = np.arange(T, dtype=np.float64)
-            f = lambda t: np.cos((t + 0.008) / 1.008 * np.pi / 2) ** 2  # noqa: E731
-            betas = _f32(np.minimum(1 - f((i + 1) / T) / f(i / T), 0.999))
+        betas = beta_table(kind, T, float(cfg["beta_start"]), float(cfg["beta_end"]))
     if not np.isfinite(betas).all() or (betas <= 0).any() or (betas > 1).any():
         raise PifsError("betas must be finite and in (0, 1]")
     if cfg.get("rescale_betas_zero_snr"):

@@ -17,9 +17,6 @@ import numpy as np
 
 from ._validate import PifsError, as_float_array, check_positive_int
 
-__all__ = ["Spectrum", "powerlaw", "powerlaw_grid", "from_data", "from_images_fourier", "from_file", "digits",
-           "parse_spectrum", "IMAGENET_STD", "IMAGENET_PIXEL_VARIANCE"]
-
 #: ImageNet's per-channel pixel std in [0, 1] units (torchvision's normalisation constants)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: mean per-pixel variance of ImageNet in [-1, 1] units: mean((2 std)^2) = 0.20432

@@ -135,4 +135,3 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run)
 
 
-__all__ = ["register", "run"]

@@ -1,25 +1,9 @@
-"""Hand a pifskit chain to a diffusers scheduler / pipeline.
+"""Hand a pifskit chain, or pifskit's designed steps, to a diffusers scheduler / pipeline.
 
-diffusers' pipelines pass ``timesteps=`` or ``sigmas=`` through to
-``scheduler.set_timesteps``; which one a scheduler accepts is visible in that
-method's signature (``EulerDiscreteScheduler``: both; ``DDPMScheduler``,
-``DPMSolverMultistepScheduler``: ``timesteps``; ``DDIMScheduler``: neither, its
-``step`` assumes uniform spacing). :func:`pipeline_kwargs` inspects the
-signature and returns the matching keyword arguments:
-
-* ``{"sigmas": [...]}``: VE sigmas, noisiest first, with the final level
-  (0.0 when the chain lands clean) -- ``set_timesteps(sigmas=...)`` runs exactly
-  ``len(sigmas) - 1`` steps on them;
-* ``{"timesteps": [...]}``: integer training timesteps, strictly decreasing
-  (each step then goes to the next listed timestep, the last to the clean end).
-
-torch and diffusers are imported lazily (only :func:`set_chain` touches the
-scheduler); pifskit's core never imports them.
-
-:func:`schedule_kwargs` goes one level up: it designs pifskit's steps for a scheduler's own
-config and solver and returns the exact keyword arguments for ``pipe(...)`` /
-``scheduler.set_timesteps(...)``, handling each scheduler's conventions (see
-:func:`plan_schedule` and docs/diffusers.md).
+:func:`pipeline_kwargs` returns ``{"sigmas": [...]}`` (VE, noisiest first, N + 1 values) or
+``{"timesteps": [...]}`` (strictly decreasing integers), whichever ``set_timesteps`` accepts;
+:func:`schedule_kwargs` / :func:`plan_schedule` design the steps for a scheduler's own config and
+solver. torch and diffusers are imported lazily; see docs/diffusers.md for each scheduler's conventions.
 """
 
 from __future__ import annotations
@@ -33,9 +17,6 @@ import numpy as np
 from .._validate import PifsError, check_choice
 from ..chains import Chain
 from ..schedules import DiscreteSchedule, calculate_shift
-
-__all__ = ["SOLVER_OF_SCHEDULER", "SchedulePlan", "accepted_kwargs", "flow_sigmas_from_ve", "pipeline_kwargs",
-           "plan_schedule", "schedule_kwargs", "scheduler_schedule", "set_chain", "with_custom_timesteps"]
 
 
 def accepted_kwargs(scheduler: Any) -> tuple[str, ...]:
@@ -52,11 +33,14 @@ def accepted_kwargs(scheduler: Any) -> tuple[str, ...]:
 
 def scheduler_schedule(scheduler: Any) -> DiscreteSchedule:
     """The scheduler's training schedule (its ``alphas_cumprod``) as a pifskit :class:`DiscreteSchedule`."""
+    return DiscreteSchedule(_alphas_cumprod(scheduler).astype(np.float64), name=type(scheduler).__name__)
+
+
+def _alphas_cumprod(scheduler: Any) -> np.ndarray:
     ab = getattr(scheduler, "alphas_cumprod", None)
     if ab is None:
         raise PifsError(f"{type(scheduler).__name__} has no alphas_cumprod; cannot map levels to timesteps")
-    ab = np.asarray(ab.detach().cpu().numpy() if hasattr(ab, "detach") else ab, dtype=np.float64)
-    return DiscreteSchedule(ab, name=type(scheduler).__name__)
+    return np.asarray(ab.detach().cpu().numpy() if hasattr(ab, "detach") else ab)
 
 
 def _timesteps_for(chain: Chain, scheduler: Any) -> list[int]:
@@ -105,10 +89,6 @@ def set_chain(scheduler: Any, chain: Chain, device: Any = None, prefer: str | No
     scheduler.set_timesteps(device=device, **kw)
     return kw
 
-
-# ---------------------------------------------------------------------------
-# schedule_kwargs: pifskit's designed steps for a scheduler / pipeline, in its own conventions
-# ---------------------------------------------------------------------------
 
 #: diffusers scheduler class -> pifskit solver names, preferred first. A solver-aware designer
 #: (``optimal_steps(..., solver=)``) gets the first name it knows; DPMSolverMultistepScheduler's
@@ -314,10 +294,7 @@ def _spectrum(spectrum: Any):
 
 def _table32(scheduler: Any) -> np.ndarray:
     """diffusers' float32 VE table sqrt((1 - ab) / ab), t = 0 first."""
-    ab = getattr(scheduler, "alphas_cumprod", None)
-    if ab is None:
-        raise PifsError(f"{type(scheduler).__name__} has no alphas_cumprod")
-    ab = np.asarray(ab.detach().cpu().numpy() if hasattr(ab, "detach") else ab, dtype=np.float32)
+    ab = _alphas_cumprod(scheduler).astype(np.float32)
     return np.sqrt((np.float32(1.0) - ab) / ab)
 
 
@@ -430,11 +407,8 @@ def _plan_flow(scheduler, pipe, name, steps, spectrum, solvers, design_options, 
     T = int(cfg.get("num_train_timesteps", 1000))
     # what the scheduler computes (float32): shifted = S t / (1 + (S - 1) t), timesteps = shifted * T
     t32 = np.asarray(handed, dtype=np.float32)
-    if dynamic and cfg.get("time_shift_type", "exponential") == "exponential":
-        e = float(np.exp(mu_v))
-        shifted = (e / (e + (1 / t32 - 1))).astype(np.float32)
-    elif dynamic:
-        shifted = (mu_v / (mu_v + (1 / t32 - 1))).astype(np.float32)
+    if dynamic:  # diffusers' time_shift: S / (S + (1 / t - 1)), S = e^mu (exponential) or mu (linear)
+        shifted = (s_eff / (s_eff + (1 / t32 - 1))).astype(np.float32)
     else:
         shifted = (s_eff * t32 / (1 + (s_eff - 1) * t32)).astype(np.float32)
     levels = np.concatenate([fs, [0.0]])
@@ -465,8 +439,7 @@ def plan_schedule(scheduler_or_pipeline: Any, steps: int, *, spectrum: Any = Non
         return _plan_flow(sched, pipe, name, steps, sp, solvers, dict(design_options), mu, image_seq_len,
                           height, width)
     cfg = _cfg(sched)
-    custom = getattr(type(sched), "_pifskit_base", None) is not None
-    if custom:
+    if getattr(type(sched), "_pifskit_base", None) is not None:
         kinds: tuple[str, ...] = ("timesteps",)
     elif name in _KIND:
         kinds = _KIND[name]
@@ -476,58 +449,52 @@ def plan_schedule(scheduler_or_pipeline: Any, steps: int, *, spectrum: Any = Non
         raise _incompatible(name, pipe, "is configured with use_flow_sigmas (flow levels in a VP scheduler)")
     call = _call_params(pipe)
     if call is not None:
-        ok = [k for k in kinds if k.split("-")[0] in call]
-        if not ok:
+        kinds = tuple(k for k in kinds if k.split("-")[0] in call)
+        if not kinds:
             raise PifsError(f"{type(pipe).__name__}.__call__ accepts neither sigmas= nor timesteps=; set the "
                             f"levels yourself: `pipe.scheduler.set_timesteps(**kwargs)` is overwritten by the pipeline, "
                             f"so use a pipeline that takes them (e.g. StableDiffusionPipeline) or call the "
                             f"pipeline's denoising loop with the scheduler prepared")
-        kinds = tuple(ok)
     if prefer is not None:
         kinds = tuple(sorted(kinds, key=lambda k: 0 if k.startswith(prefer) else 1))
     kind = kinds[0]
-    flags = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
     if kind != "sigmas":
-        _flag_error(name, cfg, flags)
-    if cfg.get("final_sigmas_type", "zero") != "zero" and kind != "sigmas":
-        raise PifsError(f"{name} has final_sigmas_type={cfg.get('final_sigmas_type')!r}: its last step stops at "
-                        f"sigma_min, not at the clean level the design lands on; rebuild it with "
-                        f"`{name}.from_config(pipe.scheduler.config, final_sigmas_type='zero')`")
+        _flag_error(name, cfg, ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas"))
+        if cfg.get("final_sigmas_type", "zero") != "zero":
+            raise PifsError(f"{name} has final_sigmas_type={cfg.get('final_sigmas_type')!r}: its last step stops at "
+                            f"sigma_min, not at the clean level the design lands on; rebuild it with "
+                            f"`{name}.from_config(pipe.scheduler.config, final_sigmas_type='zero')`")
     schedule = _vp_schedule(sched)
     design, solver = _design(schedule, sp, steps, solvers, dict(design_options))
     table = _table32(sched)
-    T = table.size
+    levels = np.asarray(design.sigmas, dtype=np.float64)
     notes: list[str] = []
     if kind == "sigmas":
-        sig = np.asarray(design.sigmas, dtype=np.float64)
-        if not np.isfinite(sig).all():
+        if not np.isfinite(levels).all():
             raise PifsError("the design starts at sigma = inf; diffusers needs finite sigmas")
-        kwargs: dict = {"sigmas": [float(v) for v in sig]}
-        levels = sig
-        s_sig = sig.astype(np.float32)
-        s_ts = schedule.timestep_of_sigma(sig[:-1]).astype(np.float32)
+        kwargs: dict = {"sigmas": [float(v) for v in levels]}
+        s_sig = levels.astype(np.float32)
+        s_ts = schedule.timestep_of_sigma(levels[:-1]).astype(np.float32)
     elif kind == "timesteps-float":
-        sig = np.asarray(design.sigmas, dtype=np.float64)
         # the scheduler interpolates sigma linearly in t between the integer knots: invert that
-        ts = np.interp(sig[:-1], table.astype(np.float64), np.arange(T, dtype=np.float64))
-        ts32 = ts.astype(np.float32)
-        if not (np.diff(ts32) < 0).all():
+        knots = np.arange(table.size, dtype=np.float64)
+        s_ts = np.interp(levels[:-1], table.astype(np.float64), knots).astype(np.float32)
+        if not (np.diff(s_ts) < 0).all():
             raise PifsError("designed levels collapse to duplicate timesteps in float32; use fewer steps")
-        kwargs = {"timesteps": [float(v) for v in ts32]}
-        levels = sig
-        s_sig = np.concatenate([np.interp(ts32, np.arange(T), table), [0.0]]).astype(np.float32)
-        s_ts = ts32
+        kwargs = {"timesteps": [float(v) for v in s_ts]}
+        s_sig = np.concatenate([np.interp(s_ts, knots, table), [0.0]]).astype(np.float32)
         notes.append("fractional timesteps: the scheduler interpolates sigma linearly between training "
                      "timesteps, so these reproduce the designed sigmas exactly")
     else:
-        ts_int = getattr(design, "timesteps", None)
-        if ts_int is None:
-            ts_int = _integer_timesteps(schedule, design.sigmas)
-        ts_int = np.asarray(ts_int, dtype=np.int64)
-        kwargs = {"timesteps": [int(t) for t in ts_int]}
-        s_sig = np.concatenate([table[ts_int], [0.0]]).astype(np.float32)
+        s_ts = getattr(design, "timesteps", None)
+        if s_ts is None:
+            from ..design.steps import timesteps_from_sigmas
+
+            s_ts = timesteps_from_sigmas(schedule, levels[levels > 0])
+        s_ts = np.asarray(s_ts, dtype=np.int64)
+        kwargs = {"timesteps": [int(t) for t in s_ts]}
+        s_sig = np.concatenate([table[s_ts], [0.0]]).astype(np.float32)
         levels = s_sig.astype(np.float64)
-        s_ts = ts_int
         notes.append("integer timesteps: the levels are the designed ones rounded to training timesteps "
                      "(unique, strictly decreasing: no duplicate-timestep index errors)")
     if name == "HeunDiscreteScheduler":  # Heun repeats every interior level (two model calls per step)
@@ -536,14 +503,6 @@ def plan_schedule(scheduler_or_pipeline: Any, steps: int, *, spectrum: Any = Non
     return SchedulePlan(scheduler=name, kind=kind.split("-")[0], kwargs=kwargs, levels=levels,
                         scheduler_sigmas=None if name.startswith("DDPM") else s_sig,
                         scheduler_timesteps=np.asarray(s_ts), solver=solver, design=design, notes=notes)
-
-
-def _integer_timesteps(schedule: DiscreteSchedule, sigmas) -> np.ndarray:
-    from ..design.steps import timesteps_from_sigmas
-
-    sig = np.asarray(sigmas, dtype=np.float64)
-    return timesteps_from_sigmas(schedule, sig[sig > 0])
-
 
 
 def schedule_kwargs(scheduler_or_pipeline: Any, steps: int, **design_options) -> dict:
