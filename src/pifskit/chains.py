@@ -1,15 +1,7 @@
-"""Sampling chains: the decreasing sequence of noise levels a sampler visits.
+"""Sampling chains: the N + 1 noise levels a sampler visits, as logSNR, noisiest first.
 
-A :class:`Chain` stores N + 1 levels as logSNR values, noisiest first
-(``logsnr[0]`` may be -inf: pure noise; ``logsnr[-1]`` may be +inf: the clean
-endpoint). Step i maps level i (t, noisier) to level i + 1 (s, cleaner), and
-uses one denoiser evaluation at level i. For discrete schedules the chain
-also carries the N training ``timesteps`` of those evaluations.
-
-Selection rules mirror diffusers (``timestep_spacing`` leading / trailing /
-linspace, exactly as ``DDIMScheduler.set_timesteps``), k-diffusion (Karras
-rho), uniform logSNR, explicit ``timesteps=`` / ``sigmas=`` lists, and the
-published Align Your Steps lists.
+Step i maps level i to level i + 1 with one denoiser evaluation at level i; ``logsnr[0]`` may be -inf
+(pure noise), ``logsnr[-1]`` +inf (clean). Spacing rules: see docs/core.md#chains.
 """
 
 from __future__ import annotations
@@ -250,12 +242,16 @@ def karras_sigmas(sigma_min: float, sigma_max: float, n: int, rho: float = 7.0) 
     return (hi + ramp * (lo - hi)) ** rho
 
 
+def _range(schedule: Schedule, sigma_min: float | None, sigma_max: float | None) -> tuple[float, float]:
+    """The given (sigma_min, sigma_max), each defaulting to :func:`sigma_range`'s."""
+    smin, smax = sigma_range(schedule)
+    return smin if sigma_min is None else sigma_min, smax if sigma_max is None else sigma_max
+
+
 def karras_chain(schedule: Schedule, steps: int, rho: float = 7.0, sigma_min: float | None = None,
                  sigma_max: float | None = None) -> Chain:
     """N Karras levels from sigma_max to sigma_min, then the clean endpoint (diffusers' ``use_karras_sigmas``)."""
-    smin, smax = sigma_range(schedule)
-    smin = smin if sigma_min is None else sigma_min
-    smax = smax if sigma_max is None else sigma_max
+    smin, smax = _range(schedule, sigma_min, sigma_max)
     sig = karras_sigmas(smin, smax, steps, rho) if steps > 1 else np.array([smax])
     return _noisy_levels_to_chain(schedule, sig, f"karras{rho:g}-{steps}")
 
@@ -264,9 +260,7 @@ def uniform_logsnr_chain(schedule: Schedule, steps: int, sigma_min: float | None
                          sigma_max: float | None = None) -> Chain:
     """N levels uniform in logSNR (= uniform in log sigma) from sigma_max to sigma_min, then clean."""
     N = check_positive_int(steps, "steps")
-    smin, smax = sigma_range(schedule)
-    smin = smin if sigma_min is None else sigma_min
-    smax = smax if sigma_max is None else sigma_max
+    smin, smax = _range(schedule, sigma_min, sigma_max)
     sig = np.exp(np.linspace(np.log(smax), np.log(smin), N)) if N > 1 else np.array([smax])
     return _noisy_levels_to_chain(schedule, sig, f"logsnr-{N}")
 
@@ -335,29 +329,22 @@ SPACING_RULE = ("trailing/leading/linspace are diffusers' timestep rules on a di
 def make_chain(schedule: Schedule, steps: int, spacing: str = "trailing", **kw) -> Chain:
     """One entry point: a chain of ``steps`` steps with the named ``spacing`` (rule: ``SPACING_RULE``).
 
-    trailing / leading / linspace: diffusers' DDIM timestep spacing (discrete
-    schedules; for a continuous schedule 'trailing' and 'linspace' mean uniform
-    in t). uniform: uniform in t. logsnr: uniform in logSNR. karras: rho = 7
-    (``rho=`` to change). ays-*: published Align Your Steps lists. When a name is
-    mapped to another rule, ``chain.meta['notices']`` says so (the CLI prints it).
+    karras takes ``rho=`` (default 7), karras / logsnr ``sigma_min=`` / ``sigma_max=``, the diffusers rules
+    ``steps_offset=`` / ``set_alpha_to_one=``. When a name is mapped to another rule,
+    ``chain.meta['notices']`` says so (the CLI prints it).
     """
     check_choice(spacing, "spacing", SPACINGS)
     N = check_positive_int(steps, "steps")
     discrete = isinstance(schedule, DiscreteSchedule)
-    if spacing in ("trailing", "leading", "linspace", "uniform"):
-        accepted = {"steps_offset", "set_alpha_to_one"} if discrete else set()
-    elif spacing == "karras":
-        accepted = {"rho", "sigma_min", "sigma_max"}
-    elif spacing == "logsnr":
-        accepted = {"sigma_min", "sigma_max"}
-    else:
-        accepted = set()
+    accepted = {"karras": {"rho", "sigma_min", "sigma_max"}, "logsnr": {"sigma_min", "sigma_max"}}.get(spacing, set())
+    if spacing in ("trailing", "leading", "linspace", "uniform") and discrete:
+        accepted = {"steps_offset", "set_alpha_to_one"}
     unused = sorted(set(kw) - accepted)
     if unused:
         raise PifsError(f"spacing {spacing!r} on {'a discrete' if discrete else 'a continuous'} schedule does not "
                         f"take {', '.join(unused)}; accepted: {', '.join(sorted(accepted)) or 'none'}")
     if spacing in ("trailing", "leading", "linspace"):
-        if isinstance(schedule, DiscreteSchedule):
+        if discrete:
             check_positive_int(N, "steps", maximum=schedule.num_train_timesteps)
             return spaced_chain(schedule, N, spacing, **kw)
         if spacing == "leading":
@@ -366,7 +353,7 @@ def make_chain(schedule: Schedule, steps: int, spacing: str = "trailing", **kw) 
         return _noted(uniform_time_chain(schedule, N),
                       f"spacing {spacing!r} on a continuous schedule: uniform in t (diffusers' rule needs a grid)")
     if spacing == "uniform":
-        if isinstance(schedule, DiscreteSchedule):
+        if discrete:
             return _noted(spaced_chain(schedule, N, "trailing", **kw),
                           "spacing 'uniform' on a discrete schedule: uniform in the training timestep, "
                           "i.e. diffusers' trailing rule")

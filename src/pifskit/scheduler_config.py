@@ -1,26 +1,8 @@
 """Import of a diffusers ``scheduler_config.json`` (no diffusers import needed).
 
-Reproduces what diffusers computes, in the same float32 arithmetic (to
-float32 precision: torch's vectorised float32 ``linspace`` can differ from
-numpy's by one ulp):
-
-* betas: ``linear`` = linspace(beta_start, beta_end, T); ``scaled_linear`` =
-  linspace(sqrt(beta_start), sqrt(beta_end), T)^2; ``squaredcos_cap_v2`` =
-  min(1 - f(t2)/f(t1), 0.999) with f(t) = cos((t + 0.008)/1.008 pi/2)^2;
-  ``trained_betas`` verbatim; optional ``rescale_betas_zero_snr`` (Lin et al.
-  2024, Algorithm 1); alphas_cumprod = cumprod(1 - betas) in float32.
-* flow matching (``FlowMatchEulerDiscreteScheduler``): sigmas = t' =
-  shift t / (1 + (shift - 1) t), mapped to VP as l = 2 log((1 - t')/t').
-* the inference chain of ``set_timesteps`` for the DDIM family (DDIM, DDPM,
-  PNDM: integer timesteps by ``timestep_spacing``, last step to alpha_bar = 1
-  iff ``set_alpha_to_one``; PNDM is analysed as DDIM, with a notice), the
-  Euler family (Euler, Euler ancestral, Heun, LMS: sigmas interpolated linearly
-  at the spaced timesteps, or Karras / exponential / beta sigmas between the
-  config's ``sigma_max`` and ``sigma_min``; then 0 or sigma_min per
-  ``final_sigmas_type``), the multistep solvers and flow matching.
-
-Every field of a config is honoured as diffusers honours it, known not to
-change the noise levels, or rejected by name: nothing is ignored silently.
+Reproduces diffusers' betas, alphas_cumprod and ``set_timesteps`` levels in the same float32 arithmetic;
+every field is honoured as diffusers honours it, known not to change the noise levels, or rejected by
+name. What each scheduler family computes: docs/core.md#scheduler-configs.
 """
 
 from __future__ import annotations
@@ -202,7 +184,7 @@ def schedule_from_config(cfg: dict) -> Schedule:
                             prediction_type=str(cfg.get("prediction_type", "epsilon")), config=dict(cfg))
 
 
-def _config_file(p: Path) -> Path:
+def find_scheduler_config(p: Path) -> Path:
     """The scheduler_config.json a path names: the file itself, or inside a model/scheduler folder."""
     if p.is_dir():
         for cand in (p / "scheduler_config.json", p / "scheduler" / "scheduler_config.json"):
@@ -225,7 +207,7 @@ def load_scheduler_config(path_or_dict: str | Path | dict) -> tuple[Schedule, di
     if isinstance(path_or_dict, dict):
         raw = dict(path_or_dict)
     else:
-        p = _config_file(Path(path_or_dict))
+        p = find_scheduler_config(Path(path_or_dict))
         try:
             text = p.read_text()
         except (OSError, UnicodeDecodeError) as exc:

@@ -14,24 +14,20 @@ from types import SimpleNamespace
 
 from .._json import read_json_object
 from .._validate import PifsError
+from ..interop.scheduler_kwargs import DEFAULT_CHANNELS, DEFAULT_PIXEL_VARIANCE, DEFAULT_SPECTRUM
 from ._common import add_json_option, add_spectrum_options, dump_json
 
-STEPS_SPECTRUM = "powerlaw:1.5"  # the defaults of `pifskit design steps` (an SD-style 64 x 64 x 4 latent)
 
 
 def _locate(path: str) -> tuple[dict, Path | None]:
     """(scheduler config, pipeline root or None)."""
+    from ..scheduler_config import find_scheduler_config
+
     p = Path(path)
-    if p.is_file():
-        return read_json_object(p), (p.parent.parent if (p.parent.parent / "model_index.json").is_file() else None)
-    if p.is_dir():
-        for cand, root in ((p / "scheduler_config.json", None), (p / "scheduler" / "scheduler_config.json", p)):
-            if cand.is_file():
-                if root is None and (p.parent / "model_index.json").is_file():
-                    root = p.parent
-                return read_json_object(cand), root
-        raise PifsError(f"{p} holds no scheduler_config.json (nor scheduler/scheduler_config.json)")
-    raise PifsError(f"diffusers config not found: {p}")
+    cfg = find_scheduler_config(p)
+    root = cfg.parent.parent
+    in_pipeline = p.is_dir() and cfg.parent != p  # a pipeline folder: scheduler/scheduler_config.json
+    return read_json_object(cfg), root if in_pipeline or (root / "model_index.json").is_file() else None
 
 
 def _pipeline_spec(root: Path, scheduler) -> tuple[object | None, str | None]:
@@ -120,9 +116,10 @@ def register(subparsers) -> None:
                    help="swap to this diffusers scheduler class (built from the same config), e.g. "
                         "DPMSolverMultistepScheduler")
     p.add_argument("--custom-timesteps", action="store_true",
-                   help="give UniPCMultistepScheduler timesteps= (pifskit.interop.scheduler_kwargs.with_custom_timesteps)")
+                   help="give UniPCMultistepScheduler timesteps= "
+                        "(pifskit.interop.scheduler_kwargs.with_custom_timesteps)")
     p.add_argument("--steps", type=int, default=10, help="number of sampling steps N (default 10)")
-    add_spectrum_options(p, spectrum=STEPS_SPECTRUM, channels=4, pixel_variance=1.0)
+    add_spectrum_options(p, spectrum=DEFAULT_SPECTRUM, channels=DEFAULT_CHANNELS, pixel_variance=DEFAULT_PIXEL_VARIANCE)
     p.add_argument("--solver", default=None, help="design for this pifskit solver instead of the scheduler's own")
     p.add_argument("--start", default=None, help="the designer's start convention (default: the designer's)")
     p.add_argument("--prefer", default=None, choices=("sigmas", "timesteps"),
@@ -133,5 +130,3 @@ def register(subparsers) -> None:
     g.add_argument("--width", type=int, default=None, help="image width in pixels")
     add_json_option(p)
     p.set_defaults(handler=run)
-
-
