@@ -1,7 +1,5 @@
-"""JSON encoding shared by the report and the CLI (always valid JSON), and the text form of numbers.
-
-numpy scalars/arrays become Python values; non-finite floats become the
-strings ``"inf"``, ``"-inf"``, ``"nan"`` (``float()`` reads them back).
+"""JSON encoding shared by the report and the CLI (always valid JSON: numpy becomes Python, non-finite
+floats the strings "inf" / "-inf" / "nan"), and the text form of numbers.
 """
 
 from __future__ import annotations

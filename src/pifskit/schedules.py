@@ -1,16 +1,9 @@
-"""Noise schedules in variance-preserving (VP) coordinates.
+"""Noise schedules in variance-preserving (VP) coordinates: a decreasing map t in [0, 1] -> logSNR l(t).
 
-A schedule is a decreasing map t in [0, 1] -> logSNR l(t) (t = 1 noisiest).
-Every other quantity follows from l, computed stably at both ends:
-
-    alpha_bar = sigmoid(l),  a = sqrt(sigmoid(l)),  s = sqrt(sigmoid(-l)),
-    sigma_VE = s / a = exp(-l / 2),  phi = atan(s / a) = atan(exp(-l / 2)).
-
-Non-VP parameterisations (VE / EDM sigmas, rectified flow alpha = 1 - t,
-sigma = t) are mapped to VP by a = alpha / sqrt(alpha^2 + sigma^2), i.e.
-l = 2 log(alpha / sigma). Discrete T-step schedules (diffusers' betas) are
-:class:`DiscreteSchedule`; their training timestep n in 0..T-1 sits at
-t = (n + 1) / T, and t = 0 is the clean endpoint.
+From l, stably at both ends: alpha_bar = sigmoid(l), a = sqrt(sigmoid(l)), s = sqrt(sigmoid(-l)),
+sigma_VE = s / a = exp(-l / 2), phi = atan(exp(-l / 2)). VE / EDM / flow parameterisations map to VP by
+l = 2 log(alpha / sigma). :class:`DiscreteSchedule` (diffusers' alphas_cumprod) puts training timestep n
+at t = (n + 1) / T; t = 0 is the clean endpoint.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""Data spectra: the covariance eigenvalues lambda_k the geometry is evaluated on.
-
-Sources: a stationary power-law image model, PCA of a data array (without a
-dense d x d covariance when n < d), a stationary Fourier estimate from images
-(scales to any resolution), an eigenvalue file, and scikit-learn's digits.
-Eigenvalues are in the model's training units (images in [-1, 1]).
+"""Data spectra: the covariance eigenvalues lambda_k the geometry is evaluated on (power law, PCA of
+data, Fourier estimate from images, a file, scikit-learn's digits), in training units (images in [-1, 1]).
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
-"""``pifskit diffusers-kwargs``: the Python line that runs pifskit's designed steps in a diffusers pipeline.
+"""``pifskit diffusers-kwargs``: the Python lines that run pifskit's designed steps in a diffusers pipeline.
 
-The CLI twin of :func:`pifskit.interop.scheduler_kwargs.schedule_kwargs`: reads a scheduler config (a
-``scheduler_config.json``, a scheduler folder, or a pipeline folder written by ``save_pretrained``),
-optionally swaps the scheduler class, designs the steps for that scheduler's solver and prints
-the lines to paste.
+The CLI twin of :func:`pifskit.interop.scheduler_kwargs.plan_schedule`, from a scheduler config, a scheduler
+folder or a pipeline folder (``save_pretrained``); ``--scheduler`` swaps the scheduler class.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """pifskit lyapunov: the chain's Lyapunov spectrum on a data spectrum and its Kaplan-Yorke dimension.
 
-Analytic (Gaussian surrogate): Lambda_k = sum_t log f_t(lambda_k), sorted
-descending; the Kaplan-Yorke dimension is the root of the discrete Moran
-equation. The ``--numerical`` branch (pifskit.torch: block Krylov SVD by default, or Benettin) returns
-the same keys plus error bounds and convergence flags: without ``--model`` on the exact linear Gaussian
-denoiser of the spectrum (in its principal basis, so ``analytic_exponents`` and ``max_abs_error`` compare
-directly), with ``--model module:factory`` (or a checkpoint path) on that model along trajectories from N(0, I).
+Analytic (Gaussian surrogate) by default; ``--numerical`` (pifskit.torch: block Krylov SVD or Benettin) adds
+error bounds and convergence flags, on the exact Gaussian denoiser of the spectrum (so
+``analytic_exponents`` and ``max_abs_error`` compare directly) or on ``--model`` along trajectories.
 """
 
 from __future__ import annotations
