@@ -259,13 +259,10 @@ def _flag_error(name: str, cfg: dict, keys: tuple[str, ...]) -> None:
 
 
 def _design(schedule, spectrum, steps: int, solvers: tuple[str, ...], design_options: dict):
-    """optimal_steps with ``solver=`` when the designer has it (first name it accepts); (design, solver)."""
+    """optimal_steps with the first of ``solvers`` it accepts (``solver=`` in design_options overrides them);
+    returns (design, solver)."""
     from ..design.steps import optimal_steps
 
-    if "solver" not in inspect.signature(optimal_steps).parameters or not solvers:
-        if "solver" in design_options:
-            raise PifsError("this pifskit's step designer is not solver-aware; drop solver=")
-        return optimal_steps(schedule, spectrum, steps, **design_options), None
     if "solver" in design_options:
         solvers = (design_options.pop("solver"),)
     last: PifsError | None = None
@@ -276,7 +273,8 @@ def _design(schedule, spectrum, steps: int, solvers: tuple[str, ...], design_opt
             if "solver" not in str(exc).lower():
                 raise
             last = exc
-    assert last is not None
+    if last is None:
+        return optimal_steps(schedule, spectrum, steps, **design_options), None
     raise last
 
 
@@ -305,30 +303,6 @@ def _vp_schedule(scheduler: Any):
     cfg["_class_name"] = "DDPMScheduler"  # any VP class: only the training schedule is read
     cfg["timestep_spacing"] = "leading"
     return load_scheduler_config(cfg)[0]
-
-
-def flow_sigmas_from_ve(sigmas) -> np.ndarray:
-    """Flow sigmas t' = sigma / (1 + sigma) of the noisy VE levels (zeros dropped); the first is set to 1.0.
-
-    Flow samplers start at pure noise t' = 1; pifskit's design uses a finite sigma_max (t = 0.999)
-    as its stand-in, so the first level is replaced by 1.0.
-    """
-    sig = np.asarray(sigmas, dtype=np.float64).ravel()
-    sig = sig[sig > 0]
-    if sig.size == 0:
-        raise PifsError("no noisy levels")
-    out = 1.0 / (1.0 + 1.0 / sig)  # sigma / (1 + sigma), exact 1 at sigma = inf
-    out[0] = 1.0
-    return out
-
-
-def _design_flow_sigmas(design) -> np.ndarray:
-    fs = getattr(design, "flow_sigmas", None)
-    if fs is None and hasattr(design, "to_dict"):
-        fs = design.to_dict().get("flow_sigmas")
-    if fs is None:
-        fs = flow_sigmas_from_ve(design.sigmas)
-    return np.asarray(fs, dtype=np.float64)
 
 
 def _shift_mu(scheduler: Any, pipe: Any, mu: float | None, image_seq_len: int | None,
@@ -389,7 +363,7 @@ def _plan_flow(scheduler, pipe, name, steps, spectrum, solvers, design_options, 
     raw.update({"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": s_eff, "use_dynamic_shifting": False})
     schedule = load_scheduler_config(raw)[0]
     design, solver = _design(schedule, spectrum, steps, solvers, design_options)
-    fs = _design_flow_sigmas(design)
+    fs = np.asarray(design.flow_sigmas, dtype=np.float64)  # t' = sigma / (1 + sigma) of the noisy levels
     if not (fs.size >= 1 and fs[0] == 1.0 and (fs > 0).all() and (fs <= 1).all()):
         raise PifsError("the designed flow sigmas are not N values in (0, 1] starting at 1.0")
     # invert the scheduler's shift: s' = S t / (1 + (S - 1) t)  <=>  t = s' / (s' + S (1 - s'))
