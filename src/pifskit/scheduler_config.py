@@ -43,18 +43,14 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-#: fields read by every family (the training schedule and the timestep rule)
-_COMMON_FIELDS = frozenset({"num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
-                            "rescale_betas_zero_snr", "prediction_type", "timestep_spacing", "steps_offset"})
-#: fields each family's reader honours on top of the common ones
-_FAMILY_FIELDS: dict[str, frozenset] = {
-    **{c: frozenset({"set_alpha_to_one"}) for c in DDIM_FAMILY},
-    **{c: frozenset({"sigma_min", "sigma_max", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas",
-                     "final_sigmas_type", "interpolation_type", "timestep_type"}) for c in EULER_FAMILY},
-    **{c: frozenset({"lambda_min_clipped", "final_sigmas_type", "use_karras_sigmas"}) for c in MULTISTEP_FAMILY},
-    **{c: frozenset({"shift", "use_dynamic_shifting", "base_shift", "max_shift", "base_image_seq_len",
-                     "max_image_seq_len"}) for c in FLOW_FAMILY},
-}
+#: fields some family's reader honours (diffusers ignores another class's fields, as from_config leaves them)
+_READ_FIELDS = frozenset({
+    "num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "rescale_betas_zero_snr",
+    "prediction_type", "timestep_spacing", "steps_offset", "set_alpha_to_one", "sigma_min", "sigma_max",
+    "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "final_sigmas_type", "interpolation_type",
+    "timestep_type", "lambda_min_clipped", "shift", "use_dynamic_shifting", "base_shift", "max_shift",
+    "base_image_seq_len", "max_image_seq_len",
+})
 #: fields that shape the update or post-process the output, never the noise levels a chain visits
 _NEUTRAL_FIELDS = frozenset({
     "_class_name", "_diffusers_version", "_use_default_values", "clip_sample", "clip_sample_range",
@@ -79,21 +75,14 @@ _STRING_CHOICES = {
 def _check_fields(raw: dict, cls: str) -> None:
     """Reject, by name, a field that would change the noise levels but that this reader does not reproduce,
     and fields of the wrong type (a string where diffusers needs a number, ...)."""
-    # A field of another scheduler class (configs converted with from_config carry them) is ignored by
-    # diffusers for this class, and so here; an unknown field that is switched on is refused.
-    known = _COMMON_FIELDS | _NEUTRAL_FIELDS | frozenset().union(*_FAMILY_FIELDS.values())
     for key, val in raw.items():
-        if key in known or val is None or val is False:
-            continue
-        raise PifsError(f"config field {key!r} = {val!r} is not reproduced by pifskit for {cls}; "
-                        f"remove it or use a supported scheduler class")
+        if key not in _READ_FIELDS | _NEUTRAL_FIELDS and val is not None and val is not False:
+                raise PifsError(f"config field {key!r} = {val!r} is not reproduced by pifskit for {cls}; "
+                            f"remove it or use a supported scheduler class")
     for key in _BOOL_FIELDS:
         if key in raw and raw[key] is not None and not isinstance(raw[key], bool):
             raise PifsError(f"config field {key!r} must be true or false, got {raw[key]!r}")
-    for key in _FLOAT_FIELDS:
-        v = raw.get(key)
-        if v is None:
-            continue
+    for key, v in ((k, raw.get(k)) for k in _FLOAT_FIELDS if raw.get(k) is not None):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise PifsError(f"config field {key!r} must be a number, got {v!r}")
         if key != "lambda_min_clipped" and not np.isfinite(v):
@@ -202,7 +191,7 @@ def load_scheduler_config(path_or_dict: str | Path | dict) -> tuple[Schedule, di
 
     A folder is searched for ``scheduler_config.json`` and ``scheduler/scheduler_config.json`` (a saved
     pipeline). Every field either changes what pifskit computes exactly as in diffusers, or is rejected
-    by name (see ``_FAMILY_FIELDS`` / ``_NEUTRAL_FIELDS``).
+    by name (see ``_READ_FIELDS`` / ``_NEUTRAL_FIELDS``).
     """
     if isinstance(path_or_dict, dict):
         raw = dict(path_or_dict)
