@@ -48,7 +48,6 @@ class Chain:
                 raise PifsError(f"chain has {l.size - 1} steps but {ts.size} timesteps")
             object.__setattr__(self, "timesteps", ts)
 
-    # -- constructors -------------------------------------------------------
     @classmethod
     def from_sigmas(cls, sigmas, schedule: DiscreteSchedule | None = None, name: str = "sigmas") -> "Chain":
         """From VE sigmas, noisiest first; a trailing 0.0 is the clean endpoint (diffusers' ``sigmas=``)."""
@@ -81,7 +80,7 @@ class Chain:
         ``final_alpha_cumprod = 1``), else on alpha_bar[0].
         """
         if not isinstance(schedule, DiscreteSchedule):
-            raise PifsError("timesteps need a discrete training schedule (e.g. 'sd' or a diffusers config)")
+            raise PifsError("timesteps need a discrete schedule (sd, ddpm, cosine-discrete or a diffusers config)")
         ts = as_float_array(timesteps, "timesteps", ndim=1)
         T = schedule.num_train_timesteps
         if ts.size == 0:
@@ -104,7 +103,6 @@ class Chain:
             meta["dropped_identity_step"] = True
         return cls(np.concatenate([levels, [final]]), timesteps=ts, name=name, meta=meta)
 
-    # -- derived quantities ---------------------------------------------------
     @property
     def n_steps(self) -> int:
         return int(self.logsnr.size - 1)
@@ -168,16 +166,10 @@ def diffusers_timesteps(num_train_timesteps: int, num_inference_steps: int, spac
     N = check_positive_int(num_inference_steps, "steps", maximum=T)
     check_choice(spacing, "timestep_spacing", ("leading", "trailing", "linspace"))
     if spacing == "linspace":
-        ts = np.linspace(0, T - 1, N).round()[::-1].copy().astype(np.int64)
-    elif spacing == "leading":
-        ratio = T // N
-        ts = (np.arange(0, N) * ratio).round()[::-1].copy().astype(np.int64) + int(steps_offset)
-    else:
-        # diffusers writes np.round(np.arange(T, 0, -T/N)) - 1; in floating point that arange yields
-        # N + 1 values ending with timestep -1 for some N (e.g. 61, 103, 121 at T = 1000). pifskit keeps
-        # exactly the N well-formed values, identical to diffusers' first N.
-        ts = np.round(T - np.arange(N) * (T / N)).astype(np.int64) - 1
-    return ts
+        return np.linspace(0, T - 1, N).round()[::-1].copy().astype(np.int64)
+    if spacing == "leading":
+        return (np.arange(0, N) * (T // N)).round()[::-1].copy().astype(np.int64) + int(steps_offset)
+    return np.round(T - np.arange(N) * (T / N)).astype(np.int64) - 1
 
 
 def spaced_chain(schedule: DiscreteSchedule, steps: int, spacing: str = "trailing", *, steps_offset: int = 0,

@@ -304,10 +304,7 @@ def _flow_chain(cfg: dict, steps: int) -> Chain:
     s = ts / np.float32(T)
     s = shift * s / (1 + (shift - 1) * s)
     sig = np.concatenate([s.astype(np.float64), [0.0]])
-    # flow sigma t' -> VP logSNR 2 log((1 - t') / t')
-    with np.errstate(divide="ignore"):
-        l = 2.0 * (np.log1p(-sig) - np.log(sig))
-    return Chain(l, timesteps=(s * np.float32(T)).astype(np.float64), name=f"flow-match-{steps}")
+    return Chain(RectifiedFlowSchedule().logsnr(sig), timesteps=(s * np.float32(T)).astype(np.float64), name=f"flow-match-{steps}")
 
 
 def chain_from_config(schedule: Schedule, cfg: dict, steps: int, spacing: str | None = None) -> Chain:

@@ -378,7 +378,6 @@ class DiscreteSchedule(Schedule):
             raise PifsError("alphas_cumprod must be non-increasing in the timestep (noise must grow)")
         object.__setattr__(self, "alphas_cumprod", ab)
 
-    # -- constructors -------------------------------------------------------
     @classmethod
     def from_betas(cls, betas, name: str = "discrete", dtype=np.float64, **kw) -> "DiscreteSchedule":
         """alphas_cumprod = cumprod(1 - betas), computed in ``dtype``.
@@ -416,7 +415,6 @@ class DiscreteSchedule(Schedule):
         betas = beta_table("squaredcos_cap_v2", num_train_timesteps, max_beta=max_beta)
         return cls.from_betas(betas, name=f"squaredcos_cap_v2-T{betas.size}", dtype=np.float32)
 
-    # -- properties ---------------------------------------------------------
     @property
     def num_train_timesteps(self) -> int:
         return int(self.alphas_cumprod.size)
