@@ -21,6 +21,7 @@ from ..geometry import (
     expansion_function,
     expansion_threshold,
     global_threshold,
+    lambda_grid,
     regime_boundary_step,
     step_coefficients,
 )
@@ -75,7 +76,7 @@ def _grid(args: argparse.Namespace) -> np.ndarray | None:
     lo, hi = args.lambda_min, args.lambda_max
     if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
         raise PifsError(f"need 0 < --lambda-min < --lambda-max (finite), got {lo} and {hi}")
-    return np.logspace(math.log10(lo), math.log10(hi), K) if K > 1 else np.array([lo])
+    return lambda_grid(K, lo, hi) if K > 1 else np.array([lo])
 
 
 def _print_table(result: dict, schedule_label: str) -> None:

@@ -24,11 +24,15 @@ def accepted_kwargs(scheduler: Any) -> tuple[str, ...]:
     fn = getattr(scheduler, "set_timesteps", None)
     if fn is None:
         raise PifsError(f"{type(scheduler).__name__} has no set_timesteps(); not a diffusers scheduler")
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # pragma: no cover - C-implemented callables
-        return ()
+    params = _param_names(fn) or set()
     return tuple(k for k in ("sigmas", "timesteps") if k in params)
+
+
+def _param_names(fn: Any) -> set[str] | None:
+    try:
+        return set(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):  # pragma: no cover - C-implemented callables
+        return None
 
 
 def scheduler_schedule(scheduler: Any) -> DiscreteSchedule:
@@ -49,8 +53,7 @@ def _timesteps_for(chain: Chain, scheduler: Any) -> list[int]:
     else:
         from ..design.steps import timesteps_from_sigmas
 
-        sig = chain.sigmas
-        ts = timesteps_from_sigmas(scheduler_schedule(scheduler), sig[:chain.n_steps])
+        ts = timesteps_from_sigmas(scheduler_schedule(scheduler), chain.sigmas[:chain.n_steps])
     if not chain.lands_clean:
         raise PifsError("timesteps= chains in diffusers end at the clean level; this chain does not land clean "
                         "(use a sigmas= scheduler such as EulerDiscreteScheduler)")
@@ -242,12 +245,7 @@ def _incompatible(name: str, pipe: Any, why: str) -> PifsError:
 
 
 def _call_params(pipe: Any) -> set[str] | None:
-    if pipe is None:
-        return None
-    try:
-        return set(inspect.signature(pipe.__call__).parameters)
-    except (TypeError, ValueError):  # pragma: no cover
-        return None
+    return None if pipe is None else _param_names(pipe.__call__)
 
 
 def _flag_error(name: str, cfg: dict, keys: tuple[str, ...]) -> None:
