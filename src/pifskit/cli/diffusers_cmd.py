@@ -28,14 +28,14 @@ def _locate(path: str) -> tuple[dict, Path | None]:
     return read_json_object(cfg), root if in_pipeline or (root / "model_index.json").is_file() else None
 
 
-def _pipeline_spec(root: Path, scheduler) -> tuple[object | None, str | None]:
-    """A stand-in with what schedule_kwargs reads from a pipeline (its __call__ keywords, vae scale, patch)."""
+def _pipeline_spec(root: Path, scheduler) -> object | None:
+    """A stand-in named as the pipeline class, with what plan_schedule reads from a pipeline (its __call__
+    keywords, vae scale, sample size (default 128), transformer patch size); None for an unknown class."""
     from ..torch.diffusers_models import pipeline_index
 
     index, cls = pipeline_index(root)
-    name = index.get("_class_name", "")
     if cls is None:
-        return None, None
+        return None
     vae = root / "vae" / "config.json"
     vsf = 2 ** (len(read_json_object(vae).get("block_out_channels", [0, 0, 0, 0])) - 1) if vae.is_file() else 8
     model_cfg = {}
@@ -43,16 +43,16 @@ def _pipeline_spec(root: Path, scheduler) -> tuple[object | None, str | None]:
         if (root / sub / "config.json").is_file():
             model_cfg = read_json_object(root / sub / "config.json")
             break
-    spec = SimpleNamespace(scheduler=scheduler, __call__=cls.__call__, vae_scale_factor=vsf,
-                           default_sample_size=model_cfg.get("sample_size"),
-                           transformer=SimpleNamespace(config=SimpleNamespace(patch_size=model_cfg.get("patch_size"))))
-    return spec, name
+    patch = SimpleNamespace(config=SimpleNamespace(patch_size=model_cfg.get("patch_size")))
+    return type(cls.__name__, (SimpleNamespace,), {})(
+        scheduler=scheduler, __call__=cls.__call__, vae_scale_factor=vsf,
+        default_sample_size=model_cfg.get("sample_size") or 128, transformer=patch)
 
 
 def run(args: argparse.Namespace) -> int:
     import diffusers
 
-    from ..interop.scheduler_kwargs import pipeline_seq_len, plan_schedule, with_custom_timesteps
+    from ..interop.scheduler_kwargs import plan_schedule, with_custom_timesteps
     from ..spectra import parse_spectrum
 
     cfg, root = _locate(args.diffusers_config)
@@ -67,21 +67,15 @@ def run(args: argparse.Namespace) -> int:
     wrapped = bool(args.custom_timesteps)
     if wrapped:
         sched = with_custom_timesteps(sched)
-    spec, pipe_name = _pipeline_spec(root, sched) if root is not None else (None, None)
+    spec = _pipeline_spec(root, sched) if root is not None else None
     if args.steps < 1:
         raise PifsError(f"--steps must be >= 1, got {args.steps}")
     sp = parse_spectrum(args.spectrum, args.resolution, args.channels, args.pixel_variance)
-    opts: dict = {"spectrum": sp, "prefer": args.prefer}
+    opts: dict = {"spectrum": sp, "prefer": args.prefer, "mu": args.mu, "height": args.height, "width": args.width}
     if args.start is not None:
         opts["start"] = args.start
     if args.solver:
         opts["solver"] = args.solver
-    if args.mu is not None:
-        opts["mu"] = args.mu
-    elif sched.config.get("use_dynamic_shifting") and spec is not None:
-        h = args.height or (spec.default_sample_size or 128) * spec.vae_scale_factor
-        w = args.width or (spec.default_sample_size or 128) * spec.vae_scale_factor
-        opts["image_seq_len"] = pipeline_seq_len(spec, h, w, pipe_name)
     try:
         plan = plan_schedule(spec if spec is not None else sched, args.steps, **opts)
     except PifsError as exc:
@@ -99,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         lines += ["from pifskit.interop.scheduler_kwargs import with_custom_timesteps", "with_custom_timesteps(pipe)"]
     lines.append("image = " + plan.python_call() + ".images[0]")
     if args.json:
-        dump_json({**plan.to_dict(), "python": lines, "pipeline": pipe_name})
+        dump_json({**plan.to_dict(), "python": lines, "pipeline": None if spec is None else type(spec).__name__})
     else:
         print("\n".join(lines))
     return 0

@@ -323,10 +323,10 @@ def _shift_mu(scheduler: Any, pipe: Any, mu: float | None, image_seq_len: int | 
     return calculate_shift(image_seq_len, cfg)
 
 
-def pipeline_seq_len(pipe: Any, height: int, width: int, name: str | None = None) -> int:
-    """Latent tokens the pipeline (class ``name``) computes its dynamic-shift mu from: Flux packs 2 x 2 latent
-    patches, SD3-style transformers use their config's patch_size (H / vae_scale_factor / p each side)."""
-    vsf, pname = int(getattr(pipe, "vae_scale_factor", 8)), name or type(pipe).__name__
+def pipeline_seq_len(pipe: Any, height: int, width: int) -> int:
+    """Latent tokens the pipeline computes its dynamic-shift mu from: Flux packs 2 x 2 latent patches,
+    SD3-style transformers use their config's patch_size (H / vae_scale_factor / p each side)."""
+    vsf, pname = int(getattr(pipe, "vae_scale_factor", 8)), type(pipe).__name__
     if "Flux" in pname:
         p = 2
     else:
