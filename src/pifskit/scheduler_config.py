@@ -7,12 +7,12 @@ name. What each scheduler family computes: docs/core.md#scheduler-configs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._json import read_json_object
 from ._validate import PifsError, check_choice, check_positive_int
 from .parameterization import normalize_prediction
 from .chains import Chain, diffusers_timesteps, karras_sigmas, make_chain
@@ -196,20 +196,7 @@ def load_scheduler_config(path_or_dict: str | Path | dict) -> tuple[Schedule, di
     if isinstance(path_or_dict, dict):
         raw = dict(path_or_dict)
     else:
-        p = find_scheduler_config(Path(path_or_dict))
-        try:
-            text = p.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PifsError(f"cannot read diffusers config {p}: {exc}") from None
-        if not text.strip():
-            raise PifsError(f"diffusers config {p} is empty")
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PifsError(f"diffusers config {p} is malformed JSON ({exc.msg} at line {exc.lineno}, "
-                            f"column {exc.colno})") from None
-        if not isinstance(raw, dict):
-            raise PifsError(f"diffusers config {p}: top level is not an object")
+        raw = read_json_object(find_scheduler_config(Path(path_or_dict)), "diffusers config ")
     cls = raw.get("_class_name", "DDIMScheduler")
     supported = DDIM_FAMILY + EULER_FAMILY + FLOW_FAMILY + MULTISTEP_FAMILY
     if cls not in supported:
