@@ -355,4 +355,3 @@ def make_chain(schedule: Schedule, steps: int, spacing: str = "trailing", **kw) 
     if spacing == "karras":
         return karras_chain(schedule, N, **kw)
     return ays_chain(spacing.split("-", 1)[1], N, schedule)
-

@@ -77,7 +77,7 @@ def _check_fields(raw: dict, cls: str) -> None:
     and fields of the wrong type (a string where diffusers needs a number, ...)."""
     for key, val in raw.items():
         if key not in _READ_FIELDS | _NEUTRAL_FIELDS and val is not None and val is not False:
-                raise PifsError(f"config field {key!r} = {val!r} is not reproduced by pifskit for {cls}; "
+            raise PifsError(f"config field {key!r} = {val!r} is not reproduced by pifskit for {cls}; "
                             f"remove it or use a supported scheduler class")
     for key in _BOOL_FIELDS:
         if key in raw and raw[key] is not None and not isinstance(raw[key], bool):
@@ -291,7 +291,8 @@ def _flow_chain(cfg: dict, steps: int) -> Chain:
     s = ts / np.float32(T)
     s = shift * s / (1 + (shift - 1) * s)
     sig = np.concatenate([s.astype(np.float64), [0.0]])
-    return Chain(RectifiedFlowSchedule().logsnr(sig), timesteps=(s * np.float32(T)).astype(np.float64), name=f"flow-match-{steps}")
+    l = RectifiedFlowSchedule().logsnr(sig)  # flow sigma t' -> VP logSNR 2 log((1 - t') / t')
+    return Chain(l, timesteps=(s * np.float32(T)).astype(np.float64), name=f"flow-match-{steps}")
 
 
 def chain_from_config(schedule: Schedule, cfg: dict, steps: int, spacing: str | None = None) -> Chain:

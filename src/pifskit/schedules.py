@@ -505,10 +505,12 @@ def calculate_shift(image_seq_len: float, cfg: dict | None = None) -> float:
     m = (max_shift - base_shift) / (max_seq - base_seq)
     return float(image_seq_len * m + (base_shift - m * base_seq))
 
+
 #: diffusers' ``beta_schedule`` spellings -> the zoo's discrete 1000-step schedule with diffusers' defaults
 SCHEDULE_ALIASES: dict[str, str] = {"scaled_linear": "sd", "linear": "ddpm"}
 
 SCHEDULE_NAMES: tuple[str, ...] = tuple(_ZOO) + tuple(SCHEDULE_ALIASES)
+
 
 def get_schedule(name: str) -> Schedule:
     """A schedule from the built-in zoo by name (see ``SCHEDULE_NAMES``; case-insensitive).
@@ -550,6 +552,7 @@ def get_schedule(name: str) -> Schedule:
         ctor = {"cosine": CosineSchedule, "shifted-cosine": ShiftedCosineSchedule,
                 "rectified-flow": RectifiedFlowSchedule}.get(base)
         if ctor is None:
-            raise PifsError(f"schedule {base!r} takes no ':param'; parametrised: cosine, shifted-cosine, rectified-flow")
+            raise PifsError(f"schedule {base!r} takes no ':param'; parametrised: cosine, shifted-cosine, "
+                            "rectified-flow")
         sched = ctor(value)
     return sched

@@ -16,7 +16,6 @@ from ..interop.scheduler_kwargs import DEFAULT_CHANNELS, DEFAULT_PIXEL_VARIANCE,
 from ._common import add_json_option, add_spectrum_options, dump_json
 
 
-
 def _locate(path: str) -> tuple[dict, Path | None]:
     """(scheduler config, pipeline root or None)."""
     from ..scheduler_config import find_scheduler_config

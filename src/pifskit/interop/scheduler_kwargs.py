@@ -424,9 +424,9 @@ def plan_schedule(scheduler_or_pipeline: Any, steps: int, *, spectrum: Any = Non
         kinds = tuple(k for k in kinds if k.split("-")[0] in call)
         if not kinds:
             raise PifsError(f"{type(pipe).__name__}.__call__ accepts neither sigmas= nor timesteps=; set the "
-                            f"levels yourself: `pipe.scheduler.set_timesteps(**kwargs)` is overwritten by the pipeline, "
-                            f"so use a pipeline that takes them (e.g. StableDiffusionPipeline) or call the "
-                            f"pipeline's denoising loop with the scheduler prepared")
+                            "levels yourself: `pipe.scheduler.set_timesteps(**kwargs)` is overwritten by the "
+                            "pipeline, so use a pipeline that takes them (e.g. StableDiffusionPipeline) or call the "
+                            "pipeline's denoising loop with the scheduler prepared")
     if prefer is not None:
         kinds = tuple(sorted(kinds, key=lambda k: 0 if k.startswith(prefer) else 1))
     kind = kinds[0]
