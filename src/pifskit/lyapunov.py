@@ -43,8 +43,7 @@ def moran_function(exponents, D) -> np.ndarray:
     frac = D - k
     nxt = np.concatenate([ex, [0.0]])[k]
     with np.errstate(invalid="ignore"):
-        val = partial[k] + np.where(frac > 0, frac * nxt, 0.0)
-    return val
+        return partial[k] + np.where(frac > 0, frac * nxt, 0.0)
 
 
 def kaplan_yorke(exponents) -> float:

@@ -8,6 +8,7 @@ solver. torch and diffusers are imported lazily; see docs/diffusers.md for each 
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,11 +71,7 @@ def pipeline_kwargs(chain: Chain, scheduler: Any, prefer: str | None = None) -> 
     """
     if not isinstance(chain, Chain):
         raise PifsError(f"expected a pifskit Chain, got {type(chain).__name__}")
-    accepted = accepted_kwargs(scheduler)
-    if prefer is not None:
-        check_choice(prefer, "prefer", ("sigmas", "timesteps"))
-        if prefer in accepted:
-            accepted = (prefer,) + tuple(k for k in accepted if k != prefer)
+    accepted = _preferred(accepted_kwargs(scheduler), prefer)
     if not accepted:
         raise PifsError(f"{type(scheduler).__name__}.set_timesteps accepts neither sigmas= nor timesteps=; "
                         "use e.g. EulerDiscreteScheduler (sigmas) or DDPMScheduler / DPMSolverMultistepScheduler "
@@ -84,6 +81,14 @@ def pipeline_kwargs(chain: Chain, scheduler: Any, prefer: str | None = None) -> 
             raise PifsError("the chain starts from pure noise (sigma = inf); diffusers needs a finite sigma_max")
         return {"sigmas": [float(s) for s in chain.sigmas]}
     return {"timesteps": _timesteps_for(chain, scheduler)}
+
+
+def _preferred(kinds: tuple[str, ...], prefer: str | None) -> tuple[str, ...]:
+    """``kinds`` with those that start with ``prefer`` ('sigmas' or 'timesteps') first."""
+    if prefer is None:
+        return kinds
+    check_choice(prefer, "prefer", ("sigmas", "timesteps"))
+    return tuple(sorted(kinds, key=lambda k: not k.startswith(prefer)))
 
 
 def set_chain(scheduler: Any, chain: Chain, device: Any = None, prefer: str | None = None) -> dict[str, list]:
@@ -129,7 +134,6 @@ _KIND: dict[str, tuple[str, ...]] = {
     "FlowMatchEulerDiscreteScheduler": ("flow",),
 }
 _CUSTOM_TIMESTEPS_CLASSES = ("UniPCMultistepScheduler",)
-FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler",)
 COMPATIBLE = ("EulerDiscreteScheduler (sigmas=)", "HeunDiscreteScheduler (timesteps=)",
               "DPMSolverMultistepScheduler (timesteps=)", "DDPMScheduler (timesteps=)",
               "FlowMatchEulerDiscreteScheduler (sigmas=, flow models)",
@@ -407,7 +411,7 @@ def plan_schedule(scheduler_or_pipeline: Any, steps: int, *, spectrum: Any = Non
     solvers = solver_for(sched)
     if prefer is not None:
         check_choice(prefer, "prefer", ("sigmas", "timesteps"))
-    if name in FLOW_SCHEDULERS:
+    if _KIND.get(name) == ("flow",):
         return _plan_flow(sched, pipe, name, steps, sp, solvers, dict(design_options), mu, image_seq_len,
                           height, width)
     cfg = _cfg(sched)
@@ -427,9 +431,7 @@ def plan_schedule(scheduler_or_pipeline: Any, steps: int, *, spectrum: Any = Non
                             "levels yourself: `pipe.scheduler.set_timesteps(**kwargs)` is overwritten by the "
                             "pipeline, so use a pipeline that takes them (e.g. StableDiffusionPipeline) or call the "
                             "pipeline's denoising loop with the scheduler prepared")
-    if prefer is not None:
-        kinds = tuple(sorted(kinds, key=lambda k: 0 if k.startswith(prefer) else 1))
-    kind = kinds[0]
+    kind = _preferred(kinds, prefer)[0]
     if kind != "sigmas":
         _flag_error(name, cfg, ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas"))
         if cfg.get("final_sigmas_type", "zero") != "zero":
@@ -489,12 +491,8 @@ def schedule_kwargs(scheduler_or_pipeline: Any, steps: int, **design_options) ->
     return plan_schedule(scheduler_or_pipeline, steps, **design_options).kwargs
 
 
-_CUSTOM_CACHE: dict[type, type] = {}
-
-
+@functools.cache
 def _custom_class(base: type) -> type:
-    if base in _CUSTOM_CACHE:
-        return _CUSTOM_CACHE[base]
     import torch
 
     def set_timesteps(self, num_inference_steps=None, device=None, timesteps=None, **kw):
@@ -525,7 +523,6 @@ def _custom_class(base: type) -> type:
 
     cls = type(base.__name__, (base,), {"set_timesteps": set_timesteps, "_pifskit_base": base.__name__,
                                          "__module__": base.__module__})
-    _CUSTOM_CACHE[base] = cls
     return cls
 
 
