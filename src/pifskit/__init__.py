@@ -13,5 +13,5 @@ from .spectra import Spectrum
 
 __version__ = "0.1.0"
 
-__all__ = ["PifsError", "Chain", "make_chain", "resolve_chain", "Schedule", "DiscreteSchedule", "get_schedule", "Spectrum",
-           "__version__"]
+__all__ = ["PifsError", "Chain", "make_chain", "resolve_chain", "Schedule", "DiscreteSchedule", "get_schedule",
+           "Spectrum", "__version__"]

@@ -1,7 +1,5 @@
-"""JSON encoding shared by the report and the CLI (always valid JSON), and the text form of numbers.
-
-numpy scalars/arrays become Python values; non-finite floats become the
-strings ``"inf"``, ``"-inf"``, ``"nan"`` (``float()`` reads them back).
+"""JSON encoding shared by the report and the CLI (always valid JSON: numpy becomes Python, non-finite
+floats the strings "inf" / "-inf" / "nan"), and the text form of numbers.
 """
 
 from __future__ import annotations
@@ -9,11 +7,12 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["to_jsonable", "dump_json", "read_json_object", "fmt_num"]
+from ._validate import PifsError
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -43,19 +42,22 @@ def dump_json(obj: Any, stream=None) -> None:
     stream.write("\n")
 
 
-def read_json_object(path) -> dict:
-    """A JSON file whose top level is an object; anything else raises PifsError naming the file."""
-    from pathlib import Path
-
-    from ._validate import PifsError
-
+def read_json_object(path, what: str = "") -> dict:
+    """The JSON object in the file ``path``; anything else raises PifsError naming the file (``what``: its kind)."""
     path = Path(path)
     try:
-        out = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PifsError(f"cannot read {path}: {exc}") from None
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PifsError(f"cannot read {what}{path}: {exc}") from None
+    if not text.strip():
+        raise PifsError(f"{what}{path} is empty")
+    try:
+        out = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PifsError(f"cannot read {what}{path}: malformed JSON ({exc.msg} at line {exc.lineno}, "
+                        f"column {exc.colno})") from None
     if not isinstance(out, dict):
-        raise PifsError(f"{path} is not a JSON object")
+        raise PifsError(f"{what}{path}: top level is not a JSON object")
     return out
 
 

@@ -1,9 +1,5 @@
-"""Input validation helpers shared by the numpy core.
-
-Every public function of the core turns bad input into :class:`PifsError`
-(a ``ValueError``) whose message names the problem and, where there is a
-closed set, the accepted values. The CLI prints that message on one line and
-exits with status 2.
+"""Input validation shared by the numpy core: bad input raises :class:`PifsError` naming the problem
+(and the accepted values of a closed set); the CLI prints it on one line and exits with status 2.
 """
 
 from __future__ import annotations

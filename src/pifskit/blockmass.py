@@ -21,8 +21,6 @@ from scipy.special import expit
 
 from ._validate import PifsError, as_float_array, check_positive_int
 
-__all__ = ["offdiag_block_mass", "block_mass", "patch_overlap_weights"]
-
 
 def patch_overlap_weights(shape: tuple[int, int], patch: int) -> np.ndarray:
     """W(dy, dx) = number of pixel pairs inside one p x p patch at offset (dy, dx), on the DFT offset grid."""

@@ -1,15 +1,7 @@
-"""Sampling chains: the decreasing sequence of noise levels a sampler visits.
+"""Sampling chains: the N + 1 noise levels a sampler visits, as logSNR, noisiest first.
 
-A :class:`Chain` stores N + 1 levels as logSNR values, noisiest first
-(``logsnr[0]`` may be -inf: pure noise; ``logsnr[-1]`` may be +inf: the clean
-endpoint). Step i maps level i (t, noisier) to level i + 1 (s, cleaner), and
-uses one denoiser evaluation at level i. For discrete schedules the chain
-also carries the N training ``timesteps`` of those evaluations.
-
-Selection rules mirror diffusers (``timestep_spacing`` leading / trailing /
-linspace, exactly as ``DDIMScheduler.set_timesteps``), k-diffusion (Karras
-rho), uniform logSNR, explicit ``timesteps=`` / ``sigmas=`` lists, and the
-published Align Your Steps lists.
+Step i maps level i to level i + 1 with one denoiser evaluation at level i; ``logsnr[0]`` may be -inf
+(pure noise), ``logsnr[-1]`` +inf (clean). Spacing rules: see docs/core.md#chains.
 """
 
 from __future__ import annotations
@@ -30,24 +22,6 @@ from .schedules import (
     s_from_logsnr,
     sigma_from_logsnr,
 )
-
-__all__ = [
-    "Chain",
-    "SPACINGS",
-    "AYS_SIGMAS",
-    "AYS_TIMESTEPS",
-    "diffusers_timesteps",
-    "make_chain",
-    "spaced_chain",
-    "uniform_time_chain",
-    "uniform_logsnr_chain",
-    "karras_chain",
-    "karras_sigmas",
-    "ays_chain",
-    "ays_sigmas",
-    "loglinear_interp",
-    "sigma_range",
-]
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,7 +48,6 @@ class Chain:
                 raise PifsError(f"chain has {l.size - 1} steps but {ts.size} timesteps")
             object.__setattr__(self, "timesteps", ts)
 
-    # -- constructors -------------------------------------------------------
     @classmethod
     def from_sigmas(cls, sigmas, schedule: DiscreteSchedule | None = None, name: str = "sigmas") -> "Chain":
         """From VE sigmas, noisiest first; a trailing 0.0 is the clean endpoint (diffusers' ``sigmas=``)."""
@@ -107,7 +80,7 @@ class Chain:
         ``final_alpha_cumprod = 1``), else on alpha_bar[0].
         """
         if not isinstance(schedule, DiscreteSchedule):
-            raise PifsError("timesteps need a discrete training schedule (e.g. 'sd' or a diffusers config)")
+            raise PifsError("timesteps need a discrete schedule (sd, ddpm, cosine-discrete or a diffusers config)")
         ts = as_float_array(timesteps, "timesteps", ndim=1)
         T = schedule.num_train_timesteps
         if ts.size == 0:
@@ -130,7 +103,6 @@ class Chain:
             meta["dropped_identity_step"] = True
         return cls(np.concatenate([levels, [final]]), timesteps=ts, name=name, meta=meta)
 
-    # -- derived quantities ---------------------------------------------------
     @property
     def n_steps(self) -> int:
         return int(self.logsnr.size - 1)
@@ -181,10 +153,6 @@ class Chain:
         }
 
 
-# ---------------------------------------------------------------------------
-# diffusers' timestep spacing
-# ---------------------------------------------------------------------------
-
 def diffusers_timesteps(num_train_timesteps: int, num_inference_steps: int, spacing: str = "leading",
                         steps_offset: int = 0) -> np.ndarray:
     """Training timesteps exactly as ``DDIMScheduler.set_timesteps`` picks them.
@@ -198,16 +166,10 @@ def diffusers_timesteps(num_train_timesteps: int, num_inference_steps: int, spac
     N = check_positive_int(num_inference_steps, "steps", maximum=T)
     check_choice(spacing, "timestep_spacing", ("leading", "trailing", "linspace"))
     if spacing == "linspace":
-        ts = np.linspace(0, T - 1, N).round()[::-1].copy().astype(np.int64)
-    elif spacing == "leading":
-        ratio = T // N
-        ts = (np.arange(0, N) * ratio).round()[::-1].copy().astype(np.int64) + int(steps_offset)
-    else:
-        # diffusers writes np.round(np.arange(T, 0, -T/N)) - 1; in floating point that arange yields
-        # N + 1 values ending with timestep -1 for some N (e.g. 61, 103, 121 at T = 1000). pifskit keeps
-        # exactly the N well-formed values, identical to diffusers' first N.
-        ts = np.round(T - np.arange(N) * (T / N)).astype(np.int64) - 1
-    return ts
+        return np.linspace(0, T - 1, N).round()[::-1].copy().astype(np.int64)
+    if spacing == "leading":
+        return (np.arange(0, N) * (T // N)).round()[::-1].copy().astype(np.int64) + int(steps_offset)
+    return np.round(T - np.arange(N) * (T / N)).astype(np.int64) - 1
 
 
 def spaced_chain(schedule: DiscreteSchedule, steps: int, spacing: str = "trailing", *, steps_offset: int = 0,
@@ -272,12 +234,16 @@ def karras_sigmas(sigma_min: float, sigma_max: float, n: int, rho: float = 7.0) 
     return (hi + ramp * (lo - hi)) ** rho
 
 
+def _range(schedule: Schedule, sigma_min: float | None, sigma_max: float | None) -> tuple[float, float]:
+    """The given (sigma_min, sigma_max), each defaulting to :func:`sigma_range`'s."""
+    smin, smax = sigma_range(schedule)
+    return smin if sigma_min is None else sigma_min, smax if sigma_max is None else sigma_max
+
+
 def karras_chain(schedule: Schedule, steps: int, rho: float = 7.0, sigma_min: float | None = None,
                  sigma_max: float | None = None) -> Chain:
     """N Karras levels from sigma_max to sigma_min, then the clean endpoint (diffusers' ``use_karras_sigmas``)."""
-    smin, smax = sigma_range(schedule)
-    smin = smin if sigma_min is None else sigma_min
-    smax = smax if sigma_max is None else sigma_max
+    smin, smax = _range(schedule, sigma_min, sigma_max)
     sig = karras_sigmas(smin, smax, steps, rho) if steps > 1 else np.array([smax])
     return _noisy_levels_to_chain(schedule, sig, f"karras{rho:g}-{steps}")
 
@@ -286,16 +252,10 @@ def uniform_logsnr_chain(schedule: Schedule, steps: int, sigma_min: float | None
                          sigma_max: float | None = None) -> Chain:
     """N levels uniform in logSNR (= uniform in log sigma) from sigma_max to sigma_min, then clean."""
     N = check_positive_int(steps, "steps")
-    smin, smax = sigma_range(schedule)
-    smin = smin if sigma_min is None else sigma_min
-    smax = smax if sigma_max is None else sigma_max
+    smin, smax = _range(schedule, sigma_min, sigma_max)
     sig = np.exp(np.linspace(np.log(smax), np.log(smin), N)) if N > 1 else np.array([smax])
     return _noisy_levels_to_chain(schedule, sig, f"logsnr-{N}")
 
-
-# ---------------------------------------------------------------------------
-# Align Your Steps (Sabour, Fidler, Kreis, ICML 2024; diffusers AysSchedules)
-# ---------------------------------------------------------------------------
 
 #: Published 10-step AYS sigmas (11 values: the 10 noisy levels and sigma_min).
 AYS_SIGMAS: dict[str, np.ndarray] = {
@@ -348,10 +308,6 @@ def ays_chain(model: str, steps: int = 10, schedule: Schedule | None = None) -> 
     return _noisy_levels_to_chain(schedule, sig[:-1], f"ays-{model}-{steps}")
 
 
-# ---------------------------------------------------------------------------
-# dispatcher
-# ---------------------------------------------------------------------------
-
 SPACINGS = ("trailing", "leading", "linspace", "uniform", "logsnr", "karras", "ays-sd15", "ays-sdxl", "ays-svd")
 
 
@@ -365,29 +321,22 @@ SPACING_RULE = ("trailing/leading/linspace are diffusers' timestep rules on a di
 def make_chain(schedule: Schedule, steps: int, spacing: str = "trailing", **kw) -> Chain:
     """One entry point: a chain of ``steps`` steps with the named ``spacing`` (rule: ``SPACING_RULE``).
 
-    trailing / leading / linspace: diffusers' DDIM timestep spacing (discrete
-    schedules; for a continuous schedule 'trailing' and 'linspace' mean uniform
-    in t). uniform: uniform in t. logsnr: uniform in logSNR. karras: rho = 7
-    (``rho=`` to change). ays-*: published Align Your Steps lists. When a name is
-    mapped to another rule, ``chain.meta['notices']`` says so (the CLI prints it).
+    karras takes ``rho=`` (default 7), karras / logsnr ``sigma_min=`` / ``sigma_max=``, the diffusers rules
+    ``steps_offset=`` / ``set_alpha_to_one=``. When a name is mapped to another rule,
+    ``chain.meta['notices']`` says so (the CLI prints it).
     """
     check_choice(spacing, "spacing", SPACINGS)
     N = check_positive_int(steps, "steps")
     discrete = isinstance(schedule, DiscreteSchedule)
-    if spacing in ("trailing", "leading", "linspace", "uniform"):
-        accepted = {"steps_offset", "set_alpha_to_one"} if discrete else set()
-    elif spacing == "karras":
-        accepted = {"rho", "sigma_min", "sigma_max"}
-    elif spacing == "logsnr":
-        accepted = {"sigma_min", "sigma_max"}
-    else:
-        accepted = set()
+    accepted = {"karras": {"rho", "sigma_min", "sigma_max"}, "logsnr": {"sigma_min", "sigma_max"}}.get(spacing, set())
+    if spacing in ("trailing", "leading", "linspace", "uniform") and discrete:
+        accepted = {"steps_offset", "set_alpha_to_one"}
     unused = sorted(set(kw) - accepted)
     if unused:
         raise PifsError(f"spacing {spacing!r} on {'a discrete' if discrete else 'a continuous'} schedule does not "
                         f"take {', '.join(unused)}; accepted: {', '.join(sorted(accepted)) or 'none'}")
     if spacing in ("trailing", "leading", "linspace"):
-        if isinstance(schedule, DiscreteSchedule):
+        if discrete:
             check_positive_int(N, "steps", maximum=schedule.num_train_timesteps)
             return spaced_chain(schedule, N, spacing, **kw)
         if spacing == "leading":
@@ -396,7 +345,7 @@ def make_chain(schedule: Schedule, steps: int, spacing: str = "trailing", **kw) 
         return _noted(uniform_time_chain(schedule, N),
                       f"spacing {spacing!r} on a continuous schedule: uniform in t (diffusers' rule needs a grid)")
     if spacing == "uniform":
-        if isinstance(schedule, DiscreteSchedule):
+        if discrete:
             return _noted(spaced_chain(schedule, N, "trailing", **kw),
                           "spacing 'uniform' on a discrete schedule: uniform in the training timestep, "
                           "i.e. diffusers' trailing rule")
@@ -406,4 +355,3 @@ def make_chain(schedule: Schedule, steps: int, spacing: str = "trailing", **kw) 
     if spacing == "karras":
         return karras_chain(schedule, N, **kw)
     return ays_chain(spacing.split("-", 1)[1], N, schedule)
-

@@ -1,18 +1,8 @@
-"""Model-free PIFS geometry of a DDIM chain (theory sections 2-4).
+"""Model-free PIFS geometry of a DDIM chain (theory sections 2-4), vectorised over steps and lambda.
 
-For a step from level t (noisier) to s (cleaner), in angle form
-(phi = atan(s/a), Delta = phi_t - phi_s, phi_bar = (phi_t + phi_s)/2):
-
-    c_t = s_s / s_t = sin(phi_s) / sin(phi_t)
-    d_t = a_s - a_t s_s / s_t = sin(Delta) / sin(phi_t)
-    L*_t = (1 - c_t) / d_t = cos(phi_bar) / cos(Delta / 2)
-    lambda*_t = tan(phi_t) / tan(phi_bar)
-    f_t(lambda) = (a_s a_t lambda + s_s s_t) / (a_t^2 lambda + s_t^2)
-    Lambda(lambda) = sum_t log f_t(lambda),   Lambda(lambda**) = 0.
-
-Delta is computed without cancellation from the logSNR difference, so tiny
-steps (T = 1000 chains) and the ends (phi = 0, pi/2) are exact.
-All functions are vectorised over steps and lambda.
+A step from level t (noisier) to s (cleaner) in angle form: phi = atan(s/a), Delta = phi_t - phi_s
+(computed from the logSNR difference without cancellation, exact at tiny steps and at the ends),
+phi_bar = (phi_t + phi_s)/2.
 """
 
 from __future__ import annotations
@@ -25,24 +15,6 @@ from scipy.special import expit
 
 from ._validate import PifsError, as_float_array
 from .chains import Chain
-
-__all__ = [
-    "StepAngles",
-    "step_angles",
-    "step_coefficients",
-    "contraction_threshold",
-    "expansion_threshold",
-    "denoiser_gain",
-    "expansion_function",
-    "log_expansion_function",
-    "chain_exponent",
-    "global_threshold",
-    "release_logsnr",
-    "release_step",
-    "regime_boundary_step",
-    "lambda_grid",
-    "local_rate",
-]
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,7 @@
 """Analytic Lyapunov spectrum of the DDIM chain and its Kaplan-Yorke dimension (theory section 5).
 
-For the Gaussian surrogate the chain is diagonal in the data's principal basis,
-so the finite-time exponents are exactly Lambda_k = sum_t log f_t(lambda_k).
-The Kaplan-Yorke dimension D is the root of the discrete Moran equation
-
-    P(D) = sum_{i <= floor(D)} Lambda_i + (D - floor(D)) Lambda_{floor(D)+1} = 0,
-
-equal to D_KY = k + S_k / |Lambda_{k+1}| with k the largest index whose
-partial sum S_k is >= 0. Edge cases: Lambda_1 < 0 gives 0; a non-negative
-total gives d.
+Gaussian surrogate: Lambda_k = sum_t log f_t(lambda_k). Kaplan-Yorke dimension: the root of the Moran
+equation P(D) = sum_{i <= floor(D)} Lambda_i + (D - floor(D)) Lambda_{floor(D)+1} = 0.
 """
 
 from __future__ import annotations
@@ -19,8 +12,6 @@ from ._validate import PifsError, as_float_array
 from .chains import Chain
 from .geometry import chain_exponent
 from .spectra import Spectrum
-
-__all__ = ["lyapunov_exponents", "kaplan_yorke", "moran_function"]
 
 
 def lyapunov_exponents(chain: Chain, spectrum: Spectrum) -> np.ndarray:
@@ -52,8 +43,7 @@ def moran_function(exponents, D) -> np.ndarray:
     frac = D - k
     nxt = np.concatenate([ex, [0.0]])[k]
     with np.errstate(invalid="ignore"):
-        val = partial[k] + np.where(frac > 0, frac * nxt, 0.0)
-    return val
+        return partial[k] + np.where(frac > 0, frac * nxt, 0.0)
 
 
 def kaplan_yorke(exponents) -> float:

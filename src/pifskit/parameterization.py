@@ -1,35 +1,15 @@
-"""One vocabulary for what a denoising network predicts (core: no torch).
+"""One vocabulary for what a denoising network predicts, and its scalings (core: no torch).
 
-Canonical names are diffusers' ``prediction_type`` values; the short aliases
-pifskit and papers use are accepted everywhere, case-insensitively:
-
-=================  ==========================  =====================================
-canonical          aliases                     x0 estimate D(x) in VP coordinates
-=================  ==========================  =====================================
-``epsilon``        ``eps``                     D = (x - s eps) / a
-``sample``         ``x0``                      D = network output
-``v_prediction``   ``v``                       D = a x - s v   (v = a eps - s x0)
-``flow``           ``velocity``, ``flow_prediction``   D = x_f - t_f u  (u = eps - x0, flow space)
-=================  ==========================  =====================================
-
-(a, s) = (sqrt(sigmoid(l)), sqrt(sigmoid(-l))) at logSNR l; t_f = s / (a + s).
-
-The same table as scalings (EDM's c_skip / c_out / c_in, k-diffusion's ``get_scalings``), for
-VP states x = a x0 + s e and the network output F:
-
-* :func:`input_scale`:    the network sees x_in = c_in x; c_in = 1 (vp), 1 / a (ve), 1 / (a + s) (flow)
-* :func:`x0_scalings`:    D(x) = c_skip x + c_out F
-* :func:`target_scalings`: the regression target is t_x0 x0 + t_eps e
-
-The functions use only + - * / on ``a`` and ``s``, so numpy arrays and torch tensors work alike.
+Canonical names are diffusers' ``prediction_type`` values (epsilon, sample, v_prediction, flow), with the
+aliases eps, x0, v, velocity, flow_prediction, case-insensitive. For VP states x = a x0 + s e and network
+output F (EDM's c_skip / c_out / c_in): x_in = c_in x, D(x) = c_skip x + c_out F, target t_x0 x0 + t_eps e.
+Only + - * / are used on ``a`` and ``s``, so numpy arrays and torch tensors work alike. Table:
+docs/core.md#predictions.
 """
 
 from __future__ import annotations
 
 from ._validate import PifsError
-
-__all__ = ["PREDICTION_TYPES", "PREDICTION_ALIASES", "SHORT_NAMES", "INPUT_SPACES", "input_scale",
-           "normalize_prediction", "short_prediction", "target_scalings", "x0_scalings"]
 
 #: input spaces of a model: VP (DDPM / SD), VE (EDM, alpha = 1), rectified flow
 INPUT_SPACES: tuple[str, ...] = ("vp", "ve", "flow")
@@ -61,7 +41,8 @@ def short_prediction(name: str, allowed: tuple[str, ...] = PREDICTION_TYPES) -> 
 
 
 def input_scale(space: str, a, s):
-    """c_in with x_in = c_in x: 1 (vp), 1 / a (ve: x_ve = x0 + sigma e), 1 / (a + s) (flow: x_f = (1 - t_f) x0 + t_f e)."""
+    """c_in with x_in = c_in x: 1 (vp), 1 / a (ve: x_ve = x0 + sigma e), 1 / (a + s) (flow: x_f = (1 - t_f) x0
+    + t_f e)."""
     if space == "vp":
         return a * 0 + 1
     if space == "ve":

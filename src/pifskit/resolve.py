@@ -8,8 +8,6 @@ from .chains import Chain, make_chain
 from .scheduler_config import chain_from_config, load_scheduler_config
 from .schedules import DiscreteSchedule, Schedule, get_schedule
 
-__all__ = ["resolve_chain"]
-
 
 def resolve_chain(schedule: Schedule | str | None, steps: int, spacing: str | None = None, timesteps=None,
                   sigmas=None, config=None) -> Chain:
@@ -33,8 +31,6 @@ def resolve_chain(schedule: Schedule | str | None, steps: int, spacing: str | No
     if timesteps is not None and sigmas is not None:
         raise PifsError("give either timesteps or sigmas, not both")
     if timesteps is not None:
-        if not isinstance(schedule, DiscreteSchedule):
-            raise PifsError("timesteps need a discrete schedule (sd, ddpm, cosine-discrete or a diffusers config)")
         return Chain.from_timesteps(schedule, timesteps, set_alpha_to_one=cfg.get("set_alpha_to_one", True))
     if sigmas is not None:
         return Chain.from_sigmas(sigmas, schedule if isinstance(schedule, DiscreteSchedule) else None)

@@ -1,40 +1,15 @@
-"""Samplers over an explicit :class:`~pifskit.chains.Chain` (k-diffusion style small functions).
+"""Samplers over an explicit :class:`~pifskit.chains.Chain`, with k-diffusion's uniform signature
+``sampler(denoiser, x, chain, *, callback=None, rng=None, **opts) -> x``.
 
-Every sampler has k-diffusion's uniform signature
-``sampler(denoiser, x, chain, *, callback=None, rng=None, **opts) -> x_0`` with
-``denoiser(x, logsnr) -> x0-estimate`` for VP inputs x = a x0 + s e of shape (B, d)
-(``logsnr`` a float, -inf = pure noise). ``x`` is the VP state at the chain's first
-level (``initial_noise`` draws N(0, I), the usual prior; exact when logsnr[0] = -inf).
-The result is the VP state at the last level (x0 when the chain lands clean). ``rng`` (a numpy
-Generator or seed) feeds stochastic samplers (DDIM with eta > 0); every sampler accepts it so callers
-can treat samplers alike. ``callback({"i", "x", "denoised", "logsnr"})`` runs after each step.
-
-Updates, step i from level t = logsnr[i] to s = logsnr[i + 1], sigma = s/a (VE):
-
-* DDIM, eta = 0: x_s = c x_t + d D,  c = s_s / s_t,  d = a_s - a_t s_s / s_t
-  (``geometry.step_coefficients``, cancellation-free). eta > 0: noise std
-  sig = eta (s_s / s_t) sqrt(1 - a_t^2 / a_s^2), x_s = a_s D + sqrt(s_s^2 - sig^2) eps_hat + sig z.
-* Euler (EDM, in VE x/a): x' = x + (sigma_s - sigma_t) (x - D) / sigma_t. Identical to DDIM
-  (eta = 0) in exact arithmetic; an independent implementation.
-* Heun (EDM Algorithm 1, no churn): Euler predictor, trapezoidal corrector; the last step to
-  sigma = 0 is Euler (as in EDM), and so is a first step from sigma = inf (pure noise).
-* DPM-Solver++(2M) (k-diffusion ``sample_dpmpp_2m``): h = (l_s - l_t) / 2,
-  x_s = (s_s/s_t) x_t + a_s (1 - e^-h) D', D' = (1 + 1/2r) D_i - (1/2r) D_{i-1},
-  r = h_{i-1} / h_i; first-order on the first step, on a step from pure noise and on the
-  final step to sigma = 0.
-* DPM-Solver++(3M) (k-diffusion ``sample_dpmpp_3m_sde`` with eta = 0), in VE units with h = log(s/s'):
-  y' = rho y + (1 - rho) D + phi2 d1 - phi3 d2, phi2 = (rho - 1)/h + 1, phi3 = phi2/h - 1/2, d1/d2 the
-  divided differences of the last three denoiser outputs (two: phi2 (D - D_prev)/r); x0 = D on the last step.
-* iPNDM (k-diffusion ``sample_ipndm``): Euler in sigma with the fixed-step Adams-Bashforth combination of
-  the last min(i + 1, 4) slopes d = (y - D)/sigma.
-
-A first step from pure noise (sigma_t = inf) is taken in its exact limit
-x_s = s_s x_T + a_s D(x_T) by every sampler.
+``denoiser(x, logsnr)`` is the x0 estimate D for VP states x = a x0 + s e of shape (B, d); ``x`` is the
+state at the chain's first level, the result the state at its last; ``callback({"i", "x", "denoised",
+"logsnr"})`` runs after each step. A step from pure noise is taken in its exact limit
+x_s = s_s x_T + a_s D(x_T). The update rules: docs/core.md#samplers.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 from scipy.special import log_expit
@@ -43,27 +18,7 @@ from ._validate import PifsError, as_float_array, check_choice
 from .chains import Chain
 from .geometry import step_coefficients
 
-__all__ = [
-    "Denoiser",
-    "sample_ddim",
-    "sample_euler",
-    "sample_heun",
-    "sample_dpmpp_2m",
-    "sample_dpmpp_3m",
-    "sample_ipndm",
-    "SAMPLERS",
-    "get_sampler",
-    "parse_sampler",
-    "sampler_nfe",
-    "initial_noise",
-    "ddim_noise_std",
-]
-
 Denoiser = Callable[[np.ndarray, float], np.ndarray]
-
-
-class NoiseSource(Protocol):  # what samplers need from ``rng``
-    def standard_normal(self, size) -> np.ndarray: ...
 
 
 def _check(chain: Chain, x) -> np.ndarray:
@@ -75,7 +30,7 @@ def _check(chain: Chain, x) -> np.ndarray:
     return x.copy()
 
 
-def _noise(rng) -> NoiseSource:
+def _noise(rng) -> np.random.Generator:
     if rng is None or isinstance(rng, (int, np.integer)):
         return np.random.default_rng(rng)
     if not hasattr(rng, "standard_normal"):
@@ -90,22 +45,6 @@ def initial_noise(chain: Chain, n: int, d: int, rng=None) -> np.ndarray:
     return _noise(rng).standard_normal((n, d))
 
 
-def _first_order(x, D, a_s, s_s, s_t, exp_neg_h):
-    """Exact-in-the-limits first-order step: x_s = (s_s/s_t) x_t + a_s (1 - e^-h) D, e^-h = sigma_s / sigma_t."""
-    return (s_s / s_t) * x + (a_s * (1.0 - exp_neg_h)) * D
-
-
-def _sigma_ratio(l: np.ndarray, i: int) -> float:
-    """sigma_{i+1} / sigma_i = exp(-(l_{i+1} - l_i) / 2) (0 from pure noise or to the clean endpoint)."""
-    with np.errstate(invalid="ignore"):
-        h = 0.5 * (l[i + 1] - l[i])
-    return 0.0 if np.isinf(l[i]) or np.isinf(l[i + 1]) else float(np.exp(-h))
-
-
-# ---------------------------------------------------------------------------
-# DDIM
-# ---------------------------------------------------------------------------
-
 def ddim_noise_std(chain: Chain, eta: float) -> np.ndarray:
     """Per-step DDIM noise std sig_i = eta (s_s / s_t) sqrt(1 - alpha_bar_t / alpha_bar_s) (N values)."""
     l = chain.logsnr
@@ -118,7 +57,8 @@ def ddim_noise_std(chain: Chain, eta: float) -> np.ndarray:
 
 def sample_ddim(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | None = None, rng=None,
                 eta: float = 0.0) -> np.ndarray:
-    """DDIM (Song et al. 2021): eta = 0 deterministic, eta = 1 ancestral (DDPM-like)."""
+    """DDIM (Song et al. 2021): x_s = c x_t + d D (``geometry.step_coefficients``) for eta = 0; for eta > 0
+    x_s = a_s D + sqrt(s_s^2 - sig^2) eps_hat + sig z with sig from :func:`ddim_noise_std` (eta = 1: DDPM-like)."""
     x = _check(chain, x)
     if not (np.isfinite(eta) and 0.0 <= eta <= 1.0):
         raise PifsError(f"DDIM eta must lie in [0, 1], got {eta}")
@@ -141,10 +81,6 @@ def sample_ddim(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | Non
     return x
 
 
-# ---------------------------------------------------------------------------
-# Euler / Heun / DPM-Solver++(3M) / iPNDM in VE units y = x / a (EDM)
-# ---------------------------------------------------------------------------
-
 def _ve_sampler(denoiser, x, chain: Chain, callback, update: Callable) -> np.ndarray:
     """The VE loop: y = x / a_0 (from pure noise: the exact first step y_1 = (s_1 x_T + a_1 D(x_T)) / a_1),
     then y <- ``update(i, y, D, sigmas)`` with D the denoiser at level i; returns the VP state a_N y."""
@@ -166,14 +102,17 @@ def _ve_sampler(denoiser, x, chain: Chain, callback, update: Callable) -> np.nda
 
 def sample_euler(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | None = None,
                  rng=None) -> np.ndarray:
-    """Euler's method on the probability-flow ODE dy/dsigma = (y - D(y; sigma)) / sigma, y in VE units."""
+    """Euler's method on the probability-flow ODE dy/dsigma = (y - D(y; sigma)) / sigma, y = x / a (VE units).
+
+    Identical to DDIM (eta = 0) in exact arithmetic; an independent implementation."""
     return _ve_sampler(denoiser, x, chain, callback,
                        lambda i, y, D, sig: y + (sig[i + 1] - sig[i]) * (y - D) / sig[i])
 
 
 def sample_heun(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | None = None,
                 rng=None) -> np.ndarray:
-    """Heun's 2nd-order method (EDM Algorithm 1, deterministic); Euler on the final step to sigma = 0."""
+    """Heun's 2nd-order method (EDM Algorithm 1, no churn): Euler predictor, trapezoidal corrector; Euler
+    on the final step to sigma = 0."""
 
     def update(i, y, D, sig):
         d1 = (y - D) / sig[i]
@@ -186,13 +125,11 @@ def sample_heun(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | Non
     return _ve_sampler(denoiser, x, chain, callback, update)
 
 
-# ---------------------------------------------------------------------------
-# DPM-Solver++(2M)
-# ---------------------------------------------------------------------------
-
 def sample_dpmpp_2m(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | None = None,
                     rng=None) -> np.ndarray:
-    """DPM-Solver++(2M) (Lu et al. 2022), multistep data prediction, as k-diffusion's ``sample_dpmpp_2m``."""
+    """DPM-Solver++(2M) (Lu et al. 2022; k-diffusion's ``sample_dpmpp_2m``), h = (l_s - l_t) / 2:
+    x_s = (s_s/s_t) x_t + a_s (1 - e^-h) D', D' = (1 + 1/2r) D_i - (1/2r) D_{i-1}, r = h_{i-1} / h_i;
+    first order on the first step and on steps from pure noise or to the clean endpoint."""
     x = _check(chain, x)
     l, a, s = chain.logsnr, chain.a, chain.s
     old_D = None
@@ -201,13 +138,12 @@ def sample_dpmpp_2m(denoiser: Denoiser, x, chain: Chain, *, callback: Callable |
         D = denoiser(x, float(l[i]))
         with np.errstate(invalid="ignore"):
             h = 0.5 * (l[i + 1] - l[i])
-        ratio = _sigma_ratio(l, i)
-        if old_D is None or not np.isfinite(h) or not np.isfinite(h_last):
-            D_use = D
-        else:
+        D_use = D
+        if old_D is not None and np.isfinite(h) and np.isfinite(h_last):
             r = h_last / h
             D_use = (1.0 + 1.0 / (2.0 * r)) * D - (1.0 / (2.0 * r)) * old_D
-        x = _first_order(x, D_use, a[i + 1], s[i + 1], s[i], ratio)
+        exp_neg_h = 0.0 if np.isinf(l[i]) or np.isinf(l[i + 1]) else float(np.exp(-h))  # sigma_s / sigma_t
+        x = (s[i + 1] / s[i]) * x + (a[i + 1] * (1.0 - exp_neg_h)) * D_use
         old_D, h_last = D, h
         if callback is not None:
             callback({"i": i, "x": x, "denoised": D, "logsnr": float(l[i])})
@@ -216,7 +152,9 @@ def sample_dpmpp_2m(denoiser: Denoiser, x, chain: Chain, *, callback: Callable |
 
 def sample_dpmpp_3m(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | None = None,
                     rng=None) -> np.ndarray:
-    """DPM-Solver++(3M) (Lu et al. 2022; k-diffusion ``sample_dpmpp_3m_sde`` with eta = 0), deterministic."""
+    """DPM-Solver++(3M) (k-diffusion's ``sample_dpmpp_3m_sde``, eta = 0), VE units, h = log(sigma / sigma'):
+    y' = rho y + (1 - rho) D + phi2 d1 - phi3 d2, phi2 = (rho - 1)/h + 1, phi3 = phi2/h - 1/2, d1/d2 the
+    divided differences of the last three denoiser outputs; x0 = D on the last step."""
     hist: list[tuple[np.ndarray, float]] = []  # (D, h) of the previous steps, newest first
 
     def update(i, y, D, sig):
@@ -248,7 +186,8 @@ _AB_WEIGHTS = ((1.0,), (1.5, -0.5), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 /
 
 def sample_ipndm(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | None = None, rng=None,
                  max_order: int = 4) -> np.ndarray:
-    """Improved PNDM (Zhang & Chen 2023; k-diffusion ``sample_ipndm``): Adams-Bashforth on d = (y - D)/sigma."""
+    """Improved PNDM (Zhang & Chen 2023; k-diffusion ``sample_ipndm``): Euler in sigma with the fixed-step
+    Adams-Bashforth combination of the last min(i + 1, max_order) slopes d = (y - D)/sigma."""
     if max_order not in (1, 2, 3, 4):
         raise PifsError(f"iPNDM max_order must be 1..4, got {max_order}")
     slopes: list[np.ndarray] = []  # newest first
@@ -264,10 +203,6 @@ def sample_ipndm(denoiser: Denoiser, x, chain: Chain, *, callback: Callable | No
 
     return _ve_sampler(denoiser, x, chain, callback, update)
 
-
-# ---------------------------------------------------------------------------
-# registry
-# ---------------------------------------------------------------------------
 
 SAMPLERS: dict[str, Callable] = {
     "ddim": sample_ddim,
@@ -307,9 +242,5 @@ def sampler_nfe(name: str, chain: Chain) -> int:
     base = name.partition(":")[0]
     check_choice(base, "sampler", SAMPLERS)
     N = chain.n_steps
-    if base != "heun":
-        return N
-    euler = np.zeros(N, dtype=bool)
-    euler[0] |= chain.starts_from_noise
-    euler[-1] |= chain.lands_clean
-    return int(2 * N - euler.sum())
+    euler_steps = {i for i, e in ((0, chain.starts_from_noise), (N - 1, chain.lands_clean)) if e}
+    return N if base != "heun" else 2 * N - len(euler_steps)

@@ -1,44 +1,22 @@
 """Import of a diffusers ``scheduler_config.json`` (no diffusers import needed).
 
-Reproduces what diffusers computes, in the same float32 arithmetic (to
-float32 precision: torch's vectorised float32 ``linspace`` can differ from
-numpy's by one ulp):
-
-* betas: ``linear`` = linspace(beta_start, beta_end, T); ``scaled_linear`` =
-  linspace(sqrt(beta_start), sqrt(beta_end), T)^2; ``squaredcos_cap_v2`` =
-  min(1 - f(t2)/f(t1), 0.999) with f(t) = cos((t + 0.008)/1.008 pi/2)^2;
-  ``trained_betas`` verbatim; optional ``rescale_betas_zero_snr`` (Lin et al.
-  2024, Algorithm 1); alphas_cumprod = cumprod(1 - betas) in float32.
-* flow matching (``FlowMatchEulerDiscreteScheduler``): sigmas = t' =
-  shift t / (1 + (shift - 1) t), mapped to VP as l = 2 log((1 - t')/t').
-* the inference chain of ``set_timesteps`` for the DDIM family (DDIM, DDPM,
-  PNDM: integer timesteps by ``timestep_spacing``, last step to alpha_bar = 1
-  iff ``set_alpha_to_one``; PNDM is analysed as DDIM, with a notice), the
-  Euler family (Euler, Euler ancestral, Heun, LMS: sigmas interpolated linearly
-  at the spaced timesteps, or Karras / exponential / beta sigmas between the
-  config's ``sigma_max`` and ``sigma_min``; then 0 or sigma_min per
-  ``final_sigmas_type``), the multistep solvers and flow matching.
-
-Every field of a config is honoured as diffusers honours it, known not to
-change the noise levels, or rejected by name: nothing is ignored silently.
+Reproduces diffusers' betas, alphas_cumprod and ``set_timesteps`` levels in the same float32 arithmetic;
+every field is honoured as diffusers honours it, known not to change the noise levels, or rejected by
+name. What each scheduler family computes: docs/core.md#scheduler-configs.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._json import read_json_object
 from ._validate import PifsError, check_choice, check_positive_int
 from .parameterization import normalize_prediction
 from .chains import Chain, diffusers_timesteps, karras_sigmas, make_chain
-from .schedules import DiscreteSchedule, RectifiedFlowSchedule, Schedule, logsnr_from_sigma
-
-__all__ = ["load_scheduler_config", "schedule_from_config", "chain_from_config", "betas_from_config",
-           "rescale_zero_terminal_snr", "DDIM_FAMILY", "EULER_FAMILY", "FLOW_FAMILY",
-           "MULTISTEP_FAMILY"]
+from .schedules import DiscreteSchedule, RectifiedFlowSchedule, Schedule, beta_table, logsnr_from_sigma
 
 DDIM_FAMILY = ("DDIMScheduler", "DDPMScheduler", "PNDMScheduler", "DDIMParallelScheduler", "DDPMParallelScheduler")
 EULER_FAMILY = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler",
@@ -65,18 +43,14 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-#: fields read by every family (the training schedule and the timestep rule)
-_COMMON_FIELDS = frozenset({"num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
-                            "rescale_betas_zero_snr", "prediction_type", "timestep_spacing", "steps_offset"})
-#: fields each family's reader honours on top of the common ones
-_FAMILY_FIELDS: dict[str, frozenset] = {
-    **{c: frozenset({"set_alpha_to_one"}) for c in DDIM_FAMILY},
-    **{c: frozenset({"sigma_min", "sigma_max", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas",
-                     "final_sigmas_type", "interpolation_type", "timestep_type"}) for c in EULER_FAMILY},
-    **{c: frozenset({"lambda_min_clipped", "final_sigmas_type", "use_karras_sigmas"}) for c in MULTISTEP_FAMILY},
-    **{c: frozenset({"shift", "use_dynamic_shifting", "base_shift", "max_shift", "base_image_seq_len",
-                     "max_image_seq_len"}) for c in FLOW_FAMILY},
-}
+#: fields some family's reader honours (diffusers ignores another class's fields, as from_config leaves them)
+_READ_FIELDS = frozenset({
+    "num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "rescale_betas_zero_snr",
+    "prediction_type", "timestep_spacing", "steps_offset", "set_alpha_to_one", "sigma_min", "sigma_max",
+    "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "final_sigmas_type", "interpolation_type",
+    "timestep_type", "lambda_min_clipped", "shift", "use_dynamic_shifting", "base_shift", "max_shift",
+    "base_image_seq_len", "max_image_seq_len",
+})
 #: fields that shape the update or post-process the output, never the noise levels a chain visits
 _NEUTRAL_FIELDS = frozenset({
     "_class_name", "_diffusers_version", "_use_default_values", "clip_sample", "clip_sample_range",
@@ -101,21 +75,14 @@ _STRING_CHOICES = {
 def _check_fields(raw: dict, cls: str) -> None:
     """Reject, by name, a field that would change the noise levels but that this reader does not reproduce,
     and fields of the wrong type (a string where diffusers needs a number, ...)."""
-    # A field of another scheduler class (configs converted with from_config carry them) is ignored by
-    # diffusers for this class, and so here; an unknown field that is switched on is refused.
-    known = _COMMON_FIELDS | _NEUTRAL_FIELDS | frozenset().union(*_FAMILY_FIELDS.values())
     for key, val in raw.items():
-        if key in known or val is None or val is False:
-            continue
-        raise PifsError(f"config field {key!r} = {val!r} is not reproduced by pifskit for {cls}; "
-                        f"remove it or use a supported scheduler class")
+        if key not in _READ_FIELDS | _NEUTRAL_FIELDS and val is not None and val is not False:
+            raise PifsError(f"config field {key!r} = {val!r} is not reproduced by pifskit for {cls}; "
+                            f"remove it or use a supported scheduler class")
     for key in _BOOL_FIELDS:
         if key in raw and raw[key] is not None and not isinstance(raw[key], bool):
             raise PifsError(f"config field {key!r} must be true or false, got {raw[key]!r}")
-    for key in _FLOAT_FIELDS:
-        v = raw.get(key)
-        if v is None:
-            continue
+    for key, v in ((k, raw.get(k)) for k in _FLOAT_FIELDS if raw.get(k) is not None):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise PifsError(f"config field {key!r} must be a number, got {v!r}")
         if key != "lambda_min_clipped" and not np.isfinite(v):
@@ -178,15 +145,7 @@ def betas_from_config(cfg: dict) -> np.ndarray:
             raise PifsError(f"trained_betas has {betas.size} values but num_train_timesteps is {T}")
     else:
         kind = check_choice(str(cfg["beta_schedule"]), "beta_schedule", BETA_SCHEDULES)
-        b0, b1 = float(cfg["beta_start"]), float(cfg["beta_end"])
-        if kind == "linear":
-            betas = np.linspace(b0, b1, T, dtype=np.float32)
-        elif kind == "scaled_linear":
-            betas = np.linspace(b0**0.5, b1**0.5, T, dtype=np.float32) ** 2
-        else:
-            i = np.arange(T, dtype=np.float64)
-            f = lambda t: np.cos((t + 0.008) / 1.008 * np.pi / 2) ** 2  # noqa: E731
-            betas = _f32(np.minimum(1 - f((i + 1) / T) / f(i / T), 0.999))
+        betas = beta_table(kind, T, float(cfg["beta_start"]), float(cfg["beta_end"]))
     if not np.isfinite(betas).all() or (betas <= 0).any() or (betas > 1).any():
         raise PifsError("betas must be finite and in (0, 1]")
     if cfg.get("rescale_betas_zero_snr"):
@@ -214,7 +173,7 @@ def schedule_from_config(cfg: dict) -> Schedule:
                             prediction_type=str(cfg.get("prediction_type", "epsilon")), config=dict(cfg))
 
 
-def _config_file(p: Path) -> Path:
+def find_scheduler_config(p: Path) -> Path:
     """The scheduler_config.json a path names: the file itself, or inside a model/scheduler folder."""
     if p.is_dir():
         for cand in (p / "scheduler_config.json", p / "scheduler" / "scheduler_config.json"):
@@ -232,25 +191,12 @@ def load_scheduler_config(path_or_dict: str | Path | dict) -> tuple[Schedule, di
 
     A folder is searched for ``scheduler_config.json`` and ``scheduler/scheduler_config.json`` (a saved
     pipeline). Every field either changes what pifskit computes exactly as in diffusers, or is rejected
-    by name (see ``_FAMILY_FIELDS`` / ``_NEUTRAL_FIELDS``).
+    by name (see ``_READ_FIELDS`` / ``_NEUTRAL_FIELDS``).
     """
     if isinstance(path_or_dict, dict):
         raw = dict(path_or_dict)
     else:
-        p = _config_file(Path(path_or_dict))
-        try:
-            text = p.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PifsError(f"cannot read diffusers config {p}: {exc}") from None
-        if not text.strip():
-            raise PifsError(f"diffusers config {p} is empty")
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PifsError(f"diffusers config {p} is malformed JSON ({exc.msg} at line {exc.lineno}, "
-                            f"column {exc.colno})") from None
-        if not isinstance(raw, dict):
-            raise PifsError(f"diffusers config {p}: top level is not an object")
+        raw = read_json_object(find_scheduler_config(Path(path_or_dict)), "diffusers config ")
     cls = raw.get("_class_name", "DDIMScheduler")
     supported = DDIM_FAMILY + EULER_FAMILY + FLOW_FAMILY + MULTISTEP_FAMILY
     if cls not in supported:
@@ -345,9 +291,7 @@ def _flow_chain(cfg: dict, steps: int) -> Chain:
     s = ts / np.float32(T)
     s = shift * s / (1 + (shift - 1) * s)
     sig = np.concatenate([s.astype(np.float64), [0.0]])
-    # flow sigma t' -> VP logSNR 2 log((1 - t') / t')
-    with np.errstate(divide="ignore"):
-        l = 2.0 * (np.log1p(-sig) - np.log(sig))
+    l = RectifiedFlowSchedule().logsnr(sig)  # flow sigma t' -> VP logSNR 2 log((1 - t') / t')
     return Chain(l, timesteps=(s * np.float32(T)).astype(np.float64), name=f"flow-match-{steps}")
 
 

@@ -1,16 +1,9 @@
-"""Noise schedules in variance-preserving (VP) coordinates.
+"""Noise schedules in variance-preserving (VP) coordinates: a decreasing map t in [0, 1] -> logSNR l(t).
 
-A schedule is a decreasing map t in [0, 1] -> logSNR l(t) (t = 1 noisiest).
-Every other quantity follows from l, computed stably at both ends:
-
-    alpha_bar = sigmoid(l),  a = sqrt(sigmoid(l)),  s = sqrt(sigmoid(-l)),
-    sigma_VE = s / a = exp(-l / 2),  phi = atan(s / a) = atan(exp(-l / 2)).
-
-Non-VP parameterisations (VE / EDM sigmas, rectified flow alpha = 1 - t,
-sigma = t) are mapped to VP by a = alpha / sqrt(alpha^2 + sigma^2), i.e.
-l = 2 log(alpha / sigma). Discrete T-step schedules (diffusers' betas) are
-:class:`DiscreteSchedule`; their training timestep n in 0..T-1 sits at
-t = (n + 1) / T, and t = 0 is the clean endpoint.
+From l, stably at both ends: alpha_bar = sigmoid(l), a = sqrt(sigmoid(l)), s = sqrt(sigmoid(-l)),
+sigma_VE = s / a = exp(-l / 2), phi = atan(exp(-l / 2)). VE / EDM / flow parameterisations map to VP by
+l = 2 log(alpha / sigma). :class:`DiscreteSchedule` (diffusers' alphas_cumprod) puts training timestep n
+at t = (n + 1) / T; t = 0 is the clean endpoint.
 """
 
 from __future__ import annotations
@@ -23,32 +16,6 @@ from scipy.special import expit
 
 from ._validate import PifsError, as_float_array, check_positive_int
 
-__all__ = [
-    "Schedule",
-    "LinearBetaSchedule",
-    "ScaledLinearBetaSchedule",
-    "CosineSchedule",
-    "SigmoidSchedule",
-    "ShiftedCosineSchedule",
-    "EDMSchedule",
-    "RectifiedFlowSchedule",
-    "DiscreteSchedule",
-    "alpha_bar_from_logsnr",
-    "a_from_logsnr",
-    "s_from_logsnr",
-    "sigma_from_logsnr",
-    "logsnr_from_sigma",
-    "logsnr_from_alpha_bar",
-    "angle_from_logsnr",
-    "get_schedule",
-    "SCHEDULE_NAMES",
-    "SCHEDULE_ALIASES",
-]
-
-
-# ---------------------------------------------------------------------------
-# logSNR <-> VP coordinates (stable at l -> +-inf)
-# ---------------------------------------------------------------------------
 
 def alpha_bar_from_logsnr(l) -> np.ndarray:
     """alpha_bar = sigmoid(l)."""
@@ -89,10 +56,6 @@ def angle_from_logsnr(l) -> np.ndarray:
     """phi = atan(s / a) = atan(exp(-l / 2)) in [0, pi/2]."""
     return np.arctan(sigma_from_logsnr(l))
 
-
-# ---------------------------------------------------------------------------
-# Continuous schedules
-# ---------------------------------------------------------------------------
 
 class Schedule:
     """A continuous-time VP schedule: subclasses implement :meth:`logsnr`.
@@ -159,27 +122,36 @@ def _logsnr_from_log_alpha_bar(log_ab: np.ndarray) -> np.ndarray:
         return log_ab - np.log(-np.expm1(log_ab))
 
 
-def _set(obj, name: str, value) -> None:
-    """Assign a normalised field of a frozen dataclass in ``__post_init__``."""
-    object.__setattr__(obj, name, value)
+def _set(obj, **values) -> None:
+    """Assign normalised fields of a frozen dataclass in ``__post_init__``."""
+    for name, value in values.items():
+        object.__setattr__(obj, name, value)
 
 
-def _check_betas(beta_start, beta_end, num_train_timesteps) -> tuple[float, float, int]:
-    b0, b1 = as_float_array(beta_start, "beta_start"), as_float_array(beta_end, "beta_end")
-    if b0.ndim or b1.ndim:
-        raise PifsError("beta_start and beta_end must be numbers")
-    if not (0 < b0 <= b1 < 1):
-        raise PifsError(f"need 0 < beta_start <= beta_end < 1, got beta_start={float(b0)}, beta_end={float(b1)}")
-    return float(b0), float(b1), check_positive_int(num_train_timesteps, "num_train_timesteps")
+def beta_table(kind: str, num_train_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02,
+               dtype=np.float32, max_beta: float = 0.999) -> np.ndarray:
+    """diffusers' betas: linear = linspace(b0, b1, T); scaled_linear = linspace(sqrt b0, sqrt b1, T)^2;
+    squaredcos_cap_v2 = min(1 - f((i+1)/T) / f(i/T), max_beta), f(t) = cos((t + 0.008) / 1.008 pi / 2)^2."""
+    T = check_positive_int(num_train_timesteps, "num_train_timesteps")
+    if kind == "linear":
+        return np.linspace(beta_start, beta_end, T, dtype=dtype)
+    if kind == "scaled_linear":
+        return np.linspace(beta_start**0.5, beta_end**0.5, T, dtype=dtype) ** 2
+    f = np.cos((np.arange(T + 1) / T + 0.008) / 1.008 * np.pi / 2) ** 2
+    return np.minimum(1 - f[1:] / f[:-1], max_beta).astype(dtype)
 
 
 class _BetaRange(Schedule):
-    """Validates beta_start < beta_end and the number of training timesteps of a continuous beta schedule."""
+    """Validates 0 < beta_start <= beta_end < 1 and the number of training timesteps of a beta schedule."""
 
     def __post_init__(self):
-        for k, v in zip(("beta_start", "beta_end", "num_train_timesteps"),
-                        _check_betas(self.beta_start, self.beta_end, self.num_train_timesteps)):
-            _set(self, k, v)
+        b0, b1 = as_float_array(self.beta_start, "beta_start"), as_float_array(self.beta_end, "beta_end")
+        if b0.ndim or b1.ndim:
+            raise PifsError("beta_start and beta_end must be numbers")
+        if not (0 < b0 <= b1 < 1):
+            raise PifsError(f"need 0 < beta_start <= beta_end < 1, got beta_start={float(b0)}, beta_end={float(b1)}")
+        _set(self, beta_start=float(b0), beta_end=float(b1),
+             num_train_timesteps=check_positive_int(self.num_train_timesteps, "num_train_timesteps"))
 
 
 @dataclass(frozen=True)
@@ -238,7 +210,7 @@ class CosineSchedule(Schedule):
     def __post_init__(self):
         if not (0 <= self.offset < 1):
             raise PifsError(f"cosine offset must lie in [0, 1), got {self.offset}")
-        _set(self, "offset", float(self.offset))
+        _set(self, offset=float(self.offset))
 
     def logsnr(self, t) -> np.ndarray:
         t = self._t(t)
@@ -277,8 +249,7 @@ class SigmoidSchedule(Schedule):
     def __post_init__(self):
         if not self.end > self.start or not self.tau > 0:
             raise PifsError("sigmoid schedule needs end > start and tau > 0")
-        for k in ("start", "end", "tau"):
-            _set(self, k, float(getattr(self, k)))
+        _set(self, **{k: float(getattr(self, k)) for k in ("start", "end", "tau")})
 
     def logsnr(self, t) -> np.ndarray:
         t = self._t(t)
@@ -310,8 +281,7 @@ class ShiftedCosineSchedule(Schedule):
     def __post_init__(self):
         if not self.base_logsnr_max > self.base_logsnr_min:
             raise PifsError("need base_logsnr_max > base_logsnr_min")
-        for k in ("shift", "base_logsnr_min", "base_logsnr_max"):
-            _set(self, k, float(getattr(self, k)))
+        _set(self, **{k: float(getattr(self, k)) for k in ("shift", "base_logsnr_min", "base_logsnr_max")})
 
     @classmethod
     def for_resolution(cls, resolution: int, base_resolution: int = 64, **kw) -> "ShiftedCosineSchedule":
@@ -343,8 +313,7 @@ class EDMSchedule(Schedule):
     def __post_init__(self):
         if not (0 < self.sigma_min < self.sigma_max) or not self.rho > 0:
             raise PifsError("EDM schedule needs 0 < sigma_min < sigma_max and rho > 0")
-        for k in ("sigma_min", "sigma_max", "rho"):
-            _set(self, k, float(getattr(self, k)))
+        _set(self, **{k: float(getattr(self, k)) for k in ("sigma_min", "sigma_max", "rho")})
 
     def logsnr(self, t) -> np.ndarray:
         t = self._t(t)
@@ -372,7 +341,7 @@ class RectifiedFlowSchedule(Schedule):
     def __post_init__(self):
         if not self.shift > 0:
             raise PifsError(f"flow shift must be > 0, got {self.shift}")
-        _set(self, "shift", float(self.shift))
+        _set(self, shift=float(self.shift))
 
     def logsnr(self, t) -> np.ndarray:
         t = self._t(t)
@@ -384,10 +353,6 @@ class RectifiedFlowSchedule(Schedule):
         # (1 - t)/t = shift * exp(l/2)  ->  t = sigmoid(-(l/2 + log shift))
         return expit(-(0.5 * l + np.log(self.shift)))
 
-
-# ---------------------------------------------------------------------------
-# Discrete T-step schedules
-# ---------------------------------------------------------------------------
 
 @dataclass(frozen=True, eq=False)
 class DiscreteSchedule(Schedule):
@@ -413,7 +378,6 @@ class DiscreteSchedule(Schedule):
             raise PifsError("alphas_cumprod must be non-increasing in the timestep (noise must grow)")
         object.__setattr__(self, "alphas_cumprod", ab)
 
-    # -- constructors -------------------------------------------------------
     @classmethod
     def from_betas(cls, betas, name: str = "discrete", dtype=np.float64, **kw) -> "DiscreteSchedule":
         """alphas_cumprod = cumprod(1 - betas), computed in ``dtype``.
@@ -435,29 +399,22 @@ class DiscreteSchedule(Schedule):
     def linear(cls, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
                dtype=np.float64) -> "DiscreteSchedule":
         """DDPM linear betas: linspace(beta_start, beta_end, T)."""
-        T = check_positive_int(num_train_timesteps, "num_train_timesteps")
-        betas = np.linspace(beta_start, beta_end, T, dtype=dtype)
-        return cls.from_betas(betas, name=f"linear-T{T}", dtype=dtype)
+        betas = beta_table("linear", num_train_timesteps, beta_start, beta_end, dtype)
+        return cls.from_betas(betas, name=f"linear-T{betas.size}", dtype=dtype)
 
     @classmethod
     def scaled_linear(cls, num_train_timesteps: int = 1000, beta_start: float = 0.00085,
                       beta_end: float = 0.012, dtype=np.float64) -> "DiscreteSchedule":
         """Stable Diffusion betas: linspace(sqrt(beta_start), sqrt(beta_end), T)^2."""
-        T = check_positive_int(num_train_timesteps, "num_train_timesteps")
-        betas = np.linspace(np.sqrt(beta_start), np.sqrt(beta_end), T, dtype=dtype) ** 2
-        return cls.from_betas(betas, name=f"scaled_linear-T{T}", dtype=dtype)
+        betas = beta_table("scaled_linear", num_train_timesteps, beta_start, beta_end, dtype)
+        return cls.from_betas(betas, name=f"scaled_linear-T{betas.size}", dtype=dtype)
 
     @classmethod
     def squaredcos_cap_v2(cls, num_train_timesteps: int = 1000, max_beta: float = 0.999) -> "DiscreteSchedule":
-        """diffusers' ``squaredcos_cap_v2``: beta_i = min(1 - f((i+1)/T) / f(i/T), max_beta),
-        f(t) = cos((t + 0.008) / 1.008 pi / 2)^2, computed in float64 and stored as float32."""
-        T = check_positive_int(num_train_timesteps, "num_train_timesteps")
-        i = np.arange(T, dtype=np.float64)
-        f = lambda t: np.cos((t + 0.008) / 1.008 * np.pi / 2) ** 2  # noqa: E731
-        betas = np.minimum(1 - f((i + 1) / T) / f(i / T), max_beta).astype(np.float32)
-        return cls.from_betas(betas, name=f"squaredcos_cap_v2-T{T}", dtype=np.float32)
+        """diffusers' ``squaredcos_cap_v2`` (:func:`beta_table`), computed in float64 and stored as float32."""
+        betas = beta_table("squaredcos_cap_v2", num_train_timesteps, max_beta=max_beta)
+        return cls.from_betas(betas, name=f"squaredcos_cap_v2-T{betas.size}", dtype=np.float32)
 
-    # -- properties ---------------------------------------------------------
     @property
     def num_train_timesteps(self) -> int:
         return int(self.alphas_cumprod.size)
@@ -513,10 +470,6 @@ class DiscreteSchedule(Schedule):
         return np.interp(ls, log_table, np.arange(self.num_train_timesteps))
 
 
-# ---------------------------------------------------------------------------
-# The zoo
-# ---------------------------------------------------------------------------
-
 _ZOO: dict[str, Callable[[], Schedule]] = {
     "sd": lambda: DiscreteSchedule.scaled_linear(1000, 0.00085, 0.012, dtype=np.float32),
     "ddpm": lambda: DiscreteSchedule.linear(1000, 1e-4, 0.02, dtype=np.float32),
@@ -552,10 +505,12 @@ def calculate_shift(image_seq_len: float, cfg: dict | None = None) -> float:
     m = (max_shift - base_shift) / (max_seq - base_seq)
     return float(image_seq_len * m + (base_shift - m * base_seq))
 
+
 #: diffusers' ``beta_schedule`` spellings -> the zoo's discrete 1000-step schedule with diffusers' defaults
 SCHEDULE_ALIASES: dict[str, str] = {"scaled_linear": "sd", "linear": "ddpm"}
 
 SCHEDULE_NAMES: tuple[str, ...] = tuple(_ZOO) + tuple(SCHEDULE_ALIASES)
+
 
 def get_schedule(name: str) -> Schedule:
     """A schedule from the built-in zoo by name (see ``SCHEDULE_NAMES``; case-insensitive).
@@ -597,6 +552,7 @@ def get_schedule(name: str) -> Schedule:
         ctor = {"cosine": CosineSchedule, "shifted-cosine": ShiftedCosineSchedule,
                 "rectified-flow": RectifiedFlowSchedule}.get(base)
         if ctor is None:
-            raise PifsError(f"schedule {base!r} takes no ':param'; parametrised: cosine, shifted-cosine, rectified-flow")
+            raise PifsError(f"schedule {base!r} takes no ':param'; parametrised: cosine, shifted-cosine, "
+                            "rectified-flow")
         sched = ctor(value)
     return sched

@@ -1,9 +1,5 @@
-"""Data spectra: the covariance eigenvalues lambda_k the geometry is evaluated on.
-
-Sources: a stationary power-law image model, PCA of a data array (without a
-dense d x d covariance when n < d), a stationary Fourier estimate from images
-(scales to any resolution), an eigenvalue file, and scikit-learn's digits.
-Eigenvalues are in the model's training units (images in [-1, 1]).
+"""Data spectra: the covariance eigenvalues lambda_k the geometry is evaluated on (power law, PCA of
+data, Fourier estimate from images, a file, scikit-learn's digits), in training units (images in [-1, 1]).
 """
 
 from __future__ import annotations
@@ -16,9 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from ._validate import PifsError, as_float_array, check_positive_int
-
-__all__ = ["Spectrum", "powerlaw", "powerlaw_grid", "from_data", "from_images_fourier", "from_file", "digits",
-           "parse_spectrum", "IMAGENET_STD", "IMAGENET_PIXEL_VARIANCE"]
 
 #: ImageNet's per-channel pixel std in [0, 1] units (torchvision's normalisation constants)
 IMAGENET_STD = (0.229, 0.224, 0.225)

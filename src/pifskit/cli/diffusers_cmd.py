@@ -1,9 +1,7 @@
-"""``pifskit diffusers-kwargs``: the Python line that runs pifskit's designed steps in a diffusers pipeline.
+"""``pifskit diffusers-kwargs``: the Python lines that run pifskit's designed steps in a diffusers pipeline.
 
-The CLI twin of :func:`pifskit.interop.scheduler_kwargs.schedule_kwargs`: reads a scheduler config (a
-``scheduler_config.json``, a scheduler folder, or a pipeline folder written by ``save_pretrained``),
-optionally swaps the scheduler class, designs the steps for that scheduler's solver and prints
-the lines to paste.
+The CLI twin of :func:`pifskit.interop.scheduler_kwargs.plan_schedule`, from a scheduler config, a scheduler
+folder or a pipeline folder (``save_pretrained``); ``--scheduler`` swaps the scheduler class.
 """
 
 from __future__ import annotations
@@ -14,34 +12,29 @@ from types import SimpleNamespace
 
 from .._json import read_json_object
 from .._validate import PifsError
+from ..interop.scheduler_kwargs import DEFAULT_CHANNELS, DEFAULT_PIXEL_VARIANCE, DEFAULT_SPECTRUM
 from ._common import add_json_option, add_spectrum_options, dump_json
-
-STEPS_SPECTRUM = "powerlaw:1.5"  # the defaults of `pifskit design steps` (an SD-style 64 x 64 x 4 latent)
 
 
 def _locate(path: str) -> tuple[dict, Path | None]:
     """(scheduler config, pipeline root or None)."""
+    from ..scheduler_config import find_scheduler_config
+
     p = Path(path)
-    if p.is_file():
-        return read_json_object(p), (p.parent.parent if (p.parent.parent / "model_index.json").is_file() else None)
-    if p.is_dir():
-        for cand, root in ((p / "scheduler_config.json", None), (p / "scheduler" / "scheduler_config.json", p)):
-            if cand.is_file():
-                if root is None and (p.parent / "model_index.json").is_file():
-                    root = p.parent
-                return read_json_object(cand), root
-        raise PifsError(f"{p} holds no scheduler_config.json (nor scheduler/scheduler_config.json)")
-    raise PifsError(f"diffusers config not found: {p}")
+    cfg = find_scheduler_config(p)
+    root = cfg.parent.parent
+    in_pipeline = p.is_dir() and cfg.parent != p  # a pipeline folder: scheduler/scheduler_config.json
+    return read_json_object(cfg), root if in_pipeline or (root / "model_index.json").is_file() else None
 
 
-def _pipeline_spec(root: Path, scheduler) -> tuple[object | None, str | None]:
-    """A stand-in with what schedule_kwargs reads from a pipeline (its __call__ keywords, vae scale, patch)."""
+def _pipeline_spec(root: Path, scheduler) -> object | None:
+    """A stand-in named as the pipeline class, with what plan_schedule reads from a pipeline (its __call__
+    keywords, vae scale, sample size (default 128), transformer patch size); None for an unknown class."""
     from ..torch.diffusers_models import pipeline_index
 
     index, cls = pipeline_index(root)
-    name = index.get("_class_name", "")
     if cls is None:
-        return None, None
+        return None
     vae = root / "vae" / "config.json"
     vsf = 2 ** (len(read_json_object(vae).get("block_out_channels", [0, 0, 0, 0])) - 1) if vae.is_file() else 8
     model_cfg = {}
@@ -49,16 +42,16 @@ def _pipeline_spec(root: Path, scheduler) -> tuple[object | None, str | None]:
         if (root / sub / "config.json").is_file():
             model_cfg = read_json_object(root / sub / "config.json")
             break
-    spec = SimpleNamespace(scheduler=scheduler, __call__=cls.__call__, vae_scale_factor=vsf,
-                           default_sample_size=model_cfg.get("sample_size"),
-                           transformer=SimpleNamespace(config=SimpleNamespace(patch_size=model_cfg.get("patch_size"))))
-    return spec, name
+    patch = SimpleNamespace(config=SimpleNamespace(patch_size=model_cfg.get("patch_size")))
+    return type(cls.__name__, (SimpleNamespace,), {})(
+        scheduler=scheduler, __call__=cls.__call__, vae_scale_factor=vsf,
+        default_sample_size=model_cfg.get("sample_size") or 128, transformer=patch)
 
 
 def run(args: argparse.Namespace) -> int:
     import diffusers
 
-    from ..interop.scheduler_kwargs import pipeline_seq_len, plan_schedule, with_custom_timesteps
+    from ..interop.scheduler_kwargs import plan_schedule, with_custom_timesteps
     from ..spectra import parse_spectrum
 
     cfg, root = _locate(args.diffusers_config)
@@ -73,21 +66,15 @@ def run(args: argparse.Namespace) -> int:
     wrapped = bool(args.custom_timesteps)
     if wrapped:
         sched = with_custom_timesteps(sched)
-    spec, pipe_name = _pipeline_spec(root, sched) if root is not None else (None, None)
+    spec = _pipeline_spec(root, sched) if root is not None else None
     if args.steps < 1:
         raise PifsError(f"--steps must be >= 1, got {args.steps}")
     sp = parse_spectrum(args.spectrum, args.resolution, args.channels, args.pixel_variance)
-    opts: dict = {"spectrum": sp, "prefer": args.prefer}
+    opts: dict = {"spectrum": sp, "prefer": args.prefer, "mu": args.mu, "height": args.height, "width": args.width}
     if args.start is not None:
         opts["start"] = args.start
     if args.solver:
         opts["solver"] = args.solver
-    if args.mu is not None:
-        opts["mu"] = args.mu
-    elif sched.config.get("use_dynamic_shifting") and spec is not None:
-        h = args.height or (spec.default_sample_size or 128) * spec.vae_scale_factor
-        w = args.width or (spec.default_sample_size or 128) * spec.vae_scale_factor
-        opts["image_seq_len"] = pipeline_seq_len(spec, h, w, pipe_name)
     try:
         plan = plan_schedule(spec if spec is not None else sched, args.steps, **opts)
     except PifsError as exc:
@@ -105,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         lines += ["from pifskit.interop.scheduler_kwargs import with_custom_timesteps", "with_custom_timesteps(pipe)"]
     lines.append("image = " + plan.python_call() + ".images[0]")
     if args.json:
-        dump_json({**plan.to_dict(), "python": lines, "pipeline": pipe_name})
+        dump_json({**plan.to_dict(), "python": lines, "pipeline": None if spec is None else type(spec).__name__})
     else:
         print("\n".join(lines))
     return 0
@@ -120,9 +107,10 @@ def register(subparsers) -> None:
                    help="swap to this diffusers scheduler class (built from the same config), e.g. "
                         "DPMSolverMultistepScheduler")
     p.add_argument("--custom-timesteps", action="store_true",
-                   help="give UniPCMultistepScheduler timesteps= (pifskit.interop.scheduler_kwargs.with_custom_timesteps)")
+                   help="give UniPCMultistepScheduler timesteps= "
+                        "(pifskit.interop.scheduler_kwargs.with_custom_timesteps)")
     p.add_argument("--steps", type=int, default=10, help="number of sampling steps N (default 10)")
-    add_spectrum_options(p, spectrum=STEPS_SPECTRUM, channels=4, pixel_variance=1.0)
+    add_spectrum_options(p, spectrum=DEFAULT_SPECTRUM, channels=DEFAULT_CHANNELS, pixel_variance=DEFAULT_PIXEL_VARIANCE)
     p.add_argument("--solver", default=None, help="design for this pifskit solver instead of the scheduler's own")
     p.add_argument("--start", default=None, help="the designer's start convention (default: the designer's)")
     p.add_argument("--prefer", default=None, choices=("sigmas", "timesteps"),
@@ -133,6 +121,3 @@ def register(subparsers) -> None:
     g.add_argument("--width", type=int, default=None, help="image width in pixels")
     add_json_option(p)
     p.set_defaults(handler=run)
-
-
-__all__ = ["register", "run"]

@@ -21,6 +21,7 @@ from ..geometry import (
     expansion_function,
     expansion_threshold,
     global_threshold,
+    lambda_grid,
     regime_boundary_step,
     step_coefficients,
 )
@@ -68,27 +69,24 @@ def geometry_result(chain: Chain, lambda_grid: np.ndarray | None = None) -> dict
 
 def _grid(args: argparse.Namespace) -> np.ndarray | None:
     K = args.lambda_points
-    if K is None or K == 0:
+    if not K:
         return None
     if K < 0:
         raise PifsError(f"--lambda-points must be >= 0, got {K}")
     lo, hi = args.lambda_min, args.lambda_max
     if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
         raise PifsError(f"need 0 < --lambda-min < --lambda-max (finite), got {lo} and {hi}")
-    return np.logspace(math.log10(lo), math.log10(hi), K) if K > 1 else np.array([lo])
-
-
-def _fmt(x) -> str:
-    return fmt_num(None if x is None else float(x), ".5g")
+    return lambda_grid(K, lo, hi) if K > 1 else np.array([lo])
 
 
 def _print_table(result: dict, schedule_label: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    N = result["n_steps"]
-    b = result["regime_boundary_step"]
-    ts = result["timesteps"]
+    def _fmt(x) -> str:
+        return fmt_num(None if x is None else float(x), ".5g")
+
+    N, b, ts = result["n_steps"], result["regime_boundary_step"], result["timesteps"]
     table = Table(title=f"PIFS geometry: {schedule_label}, {result['chain']} ({N} steps)", title_justify="left")
     for col in ("step", "timestep", "\u1fb1 t", "\u1fb1 s", "logSNR t", "c", "d", "L*", "\u03bb*", "regime"):
         table.add_column(col, justify="right" if col != "regime" else "left", no_wrap=True)

@@ -1,11 +1,8 @@
 """pifskit lyapunov: the chain's Lyapunov spectrum on a data spectrum and its Kaplan-Yorke dimension.
 
-Analytic (Gaussian surrogate): Lambda_k = sum_t log f_t(lambda_k), sorted
-descending; the Kaplan-Yorke dimension is the root of the discrete Moran
-equation. The ``--numerical`` branch (pifskit.torch: block Krylov SVD by default, or Benettin) returns
-the same keys plus error bounds and convergence flags: without ``--model`` on the exact linear Gaussian
-denoiser of the spectrum (in its principal basis, so ``analytic_exponents`` and ``max_abs_error`` compare
-directly), with ``--model module:factory`` (or a checkpoint path) on that model along trajectories from N(0, I).
+Analytic (Gaussian surrogate) by default; ``--numerical`` (pifskit.torch: block Krylov SVD or Benettin) adds
+error bounds and convergence flags, on the exact Gaussian denoiser of the spectrum (so
+``analytic_exponents`` and ``max_abs_error`` compare directly) or on ``--model`` along trajectories.
 """
 
 from __future__ import annotations
@@ -115,10 +112,9 @@ def numerical_result(schedule, chain: Chain, spectrum: Spectrum, *, k: int | Non
            "kaplan_yorke": res.kaplan_yorke, "kaplan_yorke_spread": info["kaplan_yorke_spread"],
            "kaplan_yorke_is_lower_bound": res.ky_is_lower_bound, "n_positive": int(np.count_nonzero(ex > 0)),
            "exponent_sum": float(ex.sum())}
-    for key in ("error_bound", "exponent_converged", "tol", "matvecs", "jvps", "vjps", "basis_size", "block",
-                "clusters", "cut_in_cluster", "next_exponent"):
-        if key in info:
-            out[key] = info[key]
+    out.update({key: info[key] for key in ("error_bound", "exponent_converged", "tol", "matvecs", "jvps", "vjps",
+                                           "basis_size", "block", "clusters", "cut_in_cluster", "next_exponent")
+                if key in info})
     if not model or spectrum.d == d:
         ana = np.sort(lyapunov_exponents(chain, spectrum))[::-1]
         out["eigenvalues"] = spectrum.eigenvalues[:k]
@@ -138,12 +134,8 @@ def result_header(method: str, chain: Chain, spectrum_name: str, d: int) -> dict
 
 
 def analytic_result(chain: Chain, spectrum: Spectrum) -> dict:
-    """Surrogate exponents and KY dimension as a JSON-ready dict (numpy values).
-
-    Keys: method, chain, n_steps, lands_clean, alpha_bar, logsnr, spectrum, d,
-    eigenvalues (descending), exponents (descending, exponents[k] belongs to
-    eigenvalues[k]), kaplan_yorke, n_positive, exponent_sum.
-    """
+    """Surrogate exponents (descending; exponents[k] belongs to eigenvalues[k]) and the KY dimension as a
+    JSON-ready dict: the header keys, eigenvalues, exponents, kaplan_yorke, n_positive, exponent_sum."""
     ex = np.sort(lyapunov_exponents(chain, spectrum))[::-1]
     return {
         **result_header("analytic", chain, spectrum.name, spectrum.d),
@@ -168,14 +160,10 @@ def _print_summary(result: dict, schedule_label: str, top: int) -> None:
         console = Console(width=max(console.width, 120))
     console.print(f"Lyapunov spectrum ({result['method']}): {schedule_label}, {result['chain']} "
                   f"({result['n_steps']} steps), spectrum {result['spectrum']}")
-    table = Table()
-    table.add_column("i", justify="right")
-    table.add_column("\u03bb_i", justify="right")
-    table.add_column("\u039b_i", justify="right")
     bound, conv = result.get("error_bound"), result.get("exponent_converged")
-    if bound is not None:
-        table.add_column("\u00b1 bound", justify="right")
-        table.add_column("converged", justify="center")
+    table = Table()
+    for col in ("i", "\u03bb_i", "\u039b_i") + (("\u00b1 bound", "converged") if bound is not None else ()):
+        table.add_column(col, justify="center" if col == "converged" else "right")
 
     def row(i: int) -> list[str]:
         cells = [str(i + 1), _fmt(ev[i]), _fmt(ex[i]) + ("" if conv is None or conv[i] else " *")]

@@ -1,29 +1,14 @@
-"""Hand a pifskit chain to a diffusers scheduler / pipeline.
+"""Hand a pifskit chain, or pifskit's designed steps, to a diffusers scheduler / pipeline.
 
-diffusers' pipelines pass ``timesteps=`` or ``sigmas=`` through to
-``scheduler.set_timesteps``; which one a scheduler accepts is visible in that
-method's signature (``EulerDiscreteScheduler``: both; ``DDPMScheduler``,
-``DPMSolverMultistepScheduler``: ``timesteps``; ``DDIMScheduler``: neither, its
-``step`` assumes uniform spacing). :func:`pipeline_kwargs` inspects the
-signature and returns the matching keyword arguments:
-
-* ``{"sigmas": [...]}``: VE sigmas, noisiest first, with the final level
-  (0.0 when the chain lands clean) -- ``set_timesteps(sigmas=...)`` runs exactly
-  ``len(sigmas) - 1`` steps on them;
-* ``{"timesteps": [...]}``: integer training timesteps, strictly decreasing
-  (each step then goes to the next listed timestep, the last to the clean end).
-
-torch and diffusers are imported lazily (only :func:`set_chain` touches the
-scheduler); pifskit's core never imports them.
-
-:func:`schedule_kwargs` goes one level up: it designs pifskit's steps for a scheduler's own
-config and solver and returns the exact keyword arguments for ``pipe(...)`` /
-``scheduler.set_timesteps(...)``, handling each scheduler's conventions (see
-:func:`plan_schedule` and docs/diffusers.md).
+:func:`pipeline_kwargs` returns ``{"sigmas": [...]}`` (VE, noisiest first, N + 1 values) or
+``{"timesteps": [...]}`` (strictly decreasing integers), whichever ``set_timesteps`` accepts;
+:func:`schedule_kwargs` / :func:`plan_schedule` design the steps for a scheduler's own config and
+solver. torch and diffusers are imported lazily; see docs/diffusers.md for each scheduler's conventions.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,29 +19,33 @@ from .._validate import PifsError, check_choice
 from ..chains import Chain
 from ..schedules import DiscreteSchedule, calculate_shift
 
-__all__ = ["SOLVER_OF_SCHEDULER", "SchedulePlan", "accepted_kwargs", "flow_sigmas_from_ve", "pipeline_kwargs",
-           "plan_schedule", "schedule_kwargs", "scheduler_schedule", "set_chain", "with_custom_timesteps"]
-
 
 def accepted_kwargs(scheduler: Any) -> tuple[str, ...]:
     """Which of ("sigmas", "timesteps") ``scheduler.set_timesteps`` accepts, in pifskit's order of preference."""
     fn = getattr(scheduler, "set_timesteps", None)
     if fn is None:
         raise PifsError(f"{type(scheduler).__name__} has no set_timesteps(); not a diffusers scheduler")
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # pragma: no cover - C-implemented callables
-        return ()
+    params = _param_names(fn) or set()
     return tuple(k for k in ("sigmas", "timesteps") if k in params)
+
+
+def _param_names(fn: Any) -> set[str] | None:
+    try:
+        return set(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):  # pragma: no cover - C-implemented callables
+        return None
 
 
 def scheduler_schedule(scheduler: Any) -> DiscreteSchedule:
     """The scheduler's training schedule (its ``alphas_cumprod``) as a pifskit :class:`DiscreteSchedule`."""
+    return DiscreteSchedule(_alphas_cumprod(scheduler).astype(np.float64), name=type(scheduler).__name__)
+
+
+def _alphas_cumprod(scheduler: Any) -> np.ndarray:
     ab = getattr(scheduler, "alphas_cumprod", None)
     if ab is None:
         raise PifsError(f"{type(scheduler).__name__} has no alphas_cumprod; cannot map levels to timesteps")
-    ab = np.asarray(ab.detach().cpu().numpy() if hasattr(ab, "detach") else ab, dtype=np.float64)
-    return DiscreteSchedule(ab, name=type(scheduler).__name__)
+    return np.asarray(ab.detach().cpu().numpy() if hasattr(ab, "detach") else ab)
 
 
 def _timesteps_for(chain: Chain, scheduler: Any) -> list[int]:
@@ -65,8 +54,7 @@ def _timesteps_for(chain: Chain, scheduler: Any) -> list[int]:
     else:
         from ..design.steps import timesteps_from_sigmas
 
-        sig = chain.sigmas
-        ts = timesteps_from_sigmas(scheduler_schedule(scheduler), sig[:chain.n_steps])
+        ts = timesteps_from_sigmas(scheduler_schedule(scheduler), chain.sigmas[:chain.n_steps])
     if not chain.lands_clean:
         raise PifsError("timesteps= chains in diffusers end at the clean level; this chain does not land clean "
                         "(use a sigmas= scheduler such as EulerDiscreteScheduler)")
@@ -83,11 +71,7 @@ def pipeline_kwargs(chain: Chain, scheduler: Any, prefer: str | None = None) -> 
     """
     if not isinstance(chain, Chain):
         raise PifsError(f"expected a pifskit Chain, got {type(chain).__name__}")
-    accepted = accepted_kwargs(scheduler)
-    if prefer is not None:
-        check_choice(prefer, "prefer", ("sigmas", "timesteps"))
-        if prefer in accepted:
-            accepted = (prefer,) + tuple(k for k in accepted if k != prefer)
+    accepted = _preferred(accepted_kwargs(scheduler), prefer)
     if not accepted:
         raise PifsError(f"{type(scheduler).__name__}.set_timesteps accepts neither sigmas= nor timesteps=; "
                         "use e.g. EulerDiscreteScheduler (sigmas) or DDPMScheduler / DPMSolverMultistepScheduler "
@@ -99,16 +83,20 @@ def pipeline_kwargs(chain: Chain, scheduler: Any, prefer: str | None = None) -> 
     return {"timesteps": _timesteps_for(chain, scheduler)}
 
 
+def _preferred(kinds: tuple[str, ...], prefer: str | None) -> tuple[str, ...]:
+    """``kinds`` with those that start with ``prefer`` ('sigmas' or 'timesteps') first."""
+    if prefer is None:
+        return kinds
+    check_choice(prefer, "prefer", ("sigmas", "timesteps"))
+    return tuple(sorted(kinds, key=lambda k: not k.startswith(prefer)))
+
+
 def set_chain(scheduler: Any, chain: Chain, device: Any = None, prefer: str | None = None) -> dict[str, list]:
     """Call ``scheduler.set_timesteps(**pipeline_kwargs(chain, scheduler), device=device)``; returns the kwargs."""
     kw = pipeline_kwargs(chain, scheduler, prefer)
     scheduler.set_timesteps(device=device, **kw)
     return kw
 
-
-# ---------------------------------------------------------------------------
-# schedule_kwargs: pifskit's designed steps for a scheduler / pipeline, in its own conventions
-# ---------------------------------------------------------------------------
 
 #: diffusers scheduler class -> pifskit solver names, preferred first. A solver-aware designer
 #: (``optimal_steps(..., solver=)``) gets the first name it knows; DPMSolverMultistepScheduler's
@@ -146,7 +134,6 @@ _KIND: dict[str, tuple[str, ...]] = {
     "FlowMatchEulerDiscreteScheduler": ("flow",),
 }
 _CUSTOM_TIMESTEPS_CLASSES = ("UniPCMultistepScheduler",)
-FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler",)
 COMPATIBLE = ("EulerDiscreteScheduler (sigmas=)", "HeunDiscreteScheduler (timesteps=)",
               "DPMSolverMultistepScheduler (timesteps=)", "DDPMScheduler (timesteps=)",
               "FlowMatchEulerDiscreteScheduler (sigmas=, flow models)",
@@ -262,12 +249,7 @@ def _incompatible(name: str, pipe: Any, why: str) -> PifsError:
 
 
 def _call_params(pipe: Any) -> set[str] | None:
-    if pipe is None:
-        return None
-    try:
-        return set(inspect.signature(pipe.__call__).parameters)
-    except (TypeError, ValueError):  # pragma: no cover
-        return None
+    return None if pipe is None else _param_names(pipe.__call__)
 
 
 def _flag_error(name: str, cfg: dict, keys: tuple[str, ...]) -> None:
@@ -279,13 +261,10 @@ def _flag_error(name: str, cfg: dict, keys: tuple[str, ...]) -> None:
 
 
 def _design(schedule, spectrum, steps: int, solvers: tuple[str, ...], design_options: dict):
-    """optimal_steps with ``solver=`` when the designer has it (first name it accepts); (design, solver)."""
+    """optimal_steps with the first of ``solvers`` it accepts (``solver=`` in design_options overrides them);
+    returns (design, solver)."""
     from ..design.steps import optimal_steps
 
-    if "solver" not in inspect.signature(optimal_steps).parameters or not solvers:
-        if "solver" in design_options:
-            raise PifsError("this pifskit's step designer is not solver-aware; drop solver=")
-        return optimal_steps(schedule, spectrum, steps, **design_options), None
     if "solver" in design_options:
         solvers = (design_options.pop("solver"),)
     last: PifsError | None = None
@@ -296,7 +275,8 @@ def _design(schedule, spectrum, steps: int, solvers: tuple[str, ...], design_opt
             if "solver" not in str(exc).lower():
                 raise
             last = exc
-    assert last is not None
+    if last is None:
+        return optimal_steps(schedule, spectrum, steps, **design_options), None
     raise last
 
 
@@ -314,10 +294,7 @@ def _spectrum(spectrum: Any):
 
 def _table32(scheduler: Any) -> np.ndarray:
     """diffusers' float32 VE table sqrt((1 - ab) / ab), t = 0 first."""
-    ab = getattr(scheduler, "alphas_cumprod", None)
-    if ab is None:
-        raise PifsError(f"{type(scheduler).__name__} has no alphas_cumprod")
-    ab = np.asarray(ab.detach().cpu().numpy() if hasattr(ab, "detach") else ab, dtype=np.float32)
+    ab = _alphas_cumprod(scheduler).astype(np.float32)
     return np.sqrt((np.float32(1.0) - ab) / ab)
 
 
@@ -328,30 +305,6 @@ def _vp_schedule(scheduler: Any):
     cfg["_class_name"] = "DDPMScheduler"  # any VP class: only the training schedule is read
     cfg["timestep_spacing"] = "leading"
     return load_scheduler_config(cfg)[0]
-
-
-def flow_sigmas_from_ve(sigmas) -> np.ndarray:
-    """Flow sigmas t' = sigma / (1 + sigma) of the noisy VE levels (zeros dropped); the first is set to 1.0.
-
-    Flow samplers start at pure noise t' = 1; pifskit's design uses a finite sigma_max (t = 0.999)
-    as its stand-in, so the first level is replaced by 1.0.
-    """
-    sig = np.asarray(sigmas, dtype=np.float64).ravel()
-    sig = sig[sig > 0]
-    if sig.size == 0:
-        raise PifsError("no noisy levels")
-    out = 1.0 / (1.0 + 1.0 / sig)  # sigma / (1 + sigma), exact 1 at sigma = inf
-    out[0] = 1.0
-    return out
-
-
-def _design_flow_sigmas(design) -> np.ndarray:
-    fs = getattr(design, "flow_sigmas", None)
-    if fs is None and hasattr(design, "to_dict"):
-        fs = design.to_dict().get("flow_sigmas")
-    if fs is None:
-        fs = flow_sigmas_from_ve(design.sigmas)
-    return np.asarray(fs, dtype=np.float64)
 
 
 def _shift_mu(scheduler: Any, pipe: Any, mu: float | None, image_seq_len: int | None,
@@ -374,10 +327,10 @@ def _shift_mu(scheduler: Any, pipe: Any, mu: float | None, image_seq_len: int | 
     return calculate_shift(image_seq_len, cfg)
 
 
-def pipeline_seq_len(pipe: Any, height: int, width: int, name: str | None = None) -> int:
-    """Latent tokens the pipeline (class ``name``) computes its dynamic-shift mu from: Flux packs 2 x 2 latent
-    patches, SD3-style transformers use their config's patch_size (H / vae_scale_factor / p each side)."""
-    vsf, pname = int(getattr(pipe, "vae_scale_factor", 8)), name or type(pipe).__name__
+def pipeline_seq_len(pipe: Any, height: int, width: int) -> int:
+    """Latent tokens the pipeline computes its dynamic-shift mu from: Flux packs 2 x 2 latent patches,
+    SD3-style transformers use their config's patch_size (H / vae_scale_factor / p each side)."""
+    vsf, pname = int(getattr(pipe, "vae_scale_factor", 8)), type(pipe).__name__
     if "Flux" in pname:
         p = 2
     else:
@@ -412,7 +365,7 @@ def _plan_flow(scheduler, pipe, name, steps, spectrum, solvers, design_options, 
     raw.update({"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": s_eff, "use_dynamic_shifting": False})
     schedule = load_scheduler_config(raw)[0]
     design, solver = _design(schedule, spectrum, steps, solvers, design_options)
-    fs = _design_flow_sigmas(design)
+    fs = np.asarray(design.flow_sigmas, dtype=np.float64)  # t' = sigma / (1 + sigma) of the noisy levels
     if not (fs.size >= 1 and fs[0] == 1.0 and (fs > 0).all() and (fs <= 1).all()):
         raise PifsError("the designed flow sigmas are not N values in (0, 1] starting at 1.0")
     # invert the scheduler's shift: s' = S t / (1 + (S - 1) t)  <=>  t = s' / (s' + S (1 - s'))
@@ -430,11 +383,8 @@ def _plan_flow(scheduler, pipe, name, steps, spectrum, solvers, design_options, 
     T = int(cfg.get("num_train_timesteps", 1000))
     # what the scheduler computes (float32): shifted = S t / (1 + (S - 1) t), timesteps = shifted * T
     t32 = np.asarray(handed, dtype=np.float32)
-    if dynamic and cfg.get("time_shift_type", "exponential") == "exponential":
-        e = float(np.exp(mu_v))
-        shifted = (e / (e + (1 / t32 - 1))).astype(np.float32)
-    elif dynamic:
-        shifted = (mu_v / (mu_v + (1 / t32 - 1))).astype(np.float32)
+    if dynamic:  # diffusers' time_shift: S / (S + (1 / t - 1)), S = e^mu (exponential) or mu (linear)
+        shifted = (s_eff / (s_eff + (1 / t32 - 1))).astype(np.float32)
     else:
         shifted = (s_eff * t32 / (1 + (s_eff - 1) * t32)).astype(np.float32)
     levels = np.concatenate([fs, [0.0]])
@@ -461,12 +411,11 @@ def plan_schedule(scheduler_or_pipeline: Any, steps: int, *, spectrum: Any = Non
     solvers = solver_for(sched)
     if prefer is not None:
         check_choice(prefer, "prefer", ("sigmas", "timesteps"))
-    if name in FLOW_SCHEDULERS:
+    if _KIND.get(name) == ("flow",):
         return _plan_flow(sched, pipe, name, steps, sp, solvers, dict(design_options), mu, image_seq_len,
                           height, width)
     cfg = _cfg(sched)
-    custom = getattr(type(sched), "_pifskit_base", None) is not None
-    if custom:
+    if getattr(type(sched), "_pifskit_base", None) is not None:
         kinds: tuple[str, ...] = ("timesteps",)
     elif name in _KIND:
         kinds = _KIND[name]
@@ -476,58 +425,50 @@ def plan_schedule(scheduler_or_pipeline: Any, steps: int, *, spectrum: Any = Non
         raise _incompatible(name, pipe, "is configured with use_flow_sigmas (flow levels in a VP scheduler)")
     call = _call_params(pipe)
     if call is not None:
-        ok = [k for k in kinds if k.split("-")[0] in call]
-        if not ok:
+        kinds = tuple(k for k in kinds if k.split("-")[0] in call)
+        if not kinds:
             raise PifsError(f"{type(pipe).__name__}.__call__ accepts neither sigmas= nor timesteps=; set the "
-                            f"levels yourself: `pipe.scheduler.set_timesteps(**kwargs)` is overwritten by the pipeline, "
-                            f"so use a pipeline that takes them (e.g. StableDiffusionPipeline) or call the "
-                            f"pipeline's denoising loop with the scheduler prepared")
-        kinds = tuple(ok)
-    if prefer is not None:
-        kinds = tuple(sorted(kinds, key=lambda k: 0 if k.startswith(prefer) else 1))
-    kind = kinds[0]
-    flags = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
+                            "levels yourself: `pipe.scheduler.set_timesteps(**kwargs)` is overwritten by the "
+                            "pipeline, so use a pipeline that takes them (e.g. StableDiffusionPipeline) or call the "
+                            "pipeline's denoising loop with the scheduler prepared")
+    kind = _preferred(kinds, prefer)[0]
     if kind != "sigmas":
-        _flag_error(name, cfg, flags)
-    if cfg.get("final_sigmas_type", "zero") != "zero" and kind != "sigmas":
-        raise PifsError(f"{name} has final_sigmas_type={cfg.get('final_sigmas_type')!r}: its last step stops at "
-                        f"sigma_min, not at the clean level the design lands on; rebuild it with "
-                        f"`{name}.from_config(pipe.scheduler.config, final_sigmas_type='zero')`")
+        _flag_error(name, cfg, ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas"))
+        if cfg.get("final_sigmas_type", "zero") != "zero":
+            raise PifsError(f"{name} has final_sigmas_type={cfg.get('final_sigmas_type')!r}: its last step stops at "
+                            f"sigma_min, not at the clean level the design lands on; rebuild it with "
+                            f"`{name}.from_config(pipe.scheduler.config, final_sigmas_type='zero')`")
     schedule = _vp_schedule(sched)
     design, solver = _design(schedule, sp, steps, solvers, dict(design_options))
     table = _table32(sched)
-    T = table.size
+    levels = np.asarray(design.sigmas, dtype=np.float64)
     notes: list[str] = []
     if kind == "sigmas":
-        sig = np.asarray(design.sigmas, dtype=np.float64)
-        if not np.isfinite(sig).all():
+        if not np.isfinite(levels).all():
             raise PifsError("the design starts at sigma = inf; diffusers needs finite sigmas")
-        kwargs: dict = {"sigmas": [float(v) for v in sig]}
-        levels = sig
-        s_sig = sig.astype(np.float32)
-        s_ts = schedule.timestep_of_sigma(sig[:-1]).astype(np.float32)
+        kwargs: dict = {"sigmas": [float(v) for v in levels]}
+        s_sig = levels.astype(np.float32)
+        s_ts = schedule.timestep_of_sigma(levels[:-1]).astype(np.float32)
     elif kind == "timesteps-float":
-        sig = np.asarray(design.sigmas, dtype=np.float64)
         # the scheduler interpolates sigma linearly in t between the integer knots: invert that
-        ts = np.interp(sig[:-1], table.astype(np.float64), np.arange(T, dtype=np.float64))
-        ts32 = ts.astype(np.float32)
-        if not (np.diff(ts32) < 0).all():
+        knots = np.arange(table.size, dtype=np.float64)
+        s_ts = np.interp(levels[:-1], table.astype(np.float64), knots).astype(np.float32)
+        if not (np.diff(s_ts) < 0).all():
             raise PifsError("designed levels collapse to duplicate timesteps in float32; use fewer steps")
-        kwargs = {"timesteps": [float(v) for v in ts32]}
-        levels = sig
-        s_sig = np.concatenate([np.interp(ts32, np.arange(T), table), [0.0]]).astype(np.float32)
-        s_ts = ts32
+        kwargs = {"timesteps": [float(v) for v in s_ts]}
+        s_sig = np.concatenate([np.interp(s_ts, knots, table), [0.0]]).astype(np.float32)
         notes.append("fractional timesteps: the scheduler interpolates sigma linearly between training "
                      "timesteps, so these reproduce the designed sigmas exactly")
     else:
-        ts_int = getattr(design, "timesteps", None)
-        if ts_int is None:
-            ts_int = _integer_timesteps(schedule, design.sigmas)
-        ts_int = np.asarray(ts_int, dtype=np.int64)
-        kwargs = {"timesteps": [int(t) for t in ts_int]}
-        s_sig = np.concatenate([table[ts_int], [0.0]]).astype(np.float32)
+        s_ts = getattr(design, "timesteps", None)
+        if s_ts is None:
+            from ..design.steps import timesteps_from_sigmas
+
+            s_ts = timesteps_from_sigmas(schedule, levels[levels > 0])
+        s_ts = np.asarray(s_ts, dtype=np.int64)
+        kwargs = {"timesteps": [int(t) for t in s_ts]}
+        s_sig = np.concatenate([table[s_ts], [0.0]]).astype(np.float32)
         levels = s_sig.astype(np.float64)
-        s_ts = ts_int
         notes.append("integer timesteps: the levels are the designed ones rounded to training timesteps "
                      "(unique, strictly decreasing: no duplicate-timestep index errors)")
     if name == "HeunDiscreteScheduler":  # Heun repeats every interior level (two model calls per step)
@@ -536,14 +477,6 @@ def plan_schedule(scheduler_or_pipeline: Any, steps: int, *, spectrum: Any = Non
     return SchedulePlan(scheduler=name, kind=kind.split("-")[0], kwargs=kwargs, levels=levels,
                         scheduler_sigmas=None if name.startswith("DDPM") else s_sig,
                         scheduler_timesteps=np.asarray(s_ts), solver=solver, design=design, notes=notes)
-
-
-def _integer_timesteps(schedule: DiscreteSchedule, sigmas) -> np.ndarray:
-    from ..design.steps import timesteps_from_sigmas
-
-    sig = np.asarray(sigmas, dtype=np.float64)
-    return timesteps_from_sigmas(schedule, sig[sig > 0])
-
 
 
 def schedule_kwargs(scheduler_or_pipeline: Any, steps: int, **design_options) -> dict:
@@ -558,12 +491,8 @@ def schedule_kwargs(scheduler_or_pipeline: Any, steps: int, **design_options) ->
     return plan_schedule(scheduler_or_pipeline, steps, **design_options).kwargs
 
 
-_CUSTOM_CACHE: dict[type, type] = {}
-
-
+@functools.cache
 def _custom_class(base: type) -> type:
-    if base in _CUSTOM_CACHE:
-        return _CUSTOM_CACHE[base]
     import torch
 
     def set_timesteps(self, num_inference_steps=None, device=None, timesteps=None, **kw):
@@ -594,7 +523,6 @@ def _custom_class(base: type) -> type:
 
     cls = type(base.__name__, (base,), {"set_timesteps": set_timesteps, "_pifskit_base": base.__name__,
                                          "__module__": base.__module__})
-    _CUSTOM_CACHE[base] = cls
     return cls
 
 
