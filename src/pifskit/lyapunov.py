@@ -13,6 +13,9 @@ from .chains import Chain
 from .geometry import chain_exponent
 from .spectra import Spectrum
 
+#: largest dimension for which a numerical spectrum defaults to all k = d exponents
+FULL_K_MAX = 512
+
 
 def lyapunov_exponents(chain: Chain, spectrum: Spectrum) -> np.ndarray:
     """Lambda_k = sum_t log f_t(lambda_k), sorted descending (length d).

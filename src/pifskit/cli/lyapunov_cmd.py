@@ -12,9 +12,8 @@ import argparse
 import numpy as np
 
 from .._json import fmt_num
-from .._validate import PifsError, check_positive_int
 from ..chains import Chain
-from ..lyapunov import kaplan_yorke, lyapunov_exponents
+from ..lyapunov import FULL_K_MAX, kaplan_yorke, lyapunov_exponents
 from ..spectra import Spectrum
 from ._common import (
     add_chain_options,
@@ -37,9 +36,7 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run)
 
 
-#: largest dimension for the default k = d
-FULL_K_MAX = 512
-#: the flags passed to numerical_result as keyword arguments
+#: the flags passed to pifskit.torch.analysis.numerical_lyapunov as keyword arguments
 NUMERICAL_OPTIONS = ("k", "trajectories", "model", "float64", "method", "tol", "oversample", "max_matvecs",
                      "refine", "seed")
 
@@ -68,63 +65,6 @@ def add_numerical_options(p: argparse.ArgumentParser) -> None:
                    help="benettin: forward-backward sweeps aligning the frame with the top-k singular vectors "
                         "(default 3; not needed when k = d)")
     g.add_argument("--seed", type=int, default=0, help="seed of trajectories and initial frame")
-
-
-def numerical_result(schedule, chain: Chain, spectrum: Spectrum, *, k: int | None = None, trajectories: int = 2,
-                     model: str | None = None, float64: bool = False, method: str = "krylov",
-                     tol: float | None = None, oversample: int | None = None, max_matvecs: int | None = None,
-                     refine: int = 3, seed: int = 0) -> dict:
-    """The numerical spectrum as a dict with the analytic command's keys (less the header), plus
-    spread, k, and the Krylov diagnostics (error_bound, exponent_converged, converged, matvecs, clusters)."""
-    import torch
-
-    from ..torch.adapter import ChainDenoiser, GaussianDenoiser, ModelDenoiser
-    from ..torch.lyapunov import lyapunov_spectrum
-
-    dtype = torch.float64 if float64 else torch.float32
-    gen = torch.Generator().manual_seed(int(seed))
-    M = check_positive_int(trajectories, "trajectories")
-    if model:
-        from ..torch.analysis import load_model, make_denoiser, model_info
-
-        net, info = load_model(model)
-        info = model_info(info)
-        cd = make_denoiser(net, info, chain, schedule, dtype)
-        shape = info["sample_shape"]
-        label = model
-    else:
-        shape = (spectrum.d,)
-        g = GaussianDenoiser(spectrum.eigenvalues, None, shape, dtype=dtype)
-        cd = ChainDenoiser(ModelDenoiser(g, "sample", "logsnr"), chain)
-        label = f"exact Gaussian denoiser of {spectrum.name}"
-    d = int(np.prod(shape))
-    k = k if k is not None else (d if d <= FULL_K_MAX else 32)
-    k = check_positive_int(k, "k")
-    if k > d:
-        raise PifsError(f"--k {k} exceeds the dimension d = {d}; k must lie in [1, {d}]")
-    x = torch.randn((M,) + tuple(shape), generator=gen, dtype=dtype)
-    opts = (dict(tol=tol, oversample=oversample, max_matvecs=max_matvecs) if method == "krylov"
-            else dict(refine=0 if k == d else int(refine)))
-    res = lyapunov_spectrum(cd.step, chain.n_steps, x, k, method=method, generator=gen, **opts)
-    ex, info = res.exponents, res.to_dict()
-    out = {"d": d, "model": label, "k": k, "trajectories": M, "dtype": "float64" if float64 else "float32",
-           "numerical_method": method, "exponents": ex, "spread": res.spread, "converged": res.converged,
-           "kaplan_yorke": res.kaplan_yorke, "kaplan_yorke_spread": info["kaplan_yorke_spread"],
-           "kaplan_yorke_is_lower_bound": res.ky_is_lower_bound, "n_positive": int(np.count_nonzero(ex > 0)),
-           "exponent_sum": float(ex.sum())}
-    out.update({key: info[key] for key in ("error_bound", "exponent_converged", "tol", "matvecs", "jvps", "vjps",
-                                           "basis_size", "block", "clusters", "cut_in_cluster", "next_exponent")
-                if key in info})
-    if not model or spectrum.d == d:
-        ana = np.sort(lyapunov_exponents(chain, spectrum))[::-1]
-        out["eigenvalues"] = spectrum.eigenvalues[:k]
-        out["analytic_exponents"] = ana[:k]
-        out["analytic_kaplan_yorke"] = kaplan_yorke(ana)
-        fin = np.isfinite(ana[:k]) & np.isfinite(ex)
-        out["max_abs_error"] = float(np.max(np.abs(ex[fin] - ana[:k][fin]))) if fin.any() else float("nan")
-    else:
-        out["eigenvalues"] = np.full(k, np.nan)
-    return out
 
 
 def result_header(method: str, chain: Chain, spectrum_name: str, d: int) -> dict:
@@ -195,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
     spectrum = spectrum_from_args(args)
     schedule, chain = chain_from_args(args)
     if args.numerical:
-        body = numerical_result(schedule, chain, spectrum, **{k: getattr(args, k) for k in NUMERICAL_OPTIONS})
+        from ..torch.analysis import numerical_lyapunov
+
+        body = numerical_lyapunov(schedule, chain, spectrum, **{k: getattr(args, k) for k in NUMERICAL_OPTIONS})
         result = {**result_header("numerical", chain, spectrum.name, body["d"]), **body}
     else:
         result = analytic_result(chain, spectrum)

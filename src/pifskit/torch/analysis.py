@@ -16,10 +16,10 @@ from .._validate import PifsError, check_positive_int
 from ..blockmass import offdiag_block_mass
 from ..chains import Chain
 from ..geometry import contraction_threshold, regime_boundary_step, step_coefficients
-from ..lyapunov import kaplan_yorke, lyapunov_exponents
+from ..lyapunov import FULL_K_MAX, kaplan_yorke, lyapunov_exponents
 from ..schedules import get_schedule
 from ..spectra import Spectrum
-from .adapter import ChainDenoiser, ModelDenoiser, rollout
+from .adapter import ChainDenoiser, GaussianDenoiser, ModelDenoiser, rollout
 from .blocks import Partition, block_norms, estimate_block_frob2_matrix, gaussian_block_row_sums
 from .checkpoint import load_checkpoint_model
 from .lyapunov import lyapunov_spectrum
@@ -186,3 +186,51 @@ def analyze_model(model, info: dict, chain: Chain, spectrum: Spectrum | None = N
                               "kaplan_yorke": kaplan_yorke(ana), "kaplan_yorke_top_k": kaplan_yorke(ana[:k])}
     return result
 
+def numerical_lyapunov(schedule, chain: Chain, spectrum: Spectrum, *, k: int | None = None, trajectories: int = 2,
+                     model: str | None = None, float64: bool = False, method: str = "krylov",
+                     tol: float | None = None, oversample: int | None = None, max_matvecs: int | None = None,
+                     refine: int = 3, seed: int = 0) -> dict:
+    """The numerical spectrum as a dict with the analytic command's keys (less the header), plus
+    spread, k, and the Krylov diagnostics (error_bound, exponent_converged, converged, matvecs, clusters)."""
+    dtype = torch.float64 if float64 else torch.float32
+    gen = torch.Generator().manual_seed(int(seed))
+    M = check_positive_int(trajectories, "trajectories")
+    if model:
+        net, info = load_model(model)
+        info = model_info(info)
+        cd = make_denoiser(net, info, chain, schedule, dtype)
+        shape = info["sample_shape"]
+        label = model
+    else:
+        shape = (spectrum.d,)
+        g = GaussianDenoiser(spectrum.eigenvalues, None, shape, dtype=dtype)
+        cd = ChainDenoiser(ModelDenoiser(g, "sample", "logsnr"), chain)
+        label = f"exact Gaussian denoiser of {spectrum.name}"
+    d = int(np.prod(shape))
+    k = k if k is not None else (d if d <= FULL_K_MAX else 32)
+    k = check_positive_int(k, "k")
+    if k > d:
+        raise PifsError(f"k = {k} exceeds the dimension d = {d}; k must lie in [1, {d}]")
+    x = torch.randn((M,) + tuple(shape), generator=gen, dtype=dtype)
+    opts = (dict(tol=tol, oversample=oversample, max_matvecs=max_matvecs) if method == "krylov"
+            else dict(refine=0 if k == d else int(refine)))
+    res = lyapunov_spectrum(cd.step, chain.n_steps, x, k, method=method, generator=gen, **opts)
+    ex, info = res.exponents, res.to_dict()
+    out = {"d": d, "model": label, "k": k, "trajectories": M, "dtype": "float64" if float64 else "float32",
+           "numerical_method": method, "exponents": ex, "spread": res.spread, "converged": res.converged,
+           "kaplan_yorke": res.kaplan_yorke, "kaplan_yorke_spread": info["kaplan_yorke_spread"],
+           "kaplan_yorke_is_lower_bound": res.ky_is_lower_bound, "n_positive": int(np.count_nonzero(ex > 0)),
+           "exponent_sum": float(ex.sum())}
+    out.update({key: info[key] for key in ("error_bound", "exponent_converged", "tol", "matvecs", "jvps", "vjps",
+                                           "basis_size", "block", "clusters", "cut_in_cluster", "next_exponent")
+                if key in info})
+    if not model or spectrum.d == d:
+        ana = np.sort(lyapunov_exponents(chain, spectrum))[::-1]
+        out["eigenvalues"] = spectrum.eigenvalues[:k]
+        out["analytic_exponents"] = ana[:k]
+        out["analytic_kaplan_yorke"] = kaplan_yorke(ana)
+        fin = np.isfinite(ana[:k]) & np.isfinite(ex)
+        out["max_abs_error"] = float(np.max(np.abs(ex[fin] - ana[:k][fin]))) if fin.any() else float("nan")
+    else:
+        out["eigenvalues"] = np.full(k, np.nan)
+    return out
