@@ -62,7 +62,8 @@ from pifskit.schedules import DiscreteSchedule, get_schedule
 
 SOLVERS = ("ddim", "euler", "heun", "dpmpp2m")
 SOLVER_LABEL = {"ddim": "DDIM", "euler": "Euler", "heun": "Heun", "dpmpp2m": "DPM++(2M)"}
-REFERENCE = "pifskit"
+MODEL_FREE = "pifskit"  # the model-free design
+REFERENCE = MODEL_FREE  # the schedule of the paired differences (--reference)
 
 
 # ---------------------------------------------------------------------------
@@ -161,7 +162,7 @@ def schedule_levels(schedule, spectrum, solver: str, n: int, extra: dict, wanted
     key = (solver, n)
     if key not in cache:
         cache[key] = optimal_steps(schedule, spectrum, n, solver=solver)
-    out = {REFERENCE: np.asarray(cache[key].sigmas, dtype=np.float64)}  # first: the reference of every pair
+    out = {MODEL_FREE: np.asarray(cache[key].sigmas, dtype=np.float64)}
     out.update(baseline_levels(schedule, n))
     if "ays-sd15" in (wanted or ()) and "ays-sd15" not in out:
         out["ays-sd15"] = np.concatenate([ays_sigmas("sd15", n)[:n], [0.0]])
@@ -170,7 +171,7 @@ def schedule_levels(schedule, spectrum, solver: str, n: int, extra: dict, wanted
             if m == n and (s is None or s == solver):
                 out[name] = sig
     if wanted:
-        out = {k: v for k, v in out.items() if k in wanted or k == REFERENCE}
+        out = {k: v for k, v in out.items() if k in wanted or k in (MODEL_FREE, REFERENCE)}
     return out
 
 
