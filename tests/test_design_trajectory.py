@@ -41,8 +41,8 @@ def test_teacher_grid_ends_and_pure_noise():
     g = teacher_grid(0.01, 100.0, 5)
     assert g[0] == 100.0 and g[-2] == pytest.approx(0.01) and g[-1] == 0.0
     assert np.allclose(np.diff(np.log(g[:-1])), np.log(0.01 / 100.0) / 4)
-    f = teacher_grid(0.01, np.inf, 5)
-    assert np.isinf(f[0]) and f[-1] == 0.0 and np.all(np.diff(f[1:]) < 0)
+    f = teacher_grid(0.01, 100.0, 5, pure_noise=True)
+    assert np.isinf(f[0]) and f[1] == 100.0 and f[-1] == 0.0 and np.all(np.diff(f[1:]) < 0)
     with pytest.raises(PifsError, match="sigma_min < sigma_max"):
         teacher_grid(1.0, 0.5)
 
@@ -207,6 +207,15 @@ def test_cli_trajectory_checkpoint_uses_its_schedule(tmp_path, capsys):
     assert smin <= out["sigmas"][-2] < out["sigmas"][0] <= smax * (1 + 1e-9)
     assert len(out["timesteps"]) == 2 and out["timesteps"][0] > out["timesteps"][1]
     assert all(out["w2"] <= b["w2"] + 1e-12 for b in out["baselines"].values())
+
+
+@pytest.mark.parametrize("solver", ["euler", "dpmpp2m"])
+def test_cli_trajectory_flow_schedule_starts_from_pure_noise(capsys, solver):
+    out = _cli_json(capsys, ["design", "steps", "--model", "gmm:digits", "--schedule", "sd3", "--steps", "3",
+                             "--solver", solver, "--trajectory-grid", "16", "--trajectory-starts", "8"])
+    assert out["flow_sigmas"] is not None and out["flow_sigmas"][0] == 1.0 and len(out["flow_sigmas"]) == 3
+    assert all(0 < v <= 1 for v in out["flow_sigmas"]) and out["timesteps"] is None
+    assert all(out["error"] <= b["error"] + 1e-12 for b in out["baselines"].values() if b["error"] is not None)
 
 
 def test_cli_trajectory_unsupported_solver_exit_2(capsys):

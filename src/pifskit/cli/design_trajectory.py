@@ -8,7 +8,7 @@ import numpy as np
 
 from .._json import dump_json
 from .._validate import PifsError
-from ..design.baselines import baseline_levels, design_range
+from ..design.baselines import baseline_levels, design_range, starts_from_noise
 from ..design.steps import timesteps_from_sigmas
 from ..schedules import DiscreteSchedule
 from ._common import progress
@@ -24,6 +24,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--model trajectory: teacher levels, uniform in log sigma (default 80)")
     p.add_argument("--trajectory-refine", type=int, default=40,
                    help="--model trajectory: global-error evaluations of the refinement (default 40; 0: none)")
+
+
+def _flow(sig: np.ndarray) -> list[float]:
+    """Flow units t' = sigma / (1 + sigma) (inf -> 1)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isinf(sig), 1.0, sig / (1.0 + sig)).tolist()
 
 
 def run(args: argparse.Namespace, sched, cfg: dict) -> int:
@@ -50,7 +56,8 @@ def run(args: argparse.Namespace, sched, cfg: dict) -> int:
     with progress("model trajectories", n_calls, enabled=not args.json) as advance:
         r = trajectory_steps_for_entry(me, design_range(sched), N, solver=args.solver, baselines=baselines,
                                        n_starts=args.trajectory_starts, grid_size=args.trajectory_grid,
-                                       refine=args.trajectory_refine, progress=advance)
+                                       refine=args.trajectory_refine, pure_noise=starts_from_noise(sched),
+                                       progress=advance)
     sig = r.sigmas
     errs = r.info["baseline_errors"]
     baselines["gits"] = r.info["gits_sigmas"]
@@ -62,8 +69,7 @@ def run(args: argparse.Namespace, sched, cfg: dict) -> int:
            "sigmas": sig.tolist(), "error": r.global_error, "w2": r.global_error,
            "timesteps": (timesteps_from_sigmas(sched, sig[:-1]).tolist() if isinstance(sched, DiscreteSchedule)
                          and np.isfinite(sig[:-1]).all() else None),
-           "flow_sigmas": None if np.isfinite(sig[0]) else np.where(np.isinf(sig[:-1]), 1.0,
-                                                                     sig[:-1] / (1.0 + sig[:-1])).tolist(),
+           "flow_sigmas": None if np.isfinite(sig[0]) else _flow(sig[:-1]),
            "dp_sigmas": r.dp_sigmas.tolist(), "dp_error": r.dp_global_error, "local_error": r.local_error,
            "baselines": {k: {"sigmas": np.asarray(v, float).tolist(), "error": errs.get(k), "w2": errs.get(k)}
                          for k, v in baselines.items()},
@@ -76,6 +82,8 @@ def run(args: argparse.Namespace, sched, cfg: dict) -> int:
     print("  sigmas    " + ", ".join(f"{s:.4g}" for s in sig))
     if out["timesteps"] is not None:
         print("  timesteps " + ", ".join(str(int(t)) for t in out["timesteps"]))
+    if out["flow_sigmas"] is not None:
+        print("  flow sigmas (t') " + ", ".join(f"{s:.4g}" for s in out["flow_sigmas"]))
     print(f"  trajectory error {r.global_error:.4f} (DP levels {r.dp_global_error:.4f}; search started from "
           f"{r.info['start_schedule']})")
     print(f"  {'baseline':<16} {'error':>9}")

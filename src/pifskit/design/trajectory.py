@@ -35,6 +35,7 @@ from scipy.special import expit
 from .._validate import PifsError, check_choice, check_positive_int
 from ..chains import Chain
 from ..samplers import get_sampler, sample_dpmpp_2m
+from ..schedules import logsnr_from_sigma
 
 #: solvers with an exact cached-vector step (Heun: teacher-forced corrector, an approximation)
 TRAJECTORY_SOLVERS = ("ddim", "euler", "heun", "dpmpp2m")
@@ -65,22 +66,27 @@ class TrajectoryDesign:
     info: dict = field(default_factory=dict)
 
 
-def teacher_grid(sigma_min: float, sigma_max: float, size: int = 100) -> np.ndarray:
-    """``size`` levels uniform in log sigma from sigma_max to sigma_min, then 0 (pure noise: inf, then 500 ..)."""
+def teacher_grid(sigma_min: float, sigma_max: float, size: int = 100, pure_noise: bool = False) -> np.ndarray:
+    """``size`` levels uniform in log sigma from sigma_max to sigma_min, then 0; ``pure_noise``: the first of
+    them is sigma = inf (flow models start there), the other size - 1 run from sigma_max (finite) down."""
     size = check_positive_int(size, "teacher grid size")
     if size < 3:
         raise PifsError(f"teacher grid needs >= 3 levels, got {size}")
-    if not (0 < sigma_min < sigma_max):
-        raise PifsError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
-    if np.isinf(sigma_max):
-        top = np.geomspace(max(500.0, 10 * sigma_min), sigma_min, size - 1)
-        return np.concatenate([[np.inf], top, [0.0]])
+    if not (0 < sigma_min < sigma_max < np.inf):
+        raise PifsError(f"need 0 < sigma_min < sigma_max < inf, got {sigma_min}, {sigma_max}")
+    if pure_noise:
+        return np.concatenate([[np.inf], np.geomspace(sigma_max, sigma_min, size - 1), [0.0]])
     return np.append(np.geomspace(sigma_max, sigma_min, size), 0.0)
+
+
+def _chain(sigmas: np.ndarray, name: str) -> Chain:
+    """A chain through VE levels (inf = pure noise, 0 = clean)."""
+    return Chain(logsnr_from_sigma(np.asarray(sigmas, dtype=float)), name=name)
 
 
 def run_teacher(denoiser: Callable, x_T: np.ndarray, grid: np.ndarray) -> Teacher:
     """DPM-Solver++(2M) on ``grid`` from ``x_T`` (VP N(0, I) at grid[0]), recording every state and D."""
-    chain = Chain.from_sigmas(grid, name="teacher")
+    chain = _chain(grid, "teacher")
     X = np.empty((grid.size,) + x_T.shape)
     D = np.empty((grid.size - 1,) + x_T.shape)
     X[0] = x_T
@@ -214,7 +220,7 @@ def dp_levels(C1: np.ndarray, C2: np.ndarray | None, final: np.ndarray, steps: i
 
 def trajectory_steps(denoiser: Callable, d: int, sigma_range: tuple[float, float], steps: int, *,
                      solver: str = "ddim", baselines: dict[str, np.ndarray] | None = None, n_starts: int = 32,
-                     grid_size: int = 80, refine: int = 40, seed: int = 0,
+                     grid_size: int = 80, refine: int = 40, seed: int = 0, pure_noise: bool = False,
                      progress: Callable[[int], None] | None = None) -> TrajectoryDesign:
     """N noisy levels (then 0) for ``solver`` from the model's own trajectories.
 
@@ -222,7 +228,9 @@ def trajectory_steps(denoiser: Callable, d: int, sigma_range: tuple[float, float
     (``n_starts`` rows, numpy stream ``[seed, 7919]``, apart from ``default_rng(seed)``, which evaluations draw).
     The DP levels, GITS's (``info["gits_sigmas"]``) and every ``baselines`` entry (N noisy levels then 0) are scored by the global error
     E = mean_b RMS(x_0(levels) - X_G) of the real solver; the best is the start of ``refine`` further
-    evaluations of coordinate search, so the result's E is <= every baseline's on these starts.
+    evaluations of coordinate search, so the result's E is <= every baseline's on these starts. ``pure_noise``
+    (flow models): every chain starts at sigma = inf, x_T is pure noise; the search then keeps the best start
+    (the coordinate search moves finite levels only).
     """
     t0 = time.perf_counter()
     check_choice(solver, "trajectory solver", TRAJECTORY_SOLVERS)
@@ -238,7 +246,7 @@ def trajectory_steps(denoiser: Callable, d: int, sigma_range: tuple[float, float
         advance(1)
         return denoiser(x, l)
 
-    grid = teacher_grid(sigma_range[0], sigma_range[1], grid_size)
+    grid = teacher_grid(sigma_range[0], sigma_range[1], grid_size, pure_noise)
     x_T = np.random.default_rng([seed, 7919]).standard_normal((n_starts, d))
     teach = run_teacher(counted, x_T, grid)
     C1, C2, final = local_errors(teach, solver)
@@ -256,11 +264,11 @@ def trajectory_steps(denoiser: Callable, d: int, sigma_range: tuple[float, float
     else:  # GITS: the same DP with the first-order (DDIM) step, whatever the solver
         gC1, _, gfinal = local_errors(teach, "ddim")
         gits_sig = np.append(grid[dp_levels(gC1, None, gfinal, steps)[0]], 0.0)
-    starts = {"dp": Chain.from_sigmas(dp_sig, name="dp"), "gits": Chain.from_sigmas(gits_sig, name="gits")}
+    starts = {"dp": _chain(dp_sig, "dp"), "gits": _chain(gits_sig, "gits")}
     for name, sig in (baselines or {}).items():
         sig = np.asarray(sig, dtype=float)
         if sig.size == steps + 1 and sig[-1] == 0.0 and not np.isnan(sig).any():
-            starts[name] = Chain.from_sigmas(sig, name=name)
+            starts[name] = _chain(sig, name)
     scores = {name: global_error(ch) for name, ch in starts.items()}
     best = min(scores, key=lambda k: scores[k])
     chain, value, history, evals = starts[best], scores[best], [scores[best]], len(starts)
