@@ -325,3 +325,12 @@ def chain_from_config(schedule: Schedule, cfg: dict, steps: int, spacing: str | 
         chain.meta["notices"] = ["PNDMScheduler is analysed as DDIM over the same timesteps (PNDM's "
                                  "pseudo-numerical multistep update is not modelled)"]
     return chain
+
+
+def config_levels(schedule: Schedule, cfg: dict, steps: int) -> dict[str, np.ndarray]:
+    """``{"config": sigmas}``: the levels the config's own ``set_timesteps(steps)`` runs (its spacing, offset
+    and final alpha), when that chain has ``steps`` steps and lands clean; else ``{}`` (also for no config)."""
+    if not cfg:
+        return {}
+    ch = chain_from_config(schedule, cfg, steps)
+    return {"config": ch.sigmas} if ch.lands_clean and ch.n_steps == steps else {}

@@ -45,6 +45,13 @@ def logsnr_from_sigma(sigma) -> np.ndarray:
         return -2.0 * np.log(sigma)
 
 
+def flow_t_from_sigma(sigma) -> np.ndarray:
+    """Flow units t' = sigma / (1 + sigma) of VE levels (sigma = inf -> 1)."""
+    sigma = np.asarray(sigma, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isinf(sigma), 1.0, sigma / (1.0 + sigma))
+
+
 def logsnr_from_alpha_bar(alpha_bar) -> np.ndarray:
     """l = log(alpha_bar) - log(1 - alpha_bar) (+inf at 1, -inf at 0)."""
     ab = np.asarray(alpha_bar, dtype=np.float64)

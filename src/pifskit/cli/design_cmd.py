@@ -10,6 +10,7 @@ import numpy as np
 from .._validate import PifsError
 from ..design.solvers import SOLVERS
 from ..design.steps import MIN_GAP
+from ..scheduler_config import config_levels
 from ..spectra import IMAGENET_PIXEL_VARIANCE, parse_spectrum
 from ._common import add_json_option, add_schedule_options, add_spectrum_options, dump_json, schedule_from_args
 
@@ -107,13 +108,7 @@ def _steps(args: argparse.Namespace) -> int:
         sp = data_spectrum(args.data)
     else:
         sp = _spectrum(args)
-    extra = {}
-    if cfg and not args.fixed_endpoints:  # what the config's own set_timesteps runs (its spacing, offset, final alpha)
-        from ..scheduler_config import chain_from_config
-
-        ch = chain_from_config(sched, cfg, args.steps)
-        if ch.lands_clean and ch.n_steps == args.steps:
-            extra["config"] = ch.sigmas
+    extra = {} if args.fixed_endpoints else config_levels(sched, cfg, args.steps)
     t0 = time.perf_counter()
     d = optimal_steps(sched, sp, args.steps, solver=args.solver, start=args.start,
                       fixed_endpoints=args.fixed_endpoints, min_gap=args.min_gap, extra_baselines=extra,
@@ -267,9 +262,10 @@ def register(subparsers) -> None:
                      help="use the PCA spectrum of a data set (digits, mnist:DIR, folder:DIR, npz:PATH, ...) "
                           "instead of --spectrum")
     pst.add_argument("--model", default=None, metavar="ENTRY",
-                     help="model-aware design (see --model-method): a pifskit checkpoint (run folder or file; its training schedule is "
-                          "used) or gmm:digits / gmm:mnist:PATH (exact mixture). Method spectrum: with --data, the data "
-                          "rows centre the noisy states and give the basis; else the model's own DDIM samples")
+                     help="model-aware design (see --model-method): a pifskit checkpoint (run folder or file; "
+                          "its training schedule is used) or gmm:digits / gmm:mnist:PATH (exact mixture). Method "
+                          "spectrum: with --data, the data rows centre the noisy states and give the basis; else "
+                          "the model's own DDIM samples")
     from . import design_trajectory
 
     design_trajectory.add_arguments(pst)

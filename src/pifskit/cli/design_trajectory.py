@@ -10,7 +10,8 @@ from .._json import dump_json
 from .._validate import PifsError
 from ..design.baselines import baseline_levels, design_range, starts_from_noise
 from ..design.steps import timesteps_from_sigmas
-from ..schedules import DiscreteSchedule
+from ..scheduler_config import config_levels
+from ..schedules import DiscreteSchedule, RectifiedFlowSchedule, flow_t_from_sigma
 from ._common import progress
 
 
@@ -26,12 +27,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--model trajectory: global-error evaluations of the refinement (default 40; 0: none)")
 
 
-def _flow(sig: np.ndarray) -> list[float]:
-    """Flow units t' = sigma / (1 + sigma) (inf -> 1)."""
-    with np.errstate(invalid="ignore"):
-        return np.where(np.isinf(sig), 1.0, sig / (1.0 + sig)).tolist()
-
-
 def run(args: argparse.Namespace, sched, cfg: dict) -> int:
     try:
         from ..torch.model_spectrum import load_model_entry
@@ -44,13 +39,7 @@ def run(args: argparse.Namespace, sched, cfg: dict) -> int:
     if args.solver not in ("ddim", "euler", "heun", "dpmpp2m"):
         raise PifsError(f"--model-method trajectory supports --solver ddim, euler, heun, dpmpp2m; got {args.solver!r}")
     N = args.steps
-    baselines = dict(baseline_levels(sched, N))
-    if cfg:
-        from ..scheduler_config import chain_from_config
-
-        ch = chain_from_config(sched, cfg, N)
-        if ch.lands_clean and ch.n_steps == N:
-            baselines["config"] = ch.sigmas
+    baselines = {**baseline_levels(sched, N), **config_levels(sched, cfg, N)}
     n_calls = args.trajectory_grid + (len(baselines) + 3 + args.trajectory_refine) * (2 * N if args.solver == "heun"
                                                                                          else N)
     with progress("model trajectories", n_calls, enabled=not args.json) as advance:
@@ -58,6 +47,7 @@ def run(args: argparse.Namespace, sched, cfg: dict) -> int:
                                        n_starts=args.trajectory_starts, grid_size=args.trajectory_grid,
                                        refine=args.trajectory_refine, pure_noise=starts_from_noise(sched),
                                        progress=advance)
+        advance(max(n_calls - r.model_calls, 0))  # the bar's total is an upper bound
     sig = r.sigmas
     errs = r.info["baseline_errors"]
     baselines["gits"] = r.info["gits_sigmas"]
@@ -69,7 +59,7 @@ def run(args: argparse.Namespace, sched, cfg: dict) -> int:
            "sigmas": sig.tolist(), "error": r.global_error, "w2": r.global_error,
            "timesteps": (timesteps_from_sigmas(sched, sig[:-1]).tolist() if isinstance(sched, DiscreteSchedule)
                          and np.isfinite(sig[:-1]).all() else None),
-           "flow_sigmas": None if np.isfinite(sig[0]) else _flow(sig[:-1]),
+           "flow_sigmas": flow_t_from_sigma(sig[:-1]).tolist() if isinstance(sched, RectifiedFlowSchedule) else None,
            "dp_sigmas": r.dp_sigmas.tolist(), "dp_error": r.dp_global_error, "local_error": r.local_error,
            "baselines": {k: {"sigmas": np.asarray(v, float).tolist(), "error": errs.get(k), "w2": errs.get(k)}
                          for k, v in baselines.items()},

@@ -28,7 +28,14 @@ from ..chains import (
     sigma_range,
     uniform_logsnr_chain,
 )
-from ..schedules import DiscreteSchedule, EDMSchedule, RectifiedFlowSchedule, Schedule, logsnr_from_sigma
+from ..schedules import (
+    DiscreteSchedule,
+    EDMSchedule,
+    RectifiedFlowSchedule,
+    Schedule,
+    flow_t_from_sigma,
+    logsnr_from_sigma,
+)
 from ..spectra import Spectrum
 from ._binning import DEFAULT_MAX_BINS, compress_spectrum
 from .baselines import ays_model_for, baseline_levels, design_range, starts_from_noise
@@ -543,8 +550,7 @@ def _design(schedule: Schedule, sig: np.ndarray, name: str, *, solver: str, star
             b["sw2"] = float(np.sqrt(solver_sw2sq(solver, np.asarray(b["sigmas"], float), lam, W, start)))
     flow = unshifted = shift = None
     if isinstance(schedule, RectifiedFlowSchedule):
-        with np.errstate(invalid="ignore"):
-            flow = np.where(np.isinf(sig[:-1]), 1.0, sig[:-1] / (1.0 + sig[:-1]))
+        flow = flow_t_from_sigma(sig[:-1])
         shift = schedule.shift
         unshifted = flow / (shift - (shift - 1.0) * flow)  # inverse of t' = s t / (1 + (s - 1) t)
     return StepDesign(sigmas=sig, timesteps=ts, w2=score(sig), w2_timesteps=w2_ts, chain=chain,

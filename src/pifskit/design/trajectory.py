@@ -20,7 +20,7 @@ real solver with the model) then minimises the global error ||x_0(levels) - X_G|
 in log sigma from the best of the DP levels, GITS's (the DP with the first-order step, whatever the solver)
 and the given baselines (:func:`pifskit.exact_bench.optimise_oracle`).
 
-Model calls: G + 1 batched teacher calls (B rows each), plus N (Heun: 2N - 1) per refinement evaluation.
+Model calls: G batched teacher calls (B rows each), plus N (Heun: 2N - 1) per distinct level list evaluated.
 """
 
 from __future__ import annotations
@@ -30,12 +30,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import expit
 
 from .._validate import PifsError, check_choice, check_positive_int
 from ..chains import Chain
 from ..samplers import get_sampler, sample_dpmpp_2m
-from ..schedules import logsnr_from_sigma
+from ..schedules import a_from_logsnr, logsnr_from_sigma, s_from_logsnr
 
 #: solvers with an exact cached-vector step (Heun: teacher-forced corrector, an approximation)
 TRAJECTORY_SOLVERS = ("ddim", "euler", "heun", "dpmpp2m")
@@ -99,13 +98,6 @@ def run_teacher(denoiser: Callable, x_T: np.ndarray, grid: np.ndarray) -> Teache
     return Teacher(grid, X, D, grid.size - 1)
 
 
-def _vp(sig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(a, s) from VE sigma: a = 1/sqrt(1 + sigma^2), s = sigma a (inf -> (0, 1))."""
-    with np.errstate(over="ignore", divide="ignore"):
-        l = -2.0 * np.log(sig)
-    return np.sqrt(expit(l)), np.sqrt(expit(-l))
-
-
 def _ratio(sig_j: np.ndarray, sig_i: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         r = sig_j / sig_i
@@ -139,7 +131,8 @@ def local_errors(t: Teacher, solver: str) -> tuple[np.ndarray, np.ndarray | None
     gram = _gram(t)
     xi = lambda i: i  # noqa: E731  index of X_i in the Gram
     di = lambda i: G + 1 + i  # noqa: E731  index of D_i
-    a, s = _vp(sig)
+    l = logsnr_from_sigma(sig)
+    a, s = a_from_logsnr(l), s_from_logsnr(l)
     final = _rms(gram, [(np.ones(G), di(np.arange(G))), (-np.ones(G), np.full(G, xi(G)))])
 
     I, J = np.triu_indices(G, k=1)
@@ -226,11 +219,11 @@ def trajectory_steps(denoiser: Callable, d: int, sigma_range: tuple[float, float
 
     ``denoiser(x (B, d) VP, logsnr) -> x0`` (numpy, as :mod:`pifskit.samplers` take it). Starts x_T ~ N(0, I)
     (``n_starts`` rows, numpy stream ``[seed, 7919]``, apart from ``default_rng(seed)``, which evaluations draw).
-    The DP levels, GITS's (``info["gits_sigmas"]``) and every ``baselines`` entry (N noisy levels then 0) are scored by the global error
-    E = mean_b RMS(x_0(levels) - X_G) of the real solver; the best is the start of ``refine`` further
-    evaluations of coordinate search, so the result's E is <= every baseline's on these starts. ``pure_noise``
-    (flow models): every chain starts at sigma = inf, x_T is pure noise; the search then keeps the best start
-    (the coordinate search moves finite levels only).
+    The DP levels, GITS's (``info["gits_sigmas"]``) and every ``baselines`` entry (N noisy levels then 0) are
+    scored by the global error E = mean_b RMS(x_0(levels) - X_G) of the real solver (each distinct list once);
+    the best is the start of ``refine`` further evaluations of coordinate search, so the result's E is <=
+    every baseline's on these starts. ``pure_noise`` (flow models): every chain starts at sigma = inf, x_T is
+    pure noise; the search then keeps the best start (the coordinate search moves finite levels only).
     """
     t0 = time.perf_counter()
     check_choice(solver, "trajectory solver", TRAJECTORY_SOLVERS)
@@ -255,9 +248,15 @@ def trajectory_steps(denoiser: Callable, d: int, sigma_range: tuple[float, float
     sampler = get_sampler(solver)
     target = teach.X[-1]
 
+    seen: dict[bytes, float] = {}  # levels -> E: a list met twice (GITS = DP for DDIM, the search's start) runs once
+
     def global_error(chain: Chain) -> float:
-        x0 = sampler(counted, x_T, chain)
-        return float(np.sqrt(np.mean((x0 - target) ** 2, axis=1)).mean()) if np.isfinite(x0).all() else np.inf
+        key = chain.logsnr.tobytes()
+        if key not in seen:
+            x0 = sampler(counted, x_T, chain)
+            seen[key] = (float(np.sqrt(np.mean((x0 - target) ** 2, axis=1)).mean()) if np.isfinite(x0).all()
+                         else np.inf)
+        return seen[key]
 
     if solver in ("ddim", "euler"):
         gits_sig = dp_sig
@@ -271,18 +270,18 @@ def trajectory_steps(denoiser: Callable, d: int, sigma_range: tuple[float, float
             starts[name] = _chain(sig, name)
     scores = {name: global_error(ch) for name, ch in starts.items()}
     best = min(scores, key=lambda k: scores[k])
-    chain, value, history, evals = starts[best], scores[best], [scores[best]], len(starts)
+    chain, value, history = starts[best], scores[best], [scores[best]]
     if refine and np.isfinite(chain.sigmas).all():  # coordinate search in log sigma (the exact bench's oracle)
         from ..exact_bench import optimise_oracle
 
         finite = grid[np.isfinite(grid) & (grid > 0)]
         res = optimise_oracle(global_error, {best: chain}, (float(finite.min()), float(finite.max())),
-                              budget=int(refine) + 1)
-        chain, value, history, evals = res.chain, res.value, history + res.history[1:], evals + res.evaluations
+                              budget=int(refine) + 1)  # + 1: the start, scored above already
+        chain, value, history = res.chain, res.value, history + res.history[1:]
     info = {"teacher": f"DPM-Solver++(2M) on {grid.size - 1} levels uniform in log sigma, then 0; "
                        f"{n_starts} starts",
             "teacher_calls": teach.model_calls, "grid_size": grid.size - 1, "n_starts": n_starts,
-            "start_schedule": best, "evaluations": evals, "history": [float(v) for v in history],
+            "start_schedule": best, "evaluations": len(seen), "history": [float(v) for v in history],
             "baseline_errors": {k: v for k, v in scores.items() if k != "dp"}, "gits_sigmas": gits_sig.tolist()}
     return TrajectoryDesign(np.asarray(chain.sigmas, float), solver, local, float(value), dp_sig, scores["dp"],
                             calls[0], time.perf_counter() - t0, info)
