@@ -129,11 +129,10 @@ def local_errors(t: Teacher, solver: str) -> tuple[np.ndarray, np.ndarray | None
     sig = t.sigmas
     G = sig.size - 1
     gram = _gram(t)
-    xi = lambda i: i  # noqa: E731  index of X_i in the Gram
-    di = lambda i: G + 1 + i  # noqa: E731  index of D_i
+    off = G + 1  # Gram index of D_i: off + i (X_i: i)
     l = logsnr_from_sigma(sig)
     a, s = a_from_logsnr(l), s_from_logsnr(l)
-    final = _rms(gram, [(np.ones(G), di(np.arange(G))), (-np.ones(G), np.full(G, xi(G)))])
+    final = _rms(gram, [(np.ones(G), off + np.arange(G)), (-np.ones(G), np.full(G, G))])
 
     I, J = np.triu_indices(G, k=1)
     rho = _ratio(sig[J], sig[I])
@@ -150,9 +149,9 @@ def local_errors(t: Teacher, solver: str) -> tuple[np.ndarray, np.ndarray | None
         cx = np.where(heun, a[J] * coef_y / np.where(heun, a[I], 1.0), cx)
         cd = np.where(heun, a[J] * coef_di, cd)
         cj = np.where(heun, a[J] * coef_dj, 0.0)
-        terms = [(cx, xi(I)), (cd, di(I)), (cj, di(J)), (-np.ones(I.size), xi(J))]
+        terms = [(cx, I), (cd, off + I), (cj, off + J), (-np.ones(I.size), J)]
     else:
-        terms = [(cx, xi(I)), (cd, di(I)), (-np.ones(I.size), xi(J))]
+        terms = [(cx, I), (cd, off + I), (-np.ones(I.size), J)]
     C1 = np.full((G, G), np.inf)
     C1[I, J] = _rms(gram, terms)
     if solver != "dpmpp2m":
@@ -169,7 +168,7 @@ def local_errors(t: Teacher, solver: str) -> tuple[np.ndarray, np.ndarray | None
     w = np.where(second, 1.0 / (2.0 * np.where(second, r, 1.0)), 0.0)
     rho = _ratio(sig[J], sig[I])
     base = a[J] * (1.0 - rho)
-    terms = [(s[J] / s[I], xi(I)), (base * (1.0 + w), di(I)), (-base * w, di(K)), (-np.ones(I.size), xi(J))]
+    terms = [(s[J] / s[I], I), (base * (1.0 + w), off + I), (-base * w, off + K), (-np.ones(I.size), J)]
     C2 = np.full((G, G, G), np.inf)
     C2[K, I, J] = _rms(gram, terms)
     return C1, C2, final
