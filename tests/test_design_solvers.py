@@ -130,6 +130,22 @@ def test_optimum_beats_every_baseline_and_is_a_local_minimum(solver):
                 assert score_levels(np.r_[trial, 0.0], SP, solver) >= d.w2 * (1 - 1e-6)
 
 
+@pytest.mark.parametrize("solver", ["dpmpp2m", "dpmpp3m", "ipndm"])
+def test_integer_timesteps_keep_the_multistep_gap_floor(solver):
+    # the timestep descent used to ignore the floor the continuous optimum keeps: DPM++(3M) at N = 20 on sd
+    # ended with timesteps 37, 36, 35, 34 (gaps 0.02 in log sigma, floor 0.16) and 999, 993
+    sched = get_schedule("sd")
+    d = optimal_steps(sched, powerlaw(64, 4, 1.5, 1.0), 20, solver=solver)
+    floor = np.log(d.sigma_max / d.sigma_min) * 0.5 / 20
+    gaps = lambda ts: -np.diff(np.log(sched.sigmas_table[ts]))  # noqa: E731
+    from pifskit.design.steps import timesteps_from_sigmas
+
+    start = timesteps_from_sigmas(sched, d.sigmas[:-1])
+    # no gap shrinks below the floor: the descent only ever moves a level away from a sub-floor gap
+    assert np.sum(gaps(d.timesteps) < floor) <= np.sum(gaps(start) < floor)
+    assert np.all((gaps(d.timesteps) >= floor) | (gaps(d.timesteps) >= gaps(start).min()))
+
+
 def test_charged_start_no_longer_rewards_a_late_start():
     # issue 11: under the marginal start, 'leading' beats the theory's optimum at N = 5; charged, it cannot
     sp = powerlaw(64, 4, 1.5, 1.0)

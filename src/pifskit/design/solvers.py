@@ -186,35 +186,43 @@ def output_gain(solver: str, sigmas, lam, start: str = "prior", grad: bool = Fal
     idx = np.arange(n)
     last = idx == n - 1
     M = _STATE[solver]
-    A = _matrices(solver, _window(u), lam, idx, last)
+    if grad:  # one complex-step batch: copy q perturbs window slot q; every copy's real part is A itself
+        slots = np.array(_SLOTS[solver])
+        step = np.exp(1j * _H)
+        S = [np.concatenate([c * step if q == col else c for q in slots]) for col, c in enumerate(_window(u + 0j))]
+        Ac = _matrices(solver, S, lam, np.tile(idx, slots.size), np.tile(last, slots.size))
+        Ac = Ac.reshape(slots.size, n, K, M, M)
+        A, dA = Ac[0].real, Ac.imag / _H
+    else:
+        A = _matrices(solver, _window(u), lam, idx, last)
     r0 = lev[0] * np.ones(K) if pure else _start_std(lev[0], lam, start)
-    z = np.zeros((K, M))
-    z[:, 0] = r0
-    zs = np.empty((n + 1, K, M))
-    zs[0] = z
-    for i in range(n):
-        z = np.einsum("kab,kb->ka", A[i], z)
-        zs[i + 1] = z
-    m = zs[n][:, 0].copy()
-    if not grad:
-        return m
-    # backward co-states w_i = e0^T A_{n-1} ... A_{i+1}
-    ws = np.empty((n, K, M))
-    w = np.zeros((K, M))
-    w[:, 0] = 1.0
-    for i in range(n - 1, -1, -1):
-        ws[i] = w
-        w = np.einsum("ka,kab->kb", w, A[i])
+    if M == 1:  # scalar recurrence: prefix products forward, suffix products backward
+        a = A[..., 0, 0]
+        zs = (r0 * np.concatenate([np.ones((1, K)), np.cumprod(a, axis=0)]))[..., None]
+        m = zs[n, :, 0].copy()
+        if not grad:
+            return m
+        ws = np.concatenate([np.cumprod(a[:0:-1], axis=0)[::-1], np.ones((1, K))])[..., None]
+    else:
+        zs = np.empty((n + 1, K, M))
+        zs[0] = 0.0
+        zs[0, :, 0] = r0
+        for i in range(n):
+            zs[i + 1] = (A[i] @ zs[i, :, :, None])[..., 0]
+        m = zs[n, :, 0].copy()
+        if not grad:
+            return m
+        # backward co-states w_i = e0^T A_{n-1} ... A_{i+1}
+        ws = np.empty((n, K, M))
+        ws[n - 1] = 0.0
+        ws[n - 1, :, 0] = 1.0
+        for i in range(n - 1, 0, -1):
+            ws[i - 1] = (ws[i, :, None, :] @ A[i])[:, 0, :]
     dm_full = np.zeros((n + 1, K))  # d m / d u_j for the levels of ``lev``
-    for q in _SLOTS[solver]:
-        up = u.astype(complex)
-        cols = _window(up)
-        cols[q] = cols[q] * np.exp(1j * _H)
-        dA = _matrices(solver, cols, lam, idx, last).imag / _H
-        contrib = np.einsum("nka,nkab,nkb->nk", ws, dA, zs[:n])
-        j = idx - 2 + q
-        ok = (j >= 0) & (j <= n)
-        np.add.at(dm_full, j[ok], contrib[ok])
+    contrib = np.einsum("qnkab,nkab->qnk", dA, ws[..., :, None] * zs[:n, :, None, :])
+    j = idx[None, :] - 2 + slots[:, None]
+    ok = (j >= 0) & (j <= n)
+    np.add.at(dm_full, j[ok], contrib[ok])
     # the start std depends on sigma_0 (m is linear in r0)
     if pure or start == "prior-ve":
         dr = lev[0] * np.ones(K)

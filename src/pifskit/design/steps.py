@@ -375,7 +375,7 @@ def timesteps_from_sigmas(schedule: DiscreteSchedule, sigmas) -> np.ndarray:
 
 def _descend_timesteps(ts: np.ndarray, cost, T: int, first: int, allowed, max_sweeps: int) -> np.ndarray:
     """Integer coordinate descent on ``cost``: moves of +-1 of ts[first:], order and uniqueness kept,
-    a candidate timestep taken only where ``allowed(t)``; stops when a sweep improves nothing."""
+    a move of ts[i] taken only where ``allowed(ts, trial, i)``; stops when a sweep improves nothing."""
     ts = ts.copy()
     best = cost(ts)
     for _ in range(max_sweeps):
@@ -385,10 +385,12 @@ def _descend_timesteps(ts: np.ndarray, cost, T: int, first: int, allowed, max_sw
                 cand = ts[i] + move
                 hi = ts[i - 1] - 1 if i > 0 else T - 1
                 lo = ts[i + 1] + 1 if i + 1 < ts.size else 0
-                if not (lo <= cand <= hi and allowed(cand)):
+                if not lo <= cand <= hi:
                     continue
                 trial = ts.copy()
                 trial[i] = cand
+                if not allowed(ts, trial, i):
+                    continue
                 c = cost(trial)
                 if c < best - 1e-12 * max(best, 1.0):
                     ts, best, improved = trial, c, True
@@ -521,12 +523,13 @@ def _range(default: tuple[float, float], sigma_min, sigma_max) -> tuple[float, f
 
 def _design(schedule: Schedule, sig: np.ndarray, name: str, *, solver: str, start: str, lam, count, W: np.ndarray,
             score, dist2, refine_max: int, first: int, max_sweeps: int, baselines: dict, metric: str,
-            **fields) -> StepDesign:
+            gap_floor: float = 0.0, **fields) -> StepDesign:
     """The :class:`StepDesign` of the levels ``sig`` (noisy levels, then 0).
 
     ``score``: the reported W2 of a list of levels. For a discrete schedule, integer timesteps: rounded,
     repaired, then (N <= ``refine_max``) an integer coordinate descent on ``dist2`` of the timestep chain
-    moving ts[first:] (:func:`_descend_timesteps`). Adds the KL, the sliced W2 (bin weights ``W``) of the
+    moving ts[first:] (:func:`_descend_timesteps`); a move may not shrink a gap in log sigma below ``gap_floor``
+    (the multistep solvers' floor, as in the continuous optimum). Adds the KL, the sliced W2 (bin weights ``W``) of the
     design, its timestep chain and any baseline without one, and (rectified flow) the flow-unit levels.
     """
     noisy = sig[:-1][np.isfinite(sig[:-1])]
@@ -536,9 +539,17 @@ def _design(schedule: Schedule, sig: np.ndarray, name: str, *, solver: str, star
         ts = timesteps_from_sigmas(schedule, noisy)
         if ts.size <= refine_max:
             table = schedule.sigmas_table
+            log_table = np.log(table)
+
+            def allowed(now: np.ndarray, trial: np.ndarray, i: int) -> bool:
+                if not np.isfinite(table[trial[i]]):
+                    return False
+                j = slice(max(i - 1, 0), i + 2)  # the gaps on both sides of level i, before and after the move
+                new, old = -np.diff(log_table[trial[j]]), -np.diff(log_table[now[j]])
+                return bool(np.all((new >= gap_floor) | (new >= old)))
+
             ts = _descend_timesteps(ts, lambda t: dist2(np.concatenate([table[t], [0.0]])),
-                                    schedule.num_train_timesteps, first, lambda t: bool(np.isfinite(table[t])),
-                                    max_sweeps)
+                                    schedule.num_train_timesteps, first, allowed, max_sweeps)
         ts_chain = Chain.from_timesteps(schedule, ts, set_alpha_to_one=True, name=f"{name}-timesteps")
         w2_ts = score(ts_chain.sigmas)
         sw2_ts = float(np.sqrt(solver_sw2sq(solver, ts_chain.sigmas, lam, W, start)))
@@ -684,5 +695,8 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver:
     return _design(schedule, sig, f"w2opt-{solver}-{N}", score=score,
                    dist2=lambda s: _dist2(solver, s, lam, count, start, proj=proj),
                    refine_max=20 if refine_timesteps else 0, first=1 if marginal else 0, max_sweeps=20,
+                   gap_floor=float(np.log(smax / smin) * np.max(_delta(N + (head is None), min_gap,
+                                                                       head is not None and np.isfinite(head)),
+                                                                initial=0.0)),
                    baselines=base, fixed_endpoints=False, iterations=nit, converged=ok,
                    meta={**meta, "source": source}, **common)
