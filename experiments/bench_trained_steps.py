@@ -193,7 +193,8 @@ def model_aware_levels(res: dict, den, d: int, schedule, solver: str, n: int) ->
         designs[key] = {"sigmas": r.sigmas.tolist(), "seconds": r.seconds, "model_calls": den.calls - calls0,
                         "rows_per_call": r.info["n_starts"], "error": r.global_error, "dp_error": r.dp_global_error,
                         "start_schedule": r.info["start_schedule"], "baseline_errors": r.info["baseline_errors"],
-                        "gits_sigmas": r.info["gits_sigmas"]}
+                        "gits_sigmas": r.info["gits_sigmas"], "held_out": r.info.get("held_out"),
+                        "evaluations": r.info["evaluations"]}
         print(f"{solver:8s} N {n:2d} model-aware design: {designs[key]['model_calls']} calls, "
               f"{r.seconds:.1f} s, error {r.global_error:.4f} (from {r.info['start_schedule']})", flush=True)
     if "gits_sigmas" not in designs[key]:  # a design cached before GITS was recorded: its teacher + DP only

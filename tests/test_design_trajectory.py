@@ -141,7 +141,37 @@ def test_design_is_never_worse_than_a_baseline_on_its_own_metric(solver):
     if solver == "ddim":  # GITS is the DP with the first-order step: the same levels for DDIM
         assert np.array_equal(r.info["gits_sigmas"], r.dp_sigmas)
     assert r.global_error <= min(min(errs.values()), r.dp_global_error) + 1e-12
-    assert r.model_calls == 24 + r.info["evaluations"] * (2 * N - 1 if solver == "heun" else N)
+    held = r.info["held_out"]
+    assert r.model_calls == 24 + (r.info["evaluations"] + 2 * (held is not None)) * (2 * N - 1 if solver == "heun"
+                                                                                   else N)
+
+
+def test_refinement_kept_only_if_it_also_wins_on_the_held_out_starts():
+    m = _mixture()
+    N, V = 4, 12
+    base = {"geometric": np.append(np.geomspace(40.0, 0.02, N), 0.0)}
+    r = trajectory_steps(m.denoise, m.d, (0.02, 40.0), N, solver="ddim", baselines=base, n_starts=16,
+                         grid_size=24, refine=15, validation=V)
+    held, hist = r.info["held_out"], r.info["history"]
+    assert held is not None and held["starts"] == V and min(hist) < hist[0]  # the search improved in-sample
+    # the held-out errors, recomputed: the teacher and both chains run again on the [seed, 7920] starts
+    x_val = np.random.default_rng([0, 7920]).standard_normal((V, m.d))
+    ref = run_teacher(m.denoise, x_val, teacher_grid(0.02, 40.0, 24)).X[-1]
+    start = np.asarray(r.dp_sigmas if r.info["start_schedule"] == "dp" else base["geometric"])
+    assert held["start"] == pytest.approx(_rms(sample_ddim(m.denoise, x_val, _ch(start)), ref), rel=1e-9)
+    if held["kept"]:
+        assert held["refined"] <= held["start"] and r.global_error == pytest.approx(min(hist))
+        assert held["refined"] == pytest.approx(_rms(sample_ddim(m.denoise, x_val, _ch(r.sigmas)), ref), rel=1e-9)
+    else:
+        assert held["refined"] > held["start"] and np.array_equal(r.sigmas, start) and r.global_error == hist[0]
+    off = trajectory_steps(m.denoise, m.d, (0.02, 40.0), N, solver="ddim", baselines=base, n_starts=16,
+                           grid_size=24, refine=15, validation=0)
+    assert off.info["held_out"] is None and off.global_error == pytest.approx(min(hist))
+
+
+def _ch(sig):
+    with np.errstate(divide="ignore"):
+        return Chain(-2.0 * np.log(np.asarray(sig, float)))
 
 
 def test_linear_model_levels_beat_geometric_and_refinement_helps():
@@ -182,7 +212,7 @@ def test_cli_trajectory_gmm_digits(capsys):
     assert out["baselines"] and all(out["w2"] <= b["w2"] + 1e-12 for b in out["baselines"].values())
     assert out["error"] == out["w2"] and out["error"] <= out["dp_error"] + 1e-12
     n_base = len(out["baselines"])
-    assert out["model_calls"] == 20 + out["trajectory"]["evaluations"] * 3
+    assert out["model_calls"] == 20 + (out["trajectory"]["evaluations"] + 2 * bool(out["trajectory"]["held_out"])) * 3
     assert out["trajectory"]["evaluations"] <= n_base + 1 + 6 + 1
 
 

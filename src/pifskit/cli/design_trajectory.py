@@ -25,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--model trajectory: teacher levels, uniform in log sigma (default 80)")
     p.add_argument("--trajectory-refine", type=int, default=40,
                    help="--model trajectory: global-error evaluations of the refinement (default 40; 0: none)")
+    p.add_argument("--trajectory-validation", type=int, default=16,
+                   help="--model trajectory: held-out starts the refined levels must also improve on, else the "
+                        "search's start is kept (default 16; 0: no check)")
 
 
 def run(args: argparse.Namespace, sched, cfg: dict) -> int:
@@ -40,12 +43,13 @@ def run(args: argparse.Namespace, sched, cfg: dict) -> int:
         raise PifsError(f"--model-method trajectory supports --solver ddim, euler, heun, dpmpp2m; got {args.solver!r}")
     N = args.steps
     baselines = {**baseline_levels(sched, N), **config_levels(sched, cfg, N)}
-    n_calls = args.trajectory_grid + (len(baselines) + 3 + args.trajectory_refine) * (2 * N if args.solver == "heun"
+    n_calls = args.trajectory_grid + (len(baselines) + 5 + args.trajectory_refine) * (2 * N if args.solver == "heun"
                                                                                          else N)
     with progress("model trajectories", n_calls, enabled=not args.json) as advance:
         r = trajectory_steps_for_entry(me, design_range(sched), N, solver=args.solver, baselines=baselines,
                                        n_starts=args.trajectory_starts, grid_size=args.trajectory_grid,
-                                       refine=args.trajectory_refine, pure_noise=starts_from_noise(sched),
+                                       refine=args.trajectory_refine, validation=args.trajectory_validation,
+                                       pure_noise=starts_from_noise(sched),
                                        progress=advance)
         advance(max(n_calls - r.model_calls, 0))  # the bar's total is an upper bound
     sig = r.sigmas
@@ -76,6 +80,10 @@ def run(args: argparse.Namespace, sched, cfg: dict) -> int:
         print("  flow sigmas (t') " + ", ".join(f"{s:.4g}" for s in out["flow_sigmas"]))
     print(f"  trajectory error {r.global_error:.4f} (DP levels {r.dp_global_error:.4f}; search started from "
           f"{r.info['start_schedule']})")
+    if r.info["held_out"]:
+        h = r.info["held_out"]
+        print(f"  held-out check ({h['starts']} starts): refined {h['refined']:.4f} vs its start {h['start']:.4f} "
+              f"-> {'refined levels kept' if h['kept'] else 'start kept (the refinement did not generalise)'}")
     print(f"  {'baseline':<16} {'error':>9}")
     for name, e in sorted(errs.items(), key=lambda kv: kv[1]):
         print(f"  {name:<16} {e:>9.4f}")
