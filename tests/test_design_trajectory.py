@@ -17,7 +17,7 @@ from pifskit.design.trajectory import (
     trajectory_steps,
 )
 from pifskit.exact_models import GaussianModel, fit_mixture_per_class
-from pifskit.samplers import sample_ddim, sample_heun
+from pifskit.samplers import sample_ddim, sample_dpmpp_2m, sample_heun
 
 
 def _mixture():
@@ -142,8 +142,14 @@ def test_design_is_never_worse_than_a_baseline_on_its_own_metric(solver):
         assert np.array_equal(r.info["gits_sigmas"], r.dp_sigmas)
     assert r.global_error <= min(min(errs.values()), r.dp_global_error) + 1e-12
     held = r.info["held_out"]
-    assert r.model_calls == 24 + (r.info["evaluations"] + 2 * (held is not None)) * (2 * N - 1 if solver == "heun"
-                                                                                   else N)
+    per = 2 * N - 1 if solver == "heun" else N
+    # a search move of level k reuses the best list's first calls: fewer calls than one run per evaluation
+    assert 24 + 3 * per < r.model_calls < 24 + (r.info["evaluations"] + 2 * (held is not None)) * per
+    # ... and changes no number: the returned levels' error, recomputed from scratch on the same starts
+    x_T = np.random.default_rng([0, 7919]).standard_normal((16, m.d))
+    ref = run_teacher(m.denoise, x_T, teacher_grid(0.02, 40.0, 24)).X[-1]
+    sampler = {"ddim": sample_ddim, "heun": sample_heun, "dpmpp2m": sample_dpmpp_2m}[solver]
+    assert r.global_error == pytest.approx(_rms(sampler(m.denoise, x_T, _ch(r.sigmas)), ref), rel=1e-12)
 
 
 def test_refinement_kept_only_if_it_also_wins_on_the_held_out_starts():
@@ -212,7 +218,7 @@ def test_cli_trajectory_gmm_digits(capsys):
     assert out["baselines"] and all(out["w2"] <= b["w2"] + 1e-12 for b in out["baselines"].values())
     assert out["error"] == out["w2"] and out["error"] <= out["dp_error"] + 1e-12
     n_base = len(out["baselines"])
-    assert out["model_calls"] == 20 + (out["trajectory"]["evaluations"] + 2 * bool(out["trajectory"]["held_out"])) * 3
+    assert out["model_calls"] <= 20 + (out["trajectory"]["evaluations"] + 2 * bool(out["trajectory"]["held_out"])) * 3
     assert out["trajectory"]["evaluations"] <= n_base + 1 + 6 + 1
 
 
