@@ -528,9 +528,10 @@ def _design(schedule: Schedule, sig: np.ndarray, name: str, *, solver: str, star
 
     ``score``: the reported W2 of a list of levels. For a discrete schedule, integer timesteps: rounded,
     repaired, then (N <= ``refine_max``) an integer coordinate descent on ``dist2`` of the timestep chain
-    moving ts[first:] (:func:`_descend_timesteps`); a move may not shrink a gap in log sigma below ``gap_floor``
-    (the multistep solvers' floor, as in the continuous optimum). Adds the KL, the sliced W2 (bin weights ``W``) of the
-    design, its timestep chain and any baseline without one, and (rectified flow) the flow-unit levels.
+    moving ts[first:] (:func:`_descend_timesteps`); a move may not shrink a gap in log sigma below
+    ``gap_floor`` (the multistep solvers' floor, as in the continuous optimum). Adds the KL, the sliced W2 (bin
+    weights ``W``) of the design, its timestep chain and any baseline without one, and (rectified flow) the
+    flow-unit levels.
     """
     noisy = sig[:-1][np.isfinite(sig[:-1])]
     chain = Chain(logsnr_from_sigma(sig), name=name)
@@ -692,11 +693,10 @@ def optimal_steps(schedule: Schedule, spectrum: Spectrum, steps: int, *, solver:
     for name, b in rivals.items():  # a baseline the optimiser could not improve on (float ties)
         if b[metric] < val[metric]:
             sig, val, source = np.asarray(b["sigmas"], float), {"w2": b["w2"], "sw2": b["sw2"]}, name
+    # the optimiser's floor on a gap between levels, in log sigma (the gap fractions of _levels_of times D)
+    floors = _delta(N + (head is None), min_gap, head is not None and bool(np.isfinite(head)))
     return _design(schedule, sig, f"w2opt-{solver}-{N}", score=score,
                    dist2=lambda s: _dist2(solver, s, lam, count, start, proj=proj),
                    refine_max=20 if refine_timesteps else 0, first=1 if marginal else 0, max_sweeps=20,
-                   gap_floor=float(np.log(smax / smin) * np.max(_delta(N + (head is None), min_gap,
-                                                                       head is not None and np.isfinite(head)),
-                                                                initial=0.0)),
-                   baselines=base, fixed_endpoints=False, iterations=nit, converged=ok,
-                   meta={**meta, "source": source}, **common)
+                   gap_floor=float(np.log(smax / smin) * np.max(floors, initial=0.0)), baselines=base,
+                   fixed_endpoints=False, iterations=nit, converged=ok, meta={**meta, "source": source}, **common)

@@ -277,8 +277,8 @@ def trajectory_steps(denoiser: Callable, d: int, sigma_range: tuple[float, float
                 past.append(float(l))
                 hit = best_run["calls"].get(tuple(past))
                 out = hit[1] if hit is not None and np.array_equal(hit[0], x) else counted(x, l)
-                calls_now[tuple(past)] = (x, out)
-                return out
+                calls_now[tuple(past)] = (np.array(x), np.array(out))  # copies: a sampler may update in place
+                return np.array(out)
 
             seen[key] = error(chain, x_T, target, den)
             if seen[key] < best_run["value"]:
