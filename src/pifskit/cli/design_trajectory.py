@@ -10,6 +10,7 @@ from .._json import dump_json
 from .._validate import PifsError
 from ..design.baselines import baseline_levels, design_range, starts_from_noise
 from ..design.steps import timesteps_from_sigmas
+from ..design.trajectory import TRAJECTORY_SOLVERS
 from ..scheduler_config import config_levels
 from ..schedules import DiscreteSchedule, RectifiedFlowSchedule, flow_t_from_sigma
 from ._common import progress
@@ -39,12 +40,15 @@ def run(args: argparse.Namespace, sched, cfg: dict) -> int:
     me = load_model_entry(args.model)
     if me.schedule is not None:
         sched, cfg = me.schedule, {}
-    if args.solver not in ("ddim", "euler", "heun", "dpmpp2m"):
-        raise PifsError(f"--model-method trajectory supports --solver ddim, euler, heun, dpmpp2m; got {args.solver!r}")
+    if args.solver not in TRAJECTORY_SOLVERS:
+        raise PifsError(f"--model-method trajectory supports --solver {', '.join(TRAJECTORY_SOLVERS)}; "
+                        f"got {args.solver!r}")
     N = args.steps
     baselines = {**baseline_levels(sched, N), **config_levels(sched, cfg, N)}
-    n_calls = args.trajectory_grid + (len(baselines) + 5 + args.trajectory_refine) * (2 * N if args.solver == "heun"
-                                                                                         else N)
+    # an upper bound for the bar: the teacher, then per evaluated list (baselines, DP, GITS, the search, the
+    # held-out pair, one spare) at most 2N calls (Heun) or N
+    lists = len(baselines) + 2 + args.trajectory_refine + 2 + 1
+    n_calls = args.trajectory_grid + lists * (2 * N if args.solver == "heun" else N)
     with progress("model trajectories", n_calls, enabled=not args.json) as advance:
         r = trajectory_steps_for_entry(me, design_range(sched), N, solver=args.solver, baselines=baselines,
                                        n_starts=args.trajectory_starts, grid_size=args.trajectory_grid,

@@ -30,6 +30,21 @@ JVP_BATCH = 512
 VPDenoiser = Callable[[torch.Tensor, float], torch.Tensor]
 
 
+NumpyDenoiser = Callable[[np.ndarray, float], np.ndarray]
+
+
+def numpy_denoiser(denoise: VPDenoiser, dtype: torch.dtype, clip: bool = False) -> NumpyDenoiser:
+    """denoiser(x (B, d) float64 VP, logsnr) -> x0 (float64 numpy, as :mod:`pifskit.samplers` take it), run in
+    ``dtype`` and clamped to [-1, 1] when ``clip``."""
+
+    def den(x: np.ndarray, logsnr: float) -> np.ndarray:
+        with torch.no_grad():
+            out = denoise(torch.as_tensor(x, dtype=dtype), float(logsnr))
+            return (out.clamp(-1.0, 1.0) if clip else out).double().numpy()
+
+    return den
+
+
 class MixtureDenoiser(nn.Module):
     """The exact denoiser of a :class:`~pifskit.exact_models.GaussianMixtureModel` in torch (VP: D(x, logsnr)).
 
@@ -359,12 +374,7 @@ def _checkpoint_entry(path: str) -> ModelEntry:
 
         chain = make_chain(sched, 20, "trailing")
         xT = np.random.default_rng(seed).standard_normal((n, d))
-
-        def np_den(x, l):
-            with torch.no_grad():
-                return denoise(torch.as_tensor(x, dtype=torch.float32), float(l)).double().numpy()
-
-        return sample_ddim(np_den, xT, chain), n * chain.n_steps
+        return sample_ddim(numpy_denoiser(denoise, torch.float32), xT, chain), n * chain.n_steps
 
     return ModelEntry(f"checkpoint {info['path']} ({info['arch']}, step {info['step']}, {info['prediction_type']})",
                       denoise, d, torch.float32, sched, sample=sample)
