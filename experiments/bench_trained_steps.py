@@ -23,7 +23,8 @@ every ``--levels NAME=FILE`` (JSON: ``{"sigmas": [...]}`` for one N -- e.g. ``pi
 
 ``--model-aware`` adds ``pifskit-model``: the model-aware design ``pifskit.design.trajectory.trajectory_steps``
 run on the sampled model itself (EMA weights, the same clamp) for that solver and N, with the CLI's defaults
-(32 starts from a numpy stream apart from the evaluation's, 80 teacher levels, 40 refinement evaluations);
+(32 starts from a numpy stream apart from the evaluation's, 80 teacher levels, 40 refinement evaluations,
+the principal-axes W2 to the teacher's law);
 its cost (model calls of 32 rows, seconds) is stored under ``designs`` in results.json. It also adds ``gits``:
 GITS's levels (Chen et al. 2024; the same teacher and DP with the first-order step, no refinement).
 ``--reference NAME`` picks the schedule of the paired differences (default ``pifskit``).
@@ -194,7 +195,8 @@ def model_aware_levels(res: dict, den, d: int, schedule, solver: str, n: int) ->
                         "rows_per_call": r.info["n_starts"], "error": r.global_error, "dp_error": r.dp_global_error,
                         "start_schedule": r.info["start_schedule"], "baseline_errors": r.info["baseline_errors"],
                         "gits_sigmas": r.info["gits_sigmas"], "held_out": r.info.get("held_out"),
-                        "evaluations": r.info["evaluations"]}
+                        "evaluations": r.info["evaluations"], "metric": r.info["metric"], "rms": r.info["rms"],
+                        "baseline_rms": r.info["baseline_rms"]}
         print(f"{solver:8s} N {n:2d} model-aware design: {designs[key]['model_calls']} calls, "
               f"{r.seconds:.1f} s, error {r.global_error:.4f} (from {r.info['start_schedule']})", flush=True)
     if "gits_sigmas" not in designs[key]:  # a design cached before GITS was recorded: its teacher + DP only

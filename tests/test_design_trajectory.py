@@ -1,5 +1,6 @@
 """Model-aware steps from the model's own trajectories (pifskit.design.trajectory)."""
 
+import json
 from itertools import combinations
 
 import numpy as np
@@ -14,8 +15,10 @@ from pifskit.design.trajectory import (
     local_errors,
     run_teacher,
     teacher_grid,
+    trajectory_metric,
     trajectory_steps,
 )
+from pifskit.metrics import principal_axes_w2
 from pifskit.exact_models import GaussianModel, fit_mixture_per_class
 from pifskit.samplers import sample_ddim, sample_dpmpp_2m, sample_heun
 
@@ -35,6 +38,39 @@ def _teacher(model, G=9, B=5):
 
 def _rms(a, b):
     return float(np.sqrt(np.mean((a - b) ** 2, axis=1)).mean())
+
+
+def _w2(a, b):
+    """The default metric written out: Gaussian W2 per coordinate in b's principal axes (eigh of the covariance)."""
+    lam, V = np.linalg.eigh(np.cov(b, rowvar=False))
+    keep = lam > lam.max() * 1e-9
+    lam, V = lam[keep], V[:, keep]
+    var = np.einsum("di,de,ei->i", V, np.cov(a, rowvar=False), V)
+    return float(np.sqrt((((a.mean(0) - b.mean(0)) ** 2).sum() + ((np.sqrt(var) - np.sqrt(lam)) ** 2).sum())
+                         / a.shape[1]))
+
+
+def test_principal_axes_w2_closed_forms():
+    rng = np.random.default_rng(5)
+    R = rng.standard_normal((24, 40)) * np.linspace(3.0, 0.1, 40) + 1.0
+    spread = np.sqrt(((R - R.mean(0)) ** 2).sum() / 23)  # sqrt(trace of the sample covariance)
+    assert principal_axes_w2(R[rng.permutation(24)], R) == pytest.approx(0.0, abs=1e-10)  # same law
+    shift = rng.standard_normal(40)
+    assert principal_axes_w2(R + shift, R) == pytest.approx(np.linalg.norm(shift), rel=1e-12)
+    for c in (0.0, 0.6, 1.5):  # shrink / inflate about the mean: |1 - c| sqrt(tr C)
+        assert principal_axes_w2(R.mean(0) + c * (R - R.mean(0)), R) == pytest.approx(abs(1 - c) * spread, rel=1e-10)
+    X = rng.standard_normal((24, 40))
+    assert principal_axes_w2(X, R) == pytest.approx(_w2(X, R) * np.sqrt(40), rel=1e-8)
+    # the coupling by rows bounds it: W2^2 <= n/(n-1) mean ||x_b - r_b||^2 (unbiased covariances)
+    n = 24
+    for Y in (X, R + 0.1 * X, R.mean(0) + 0.5 * (R - R.mean(0))):
+        assert trajectory_metric(Y, R) <= np.sqrt(n / (n - 1) * np.mean((Y - R) ** 2)) + 1e-12
+    assert trajectory_metric(X, R, "rms") == pytest.approx(_rms(X, R))
+    assert trajectory_metric(np.full_like(X, np.nan), R) == np.inf
+    with pytest.raises(PifsError, match=">= 2 samples"):
+        principal_axes_w2(X[:1], R)
+    with pytest.raises(PifsError, match="trajectory metric"):
+        trajectory_metric(X, R, "kl")
 
 
 def test_teacher_grid_ends_and_pure_noise():
@@ -127,14 +163,15 @@ def test_dp_equals_brute_force(seed, G, N, two_step):
     assert cost == pytest.approx(recomputed)
 
 
-@pytest.mark.parametrize("solver", ["ddim", "dpmpp2m", "heun"])
-def test_design_is_never_worse_than_a_baseline_on_its_own_metric(solver):
+@pytest.mark.parametrize("solver, metric", [("ddim", "w2"), ("dpmpp2m", "w2"), ("heun", "w2"), ("ddim", "rms")])
+def test_design_is_never_worse_than_a_baseline_on_its_own_metric(solver, metric):
     m = _mixture()
     N = 4
     base = {"geometric": np.append(np.geomspace(40.0, 0.02, N), 0.0),
             "late": np.append(np.geomspace(5.0, 0.05, N), 0.0)}
     r = trajectory_steps(m.denoise, m.d, (0.02, 40.0), N, solver=solver, baselines=base, n_starts=16,
-                         grid_size=24, refine=15)
+                         grid_size=24, refine=15, metric=metric)
+    assert r.info["metric"] == metric
     assert r.sigmas.size == N + 1 and r.sigmas[-1] == 0.0 and np.all(np.diff(r.sigmas) < 0)
     errs = r.info["baseline_errors"]
     assert set(errs) == set(base) | {"gits"}
@@ -149,7 +186,9 @@ def test_design_is_never_worse_than_a_baseline_on_its_own_metric(solver):
     x_T = np.random.default_rng([0, 7919]).standard_normal((16, m.d))
     ref = run_teacher(m.denoise, x_T, teacher_grid(0.02, 40.0, 24)).X[-1]
     sampler = {"ddim": sample_ddim, "heun": sample_heun, "dpmpp2m": sample_dpmpp_2m}[solver]
-    assert r.global_error == pytest.approx(_rms(sampler(m.denoise, x_T, _ch(r.sigmas)), ref), rel=1e-12)
+    x0 = sampler(m.denoise, x_T, _ch(r.sigmas))
+    assert r.global_error == pytest.approx((_w2 if metric == "w2" else _rms)(x0, ref), rel=1e-8)
+    assert r.info["rms"] == pytest.approx(_rms(x0, ref), rel=1e-12)
 
 
 def test_refinement_kept_only_if_it_also_wins_on_the_held_out_starts():
@@ -160,14 +199,15 @@ def test_refinement_kept_only_if_it_also_wins_on_the_held_out_starts():
                          grid_size=24, refine=15, validation=V)
     held, hist = r.info["held_out"], r.info["history"]
     assert held is not None and held["starts"] == V and min(hist) < hist[0]  # the search improved in-sample
+    json.dumps(r.info)  # plain Python numbers: the CLI and the benches write it as JSON
     # the held-out errors, recomputed: the teacher and both chains run again on the [seed, 7920] starts
     x_val = np.random.default_rng([0, 7920]).standard_normal((V, m.d))
     ref = run_teacher(m.denoise, x_val, teacher_grid(0.02, 40.0, 24)).X[-1]
     start = np.asarray(r.dp_sigmas if r.info["start_schedule"] == "dp" else base["geometric"])
-    assert held["start"] == pytest.approx(_rms(sample_ddim(m.denoise, x_val, _ch(start)), ref), rel=1e-9)
+    assert held["start"] == pytest.approx(_w2(sample_ddim(m.denoise, x_val, _ch(start)), ref), rel=1e-8)
     if held["kept"]:
         assert held["refined"] <= held["start"] and r.global_error == pytest.approx(min(hist))
-        assert held["refined"] == pytest.approx(_rms(sample_ddim(m.denoise, x_val, _ch(r.sigmas)), ref), rel=1e-9)
+        assert held["refined"] == pytest.approx(_w2(sample_ddim(m.denoise, x_val, _ch(r.sigmas)), ref), rel=1e-8)
     else:
         assert held["refined"] > held["start"] and np.array_equal(r.sigmas, start) and r.global_error == hist[0]
     off = trajectory_steps(m.denoise, m.d, (0.02, 40.0), N, solver="ddim", baselines=base, n_starts=16,
@@ -204,8 +244,6 @@ def _cli_json(capsys, argv):
     from pifskit.cli import main
 
     assert main(argv + ["--json"]) == 0
-    import json
-
     return json.loads(capsys.readouterr().out)
 
 
@@ -214,6 +252,8 @@ def test_cli_trajectory_gmm_digits(capsys):
                              "--solver", "dpmpp2m", "--trajectory-grid", "20", "--trajectory-starts", "8",
                              "--trajectory-refine", "6"])
     assert out["model_method"] == "trajectory" and out["metric"] == "trajectory" and out["solver"] == "dpmpp2m"
+    assert out["trajectory_metric"] == "w2" and out["rms"] > 0 and all(
+        (b["rms"] is None) == (b["w2"] is None) for b in out["baselines"].values())
     assert len(out["sigmas"]) == 4 and out["sigmas"][-1] == 0.0 and out["timesteps"] is not None
     assert out["baselines"] and all(out["w2"] <= b["w2"] + 1e-12 for b in out["baselines"].values())
     assert out["error"] == out["w2"] and out["error"] <= out["dp_error"] + 1e-12

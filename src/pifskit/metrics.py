@@ -158,6 +158,24 @@ def gaussian_w2_from_samples(model: GaussianModel, X, n_boot: int = 200, rng=Non
     return MetricValue(est, *ci_from_replicates(est, [w2(Y[i]) for i in idx], level))
 
 
+def principal_axes_w2(X, reference) -> float:
+    """W2 between the Gaussian fits of X and of ``reference`` taken diagonal in the reference's principal axes
+    (the commuting form of :func:`gaussian_w2`): sqrt(||m_X - m_R||^2 + sum_i (sqrt(u_i' C_X u_i) - sqrt(lam_i))^2),
+    (lam_i, u_i) the nonzero eigenpairs of the reference's sample covariance (at most n - 1 of them).
+
+    A law-level distance from few samples in high dimension: X = a permutation of the reference rows, or any map
+    that keeps the mean and the variance along every u_i, scores 0, while shrinkage toward the mean is charged
+    in full -- unlike the paired distances ||x_b - r_b||, which also charge errors that keep the law (the coupling
+    by rows bounds the W2: W2^2 <= n/(n-1) mean_b ||x_b - r_b||^2)."""
+    X, R = _pair(X, reference)
+    R0 = R - R.mean(axis=0)
+    _, s, Vt = np.linalg.svd(R0, full_matrices=False)
+    U = Vt[s > max(s[0], np.finfo(float).tiny) * 1e-10]
+    proj = (X - X.mean(axis=0)) @ U.T
+    return gaussian_w2(GaussianOutput(X.mean(axis=0), (proj**2).sum(axis=0) / (X.shape[0] - 1),
+                                      R.mean(axis=0), ((R0 @ U.T) ** 2).sum(axis=0) / (R.shape[0] - 1)))
+
+
 def _pair(X, Y) -> tuple[np.ndarray, np.ndarray]:
     X = as_float_array(X, "samples", ndim=2)
     Y = as_float_array(Y, "reference samples", ndim=2)

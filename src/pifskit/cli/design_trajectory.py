@@ -10,7 +10,7 @@ from .._json import dump_json
 from .._validate import PifsError
 from ..design.baselines import baseline_levels, design_range, starts_from_noise
 from ..design.steps import timesteps_from_sigmas
-from ..design.trajectory import TRAJECTORY_SOLVERS
+from ..design.trajectory import TRAJECTORY_METRICS, TRAJECTORY_SOLVERS
 from ..scheduler_config import config_levels
 from ..schedules import DiscreteSchedule, RectifiedFlowSchedule, flow_t_from_sigma
 from ._common import progress
@@ -29,6 +29,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trajectory-validation", type=int, default=16,
                    help="--model trajectory: held-out starts the refined levels must also improve on, else the "
                         "search's start is kept (default 16; 0: no check)")
+    p.add_argument("--trajectory-metric", default="w2", choices=list(TRAJECTORY_METRICS),
+                   help="--model trajectory: the global error the levels minimise: 'w2' (default) the Gaussian W2 "
+                        "of the output law to the teacher's in its principal axes, 'rms' the per-sample distance "
+                        "to the teacher's endpoint")
+
+
+METRIC_DEFINITIONS = {
+    "w2": "Gaussian W2 per coordinate between the laws of x_0(levels) and x_0(teacher) over the starts, in the "
+          "teacher outputs' principal axes (the real solver and model)",
+    "rms": "mean over the starts of RMS(x_0(levels) - x_0(teacher)), the real solver and model"}
 
 
 def run(args: argparse.Namespace, sched, cfg: dict) -> int:
@@ -53,6 +63,7 @@ def run(args: argparse.Namespace, sched, cfg: dict) -> int:
         r = trajectory_steps_for_entry(me, design_range(sched), N, solver=args.solver, baselines=baselines,
                                        n_starts=args.trajectory_starts, grid_size=args.trajectory_grid,
                                        refine=args.trajectory_refine, validation=args.trajectory_validation,
+                                       metric=args.trajectory_metric,
                                        pure_noise=starts_from_noise(sched),
                                        progress=advance)
         advance(max(n_calls - r.model_calls, 0))  # the bar's total is an upper bound
@@ -62,15 +73,16 @@ def run(args: argparse.Namespace, sched, cfg: dict) -> int:
     out = {"criterion": "steps", "schedule": getattr(sched, "name", type(sched).__name__), "model": args.model,
            "model_method": "trajectory", "steps": N, "solver": r.solver, "start": "prior",
            "landing": "N noisy levels, then the solver's own last step to sigma = 0 (every baseline alike)",
-           "metric": "trajectory",
-           "metric_definition": "mean over the starts of RMS(x_0(levels) - x_0(teacher)), the real solver and model",
+           "metric": "trajectory", "trajectory_metric": args.trajectory_metric,
+           "metric_definition": METRIC_DEFINITIONS[args.trajectory_metric],
            "sigmas": sig.tolist(), "error": r.global_error, "w2": r.global_error,
            "timesteps": (timesteps_from_sigmas(sched, sig[:-1]).tolist() if isinstance(sched, DiscreteSchedule)
                          and np.isfinite(sig[:-1]).all() else None),
            "flow_sigmas": flow_t_from_sigma(sig[:-1]).tolist() if isinstance(sched, RectifiedFlowSchedule) else None,
            "dp_sigmas": r.dp_sigmas.tolist(), "dp_error": r.dp_global_error, "local_error": r.local_error,
-           "baselines": {k: {"sigmas": np.asarray(v, float).tolist(), "error": errs.get(k), "w2": errs.get(k)}
-                         for k, v in baselines.items()},
+           "rms": r.info["rms"],
+           "baselines": {k: {"sigmas": np.asarray(v, float).tolist(), "error": errs.get(k), "w2": errs.get(k),
+                             "rms": r.info["baseline_rms"].get(k)} for k, v in baselines.items()},
            "model_calls": r.model_calls, "seconds": r.seconds, "trajectory": r.info}
     if args.json:
         dump_json(out)
@@ -82,13 +94,13 @@ def run(args: argparse.Namespace, sched, cfg: dict) -> int:
         print("  timesteps " + ", ".join(str(int(t)) for t in out["timesteps"]))
     if out["flow_sigmas"] is not None:
         print("  flow sigmas (t') " + ", ".join(f"{s:.4g}" for s in out["flow_sigmas"]))
-    print(f"  trajectory error {r.global_error:.4f} (DP levels {r.dp_global_error:.4f}; search started from "
-          f"{r.info['start_schedule']})")
+    print(f"  trajectory error ({args.trajectory_metric}) {r.global_error:.4f} (DP levels {r.dp_global_error:.4f}; "
+          f"search started from {r.info['start_schedule']}; paired RMS {r.info['rms']:.4f})")
     if r.info["held_out"]:
         h = r.info["held_out"]
         print(f"  held-out check ({h['starts']} starts): refined {h['refined']:.4f} vs its start {h['start']:.4f} "
               f"-> {'refined levels kept' if h['kept'] else 'start kept (the refinement did not generalise)'}")
-    print(f"  {'baseline':<16} {'error':>9}")
+    print(f"  {'baseline':<16} {'error':>9} {'paired RMS':>11}")
     for name, e in sorted(errs.items(), key=lambda kv: kv[1]):
-        print(f"  {name:<16} {e:>9.4f}")
+        print(f"  {name:<16} {e:>9.4f} {r.info['baseline_rms'][name]:>11.4f}")
     return 0
