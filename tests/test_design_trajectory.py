@@ -15,6 +15,7 @@ from pifskit.design.trajectory import (
     local_errors,
     run_teacher,
     teacher_grid,
+    bootstrap_error,
     trajectory_metric,
     trajectory_steps,
 )
@@ -71,6 +72,23 @@ def test_principal_axes_w2_closed_forms():
         principal_axes_w2(X[:1], R)
     with pytest.raises(PifsError, match="trajectory metric"):
         trajectory_metric(X, R, "kl")
+
+
+def test_bootstrap_error_resamples_the_starts():
+    rng = np.random.default_rng(11)
+    R = rng.standard_normal((40, 30))
+    X = R + rng.standard_normal((40, 30)) * rng.uniform(0.1, 1.0, (40, 1))  # per-start errors of unequal size
+    per = np.sqrt(np.mean((X - R) ** 2, axis=1))
+    out = bootstrap_error(X, R, "rms", n_boot=4000, seed=3)
+    half = 0.5 * (out["ci"][1] - out["ci"][0])
+    assert np.mean(out["ci"]) == pytest.approx(per.mean())  # centred on the estimate
+    # the bootstrap sd of a mean over the starts: sd / sqrt(n) (ddof 0), 1.96 of it either side
+    assert half == pytest.approx(1.96 * per.std() / np.sqrt(40), rel=0.08)
+    same = bootstrap_error(R, R, "w2", rival=R, n_boot=50)
+    assert same["ci"] == pytest.approx([0.0, 0.0], abs=1e-12) and same["difference_ci"] == pytest.approx([0, 0])
+    worse = bootstrap_error(X, R, "w2", rival=R + 0.01 * (X - R), n_boot=200)
+    assert worse["difference"] == pytest.approx(trajectory_metric(X, R) - trajectory_metric(R + 0.01 * (X - R), R))
+    assert worse["difference_ci"][0] > 0  # a clearly worse list: the whole interval above 0
 
 
 def test_teacher_grid_ends_and_pure_noise():
@@ -188,6 +206,13 @@ def test_design_is_never_worse_than_a_baseline_on_its_own_metric(solver, metric)
     sampler = {"ddim": sample_ddim, "heun": sample_heun, "dpmpp2m": sample_dpmpp_2m}[solver]
     x0 = sampler(m.denoise, x_T, _ch(r.sigmas))
     assert r.global_error == pytest.approx((_w2 if metric == "w2" else _rms)(x0, ref), rel=1e-8)
+    lo, hi = r.info["error_ci"]
+    assert lo <= r.global_error <= hi
+    vs = r.info["vs_best_other"]  # the best list with other levels than the result's, on the same starts
+    others = {k: v for k, v in errs.items() if not np.array_equal(
+        np.asarray(base.get(k, r.info["gits_sigmas"]), float), r.sigmas)}
+    assert vs["rival"] == min(others, key=others.get)
+    assert vs["difference"] == pytest.approx(r.global_error - others[vs["rival"]], rel=1e-9, abs=1e-12)
     assert r.info["rms"] == pytest.approx(_rms(x0, ref), rel=1e-12)
 
 
@@ -257,6 +282,9 @@ def test_cli_trajectory_gmm_digits(capsys):
     assert len(out["sigmas"]) == 4 and out["sigmas"][-1] == 0.0 and out["timesteps"] is not None
     assert out["baselines"] and all(out["w2"] <= b["w2"] + 1e-12 for b in out["baselines"].values())
     assert out["error"] == out["w2"] and out["error"] <= out["dp_error"] + 1e-12
+    assert out["error_ci"][0] <= out["error"] <= out["error_ci"][1]
+    rival = out["vs_best_other"]["rival"]
+    assert out["vs_best_other"]["difference"] == pytest.approx(out["error"] - out["baselines"][rival]["error"])
     n_base = len(out["baselines"])
     assert out["model_calls"] <= 20 + (out["trajectory"]["evaluations"] + 2 * bool(out["trajectory"]["held_out"])) * 3
     assert out["trajectory"]["evaluations"] <= n_base + 1 + 6 + 1

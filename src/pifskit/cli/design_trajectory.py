@@ -80,7 +80,7 @@ def run(args: argparse.Namespace, sched, cfg: dict) -> int:
                          and np.isfinite(sig[:-1]).all() else None),
            "flow_sigmas": flow_t_from_sigma(sig[:-1]).tolist() if isinstance(sched, RectifiedFlowSchedule) else None,
            "dp_sigmas": r.dp_sigmas.tolist(), "dp_error": r.dp_global_error, "local_error": r.local_error,
-           "rms": r.info["rms"],
+           "rms": r.info["rms"], "error_ci": r.info["error_ci"], "vs_best_other": r.info["vs_best_other"],
            "baselines": {k: {"sigmas": np.asarray(v, float).tolist(), "error": errs.get(k), "w2": errs.get(k),
                              "rms": r.info["baseline_rms"].get(k)} for k, v in baselines.items()},
            "model_calls": r.model_calls, "seconds": r.seconds, "trajectory": r.info}
@@ -94,8 +94,14 @@ def run(args: argparse.Namespace, sched, cfg: dict) -> int:
         print("  timesteps " + ", ".join(str(int(t)) for t in out["timesteps"]))
     if out["flow_sigmas"] is not None:
         print("  flow sigmas (t') " + ", ".join(f"{s:.4g}" for s in out["flow_sigmas"]))
-    print(f"  trajectory error ({args.trajectory_metric}) {r.global_error:.4f} (DP levels {r.dp_global_error:.4f}; "
-          f"search started from {r.info['start_schedule']}; paired RMS {r.info['rms']:.4f})")
+    lo, hi = r.info["error_ci"]
+    print(f"  trajectory error ({args.trajectory_metric}) {r.global_error:.4f} [{lo:.4f}, {hi:.4f}] (DP levels "
+          f"{r.dp_global_error:.4f}; search started from {r.info['start_schedule']}; paired RMS {r.info['rms']:.4f})")
+    vs = r.info["vs_best_other"]
+    if vs["rival"] is not None and vs.get("difference_ci") is not None:
+        print(f"  minus the best other list ({vs['rival']}): {vs['difference']:+.4f} "
+              f"[{vs['difference_ci'][0]:+.4f}, {vs['difference_ci'][1]:+.4f}] (paired bootstrap over the design "
+              "starts, on which the search chose: optimistic)")
     if r.info["held_out"]:
         h = r.info["held_out"]
         print(f"  held-out check ({h['starts']} starts): refined {h['refined']:.4f} vs its start {h['start']:.4f} "

@@ -45,7 +45,7 @@ import numpy as np
 
 from .._validate import PifsError, check_choice, check_positive_int
 from ..chains import Chain
-from ..metrics import principal_axes_w2
+from ..metrics import ci_from_replicates, principal_axes_w2
 from ..samplers import get_sampler, sample_dpmpp_3m
 from ..schedules import a_from_logsnr, logsnr_from_sigma, s_from_logsnr
 
@@ -64,6 +64,25 @@ def trajectory_metric(x0: np.ndarray, target: np.ndarray, metric: str = "w2") ->
     if metric == "rms":
         return float(np.sqrt(np.mean((x0 - target) ** 2, axis=1)).mean())
     return float(principal_axes_w2(x0, target) / np.sqrt(x0.shape[1]))
+
+
+def bootstrap_error(x0: np.ndarray, target: np.ndarray, metric: str = "w2", *, rival: np.ndarray | None = None,
+                    n_boot: int = 200, seed: int = 0, level: float = 0.95) -> dict:
+    """How sure the global error is: the starts resampled with replacement (the same rows of ``x0``, ``target``
+    and ``rival``), ``n_boot`` times (numpy stream ``[seed, 7921]``). Returns ``{"ci": [lo, hi]}`` of
+    :func:`trajectory_metric` and, with ``rival`` (another list's outputs on the same starts), the paired
+    ``"difference"`` m(x0) - m(rival) and its ``"difference_ci"`` (normal approximation, as
+    :func:`pifskit.metrics.ci_from_replicates`)."""
+    idx = np.random.default_rng([seed, 7921]).integers(0, x0.shape[0], (check_positive_int(n_boot, "n_boot"),
+                                                                            x0.shape[0]))
+    own = np.array([trajectory_metric(x0[i], target[i], metric) for i in idx])
+    out = {"ci": list(ci_from_replicates(trajectory_metric(x0, target, metric), own, level))}
+    if rival is not None:
+        diff = own - np.array([trajectory_metric(rival[i], target[i], metric) for i in idx])
+        est = trajectory_metric(x0, target, metric) - trajectory_metric(rival, target, metric)
+        out["difference"] = float(est)
+        out["difference_ci"] = list(ci_from_replicates(est, diff, level)) if np.isfinite(diff).all() else None
+    return out
 
 
 @dataclass
@@ -256,7 +275,9 @@ def trajectory_steps(denoiser: Callable, d: int, sigma_range: tuple[float, float
     every baseline's on these starts. The search's result replaces its start only if its E is also lower on
     ``validation`` held-out starts (stream ``[seed, 7920]``; 0: no check). ``pure_noise`` (flow models): every
     chain starts at sigma = inf, x_T is pure noise; the search then keeps the best start (the coordinate search
-    moves finite levels only).
+    moves finite levels only). ``info["error_ci"]``: a bootstrap interval of E over the starts;
+    ``info["vs_best_other"]``: the paired difference to the best other list (``rival``; a baseline or GITS with
+    other levels) and its interval (:func:`bootstrap_error`).
     """
     t0 = time.perf_counter()
     check_choice(solver, "trajectory solver", TRAJECTORY_SOLVERS)
@@ -289,12 +310,13 @@ def trajectory_steps(denoiser: Callable, d: int, sigma_range: tuple[float, float
 
     seen: dict[bytes, float] = {}  # levels -> E: a list met twice (GITS = DP for DDIM, the search's start) runs once
     rms: dict[bytes, float] = {}  # levels -> the paired RMS of the same outputs
+    outputs: dict[bytes, np.ndarray] = {}  # levels -> x_0 on the design starts (for the bootstrap intervals)
     # the best list's model calls, keyed by the levels passed so far: a search move of level k reruns from call k
     best_run: dict = {"value": np.inf, "calls": {}}
 
-    def error(chain: Chain, x: np.ndarray, x_ref: np.ndarray, den=counted) -> tuple[float, float]:
+    def error(chain: Chain, x: np.ndarray, x_ref: np.ndarray, den=counted) -> tuple[float, float, np.ndarray]:
         x0 = sampler(den, x, chain)
-        return trajectory_metric(x0, x_ref, metric), trajectory_metric(x0, x_ref, "rms")
+        return trajectory_metric(x0, x_ref, metric), trajectory_metric(x0, x_ref, "rms"), x0
 
     def global_error(chain: Chain) -> float:
         key = chain.logsnr.tobytes()
@@ -309,7 +331,7 @@ def trajectory_steps(denoiser: Callable, d: int, sigma_range: tuple[float, float
                 calls_now[tuple(past)] = (np.array(x), np.array(out))  # copies: a sampler may update in place
                 return np.array(out)
 
-            seen[key], rms[key] = error(chain, x_T, target, den)
+            seen[key], rms[key], outputs[key] = error(chain, x_T, target, den)
             if seen[key] < best_run["value"]:
                 best_run.update(value=seen[key], calls=calls_now)
         return seen[key]
@@ -343,11 +365,18 @@ def trajectory_steps(denoiser: Callable, d: int, sigma_range: tuple[float, float
             keep = held_out["kept"] = bool(held_out["refined"] <= held_out["start"])
         if keep:
             chain, value = res.chain, res.value
+    key = chain.logsnr.tobytes()
+    rival = min((k for k in scores if k != "dp" and starts[k].logsnr.tobytes() != key), key=lambda k: scores[k],
+                default=None)
+    sure = bootstrap_error(outputs[key], target, metric, seed=seed,
+                           rival=None if rival is None else outputs[starts[rival].logsnr.tobytes()])
+    sure["rival"] = rival
     info = {"teacher": f"DPM-Solver++(3M) on {grid.size - 1} levels uniform in log sigma, then 0; "
                        f"{n_starts} starts (+ {validation} held out)",
             "teacher_calls": teach.model_calls, "grid_size": grid.size - 1, "n_starts": n_starts,
             "start_schedule": best, "evaluations": len(seen), "history": [float(v) for v in history],
-            "held_out": held_out, "metric": metric, "rms": rms[chain.logsnr.tobytes()],
+            "held_out": held_out, "metric": metric, "rms": rms[key],
+            "error_ci": sure.pop("ci"), "vs_best_other": sure,
             "baseline_errors": {k: v for k, v in scores.items() if k != "dp"},
             "baseline_rms": {k: rms[c.logsnr.tobytes()] for k, c in starts.items() if k != "dp"},
             "gits_sigmas": gits_sig.tolist()}
