@@ -2,7 +2,8 @@
 
 For each solver and N: wall seconds and model calls (batched, ``--trajectory-starts`` rows each) of
 :func:`pifskit.torch.trajectory_steps.trajectory_steps_for_entry` with the CLI's defaults, the teacher's
-share, and the trajectory error of the result beside the best baseline's. Printed beside the published
+share, and the trajectory error of the result (its default metric: the principal-axes W2 to the teacher's
+law) beside the best baseline's. Printed beside the published
 costs of the alternatives: DMN (model-free, ~15 s), GITS (a teacher + DP, cheap), AYS (6-96 GPU-hours).
 
     python benchmarks/bench_trajectory_design.py ENTRY [--solvers ddim,dpmpp2m] [--steps 5,10,20] [--threads 2]
