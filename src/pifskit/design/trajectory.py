@@ -76,10 +76,11 @@ def bootstrap_error(x0: np.ndarray, target: np.ndarray, metric: str = "w2", *, r
     idx = np.random.default_rng([seed, 7921]).integers(0, x0.shape[0], (check_positive_int(n_boot, "n_boot"),
                                                                             x0.shape[0]))
     own = np.array([trajectory_metric(x0[i], target[i], metric) for i in idx])
-    out = {"ci": list(ci_from_replicates(trajectory_metric(x0, target, metric), own, level))}
+    value = trajectory_metric(x0, target, metric)
+    out = {"ci": list(ci_from_replicates(value, own, level))}
     if rival is not None:
         diff = own - np.array([trajectory_metric(rival[i], target[i], metric) for i in idx])
-        est = trajectory_metric(x0, target, metric) - trajectory_metric(rival, target, metric)
+        est = value - trajectory_metric(rival, target, metric)
         out["difference"] = float(est)
         out["difference_ci"] = list(ci_from_replicates(est, diff, level)) if np.isfinite(diff).all() else None
     return out
@@ -309,14 +310,15 @@ def trajectory_steps(denoiser: Callable, d: int, sigma_range: tuple[float, float
     target = teach.X[-1]
 
     seen: dict[bytes, float] = {}  # levels -> E: a list met twice (GITS = DP for DDIM, the search's start) runs once
-    rms: dict[bytes, float] = {}  # levels -> the paired RMS of the same outputs
-    outputs: dict[bytes, np.ndarray] = {}  # levels -> x_0 on the design starts (for the bootstrap intervals)
-    # the best list's model calls, keyed by the levels passed so far: a search move of level k reruns from call k
-    best_run: dict = {"value": np.inf, "calls": {}}
+    # x_0 of the start lists (baselines, DP, GITS: their paired RMS and the bootstrap's rival), not of every search
+    # trial (B x d each); the best list's x_0 and model calls, keyed by the levels passed so far: a search move
+    # of level k reruns from call k
+    outputs: dict[bytes, np.ndarray] = {}
+    best_run: dict = {"value": np.inf, "calls": {}, "x0": None}
 
-    def error(chain: Chain, x: np.ndarray, x_ref: np.ndarray, den=counted) -> tuple[float, float, np.ndarray]:
+    def error(chain: Chain, x: np.ndarray, x_ref: np.ndarray, den=counted) -> tuple[float, np.ndarray]:
         x0 = sampler(den, x, chain)
-        return trajectory_metric(x0, x_ref, metric), trajectory_metric(x0, x_ref, "rms"), x0
+        return trajectory_metric(x0, x_ref, metric), x0
 
     def global_error(chain: Chain) -> float:
         key = chain.logsnr.tobytes()
@@ -331,9 +333,11 @@ def trajectory_steps(denoiser: Callable, d: int, sigma_range: tuple[float, float
                 calls_now[tuple(past)] = (np.array(x), np.array(out))  # copies: a sampler may update in place
                 return np.array(out)
 
-            seen[key], rms[key], outputs[key] = error(chain, x_T, target, den)
+            seen[key], x0 = error(chain, x_T, target, den)
+            if key in start_keys:
+                outputs[key] = x0
             if seen[key] < best_run["value"]:
-                best_run.update(value=seen[key], calls=calls_now)
+                best_run.update(value=seen[key], calls=calls_now, x0=x0)
         return seen[key]
 
     if solver in ("ddim", "euler"):
@@ -346,6 +350,7 @@ def trajectory_steps(denoiser: Callable, d: int, sigma_range: tuple[float, float
         sig = np.asarray(sig, dtype=float)
         if sig.size == steps + 1 and sig[-1] == 0.0 and not np.isnan(sig).any():
             starts[name] = _chain(sig, name)
+    start_keys = {ch.logsnr.tobytes() for ch in starts.values()}
     scores = {name: global_error(ch) for name, ch in starts.items()}
     best = min(scores, key=lambda k: scores[k])
     chain, value, history = starts[best], scores[best], [scores[best]]
@@ -366,19 +371,21 @@ def trajectory_steps(denoiser: Callable, d: int, sigma_range: tuple[float, float
         if keep:
             chain, value = res.chain, res.value
     key = chain.logsnr.tobytes()
+    x0 = outputs.get(key, best_run["x0"])  # a start list, else the search's best (kept only if lowest)
     rival = min((k for k in scores if k != "dp" and starts[k].logsnr.tobytes() != key), key=lambda k: scores[k],
                 default=None)
-    sure = bootstrap_error(outputs[key], target, metric, seed=seed,
+    sure = bootstrap_error(x0, target, metric, seed=seed,
                            rival=None if rival is None else outputs[starts[rival].logsnr.tobytes()])
     sure["rival"] = rival
     info = {"teacher": f"DPM-Solver++(3M) on {grid.size - 1} levels uniform in log sigma, then 0; "
                        f"{n_starts} starts (+ {validation} held out)",
             "teacher_calls": teach.model_calls, "grid_size": grid.size - 1, "n_starts": n_starts,
             "start_schedule": best, "evaluations": len(seen), "history": [float(v) for v in history],
-            "held_out": held_out, "metric": metric, "rms": rms[key],
+            "held_out": held_out, "metric": metric, "rms": trajectory_metric(x0, target, "rms"),
             "error_ci": sure.pop("ci"), "vs_best_other": sure,
             "baseline_errors": {k: v for k, v in scores.items() if k != "dp"},
-            "baseline_rms": {k: rms[c.logsnr.tobytes()] for k, c in starts.items() if k != "dp"},
+            "baseline_rms": {k: trajectory_metric(outputs[c.logsnr.tobytes()], target, "rms")
+                             for k, c in starts.items() if k != "dp"},
             "gits_sigmas": gits_sig.tolist()}
     return TrajectoryDesign(np.asarray(chain.sigmas, float), solver, local, float(value), dp_sig, scores["dp"],
                             calls[0], time.perf_counter() - t0, info)
