@@ -76,8 +76,10 @@ def default_report(tmp_path_factory):
 def test_default_report_files(default_report):
     out, data = default_report
     assert (out / "report.html").is_file() and (out / "report.json").is_file()
-    names = [n for n in data["files"]["figures"].values()]
+    names = [data["files"]["figures"][spec.key] for spec in FIGURES]
     assert len(names) == len(FIGURES) == 6 and all(names)
+    assert data["files"]["figures"]["sampling_steps"] == {"levels": "sampling_steps-levels.png"}
+    names.append("sampling_steps-levels.png")
     for name in names:
         raw = (out / name).read_bytes()
         assert raw.startswith(PNG_MAGIC)
@@ -88,7 +90,7 @@ def test_pngs_are_non_trivial(default_report):
     from matplotlib.image import imread
 
     out, data = default_report
-    for name in data["files"]["figures"].values():
+    for name in [*(data["files"]["figures"][spec.key] for spec in FIGURES), "sampling_steps-levels.png"]:
         img = imread(out / name)[..., :3]
         h, w = img.shape[:2]
         assert h >= 300 and w >= 600
@@ -185,7 +187,7 @@ def test_html_numbers_equal_json(default_report):
 def test_html_embeds_exactly_the_png_files(default_report):
     out, data = default_report
     page = parse_page(out / "report.html")
-    assert len(page.imgs) == len(FIGURES)
+    assert len(page.imgs) == len(FIGURES) + 1  # + the sampling-steps section's figure
     for img in page.imgs:
         src = img["src"]
         assert src.startswith("data:image/png;base64,")
@@ -205,7 +207,7 @@ def test_report_cli_json_summary(tmp_path, capsys):
     res = json.loads(out)
     data = json.loads(Path(res["json"]).read_text())
     assert res["summary"] == data["summary"]
-    assert Path(res["html"]).is_file() and len(res["figures"]) == 6
+    assert Path(res["html"]).is_file() and len(res["figures"]) == 7  # 6 + the sampling-steps figure
     assert all(Path(f).is_file() for f in res["figures"])
 
 
@@ -261,7 +263,7 @@ def test_report_without_power_grid_skips_block_mass(tmp_path, capsys):
     assert data["files"]["figures"]["block_mass"] is None
     assert not (out / "e_block_mass.png").exists()
     page = parse_page(out / "report.html")
-    assert len(page.imgs) == 5
+    assert len(page.imgs) == 5 + 1  # 5 built-in (no block mass) + the sampling-steps figure
     assert "no stationary power grid" in (out / "report.html").read_text()
     assert "note:" in stdout
     ex = as_floats(data["lyapunov"]["exponents"])

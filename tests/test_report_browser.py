@@ -68,8 +68,8 @@ def test_every_figure_loads_in_chromium(report_dir, tmp_path):
     total = re.search(r'data-img-total="(\d+)"', dom)
     loaded = re.search(r'data-img-loaded="(\d+)"', dom)
     assert total and loaded, "probe did not run: " + dom[:500]
-    assert int(total.group(1)) == len(FIGURES)
-    assert int(loaded.group(1)) == len(FIGURES)
+    assert int(total.group(1)) == len(FIGURES) + 1  # + the sampling-steps section's figure
+    assert int(loaded.group(1)) == len(FIGURES) + 1
     widths = [int(w) for w in re.search(r'data-img-widths="([\d,]*)"', dom).group(1).split(",")]
     assert all(w >= 600 for w in widths)
     assert "Key numbers" in dom and "Per-step geometry" in dom
