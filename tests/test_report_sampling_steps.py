@@ -32,6 +32,7 @@ def test_design_row_is_lowest_and_the_chain_is_marked(small):
     sec = data["sampling_steps"]
     rows = sec["rows"]
     assert rows[0]["name"] == "pifskit" and sec["solver"] == "ddim" and sec["n_steps"] == 8
+    assert sec["converged"] is True and sec["iterations"] > 0
     assert all(rows[0]["w2"] <= r["w2"] for r in rows)
     assert [r["w2"] for r in rows[1:]] == sorted(r["w2"] for r in rows[1:])
     for r in rows:

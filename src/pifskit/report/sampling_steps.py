@@ -54,7 +54,8 @@ def sampling_steps_data(schedule: Schedule, chain: Chain, spectrum: Spectrum, so
         r["w2_ratio"] = float(r["w2"] / d.w2) if d.w2 > 0 else None
         r["this_chain"] = _same(mine, r["sigmas"])
     return {"solver": d.solver, "start": d.start, "metric": d.metric, "n_steps": N, "spectrum": spectrum.name,
-            "source": d.meta.get("source", "optimiser"), "sw2_mc_se": d.sw2_se, "flow_sigmas": d.flow_sigmas,
+            "source": d.meta.get("source", "optimiser"), "iterations": d.iterations, "converged": d.converged,
+            "sw2_mc_se": d.sw2_se, "flow_sigmas": d.flow_sigmas,
             "flow_sigmas_unshifted": d.flow_sigmas_unshifted, "flow_shift": d.flow_shift, "rows": rows}
 
 
@@ -135,6 +136,8 @@ def sampling_steps_section(schedule: Schedule, chain: Chain, spectrum: Spectrum,
     versus = "".join(f" Its W2 is {100 * (1 - 1 / r['w2_ratio']):.1f} % below {what} ({html.escape(r['name'])})."
                      for r, what in ((best, "the best common list"), (mine, "the analysed chain's"))
                      if r is not None and r["w2_ratio"])
+    if not sec["converged"]:
+        versus += f" The optimiser stopped before converging ({sec['iterations']} L-BFGS-B iterations)."
     mc = "" if sec["sw2_mc_se"] is None else f" (its Monte-Carlo error {sec['sw2_mc_se']:.1e}, fixed projections)"
     if mine is None:
         versus += " The analysed chain does not land at sigma = 0, so it is not scored."
