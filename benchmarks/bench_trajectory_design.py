@@ -43,7 +43,8 @@ def main() -> None:
 
         sched = get_schedule(args.schedule)
     print(f"model: {me.name}, d = {me.d}, {args.threads} torch threads")
-    print(f"{'solver':8} {'N':>3} {'NFE':>4} {'seconds':>8} {'s/NFE':>6} {'calls':>6} {'error':>8} {'best baseline':>22}")
+    print(f"{'solver':8} {'N':>3} {'NFE':>4} {'seconds':>8} {'s/NFE':>6} {'calls':>6} {'error':>8} "
+          f"{'best baseline':>22}")
     for solver in args.solvers.split(","):
         for N in (int(n) for n in args.steps.split(",")):
             t0 = time.perf_counter()
