@@ -23,7 +23,8 @@ every ``--levels NAME=FILE`` (JSON: ``{"sigmas": [...]}`` for one N -- e.g. ``pi
 
 ``--model-aware`` adds ``pifskit-model``: the model-aware design ``pifskit.design.trajectory.trajectory_steps``
 run on the sampled model itself (EMA weights, the same clamp) for that solver and N, with the CLI's defaults
-(32 starts from a numpy stream apart from the evaluation's, 80 teacher levels, 40 refinement evaluations,
+(32 starts from a numpy stream apart from the evaluation's, 80 teacher levels, 40 refinement evaluations up to
+10 NFE and ceil(400 / NFE) beyond,
 the principal-axes W2 to the teacher's law);
 its cost (model calls of 32 rows, seconds) is stored under ``designs`` in results.json. It also adds ``gits``:
 GITS's levels (Chen et al. 2024; the same teacher and DP with the first-order step, no refinement).

@@ -16,6 +16,7 @@ from pifskit.design.trajectory import (
     run_teacher,
     teacher_grid,
     bootstrap_error,
+    default_refine,
     trajectory_metric,
     trajectory_steps,
 )
@@ -328,3 +329,38 @@ def test_cli_trajectory_unsupported_solver_exit_2(capsys):
     assert main(["design", "steps", "--model", "gmm:digits", "--steps", "3", "--solver", "ipndm"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "supports --solver ddim, euler, heun, dpmpp2m" in err[0]
+
+
+def test_default_refine_spends_about_400_calls_beyond_10_nfe():
+    assert [default_refine("ddim", n) for n in (1, 5, 10, 11, 20, 40, 100)] == [40, 40, 40, 37, 20, 10, 4]
+    assert default_refine("dpmpp2m", 20) == default_refine("euler", 20) == 20
+    assert [default_refine("heun", n) for n in (3, 5, 6, 10, 20)] == [40, 40, 37, 22, 11]  # NFE 2N - 1
+    for solver in ("ddim", "heun"):
+        for n in range(1, 120):
+            nfe = 2 * n - 1 if solver == "heun" else n
+            r = default_refine(solver, n)
+            assert 1 <= r <= 40 and (r == 40 or (r - 1) * nfe < 400 <= r * nfe)
+    with pytest.raises(PifsError):
+        default_refine("unipc", 10)
+
+
+def test_trajectory_steps_uses_the_default_budget():
+    m = _mixture()
+    kw = dict(n_starts=8, grid_size=16, validation=0)
+    auto = trajectory_steps(m.denoise, m.d, (0.02, 40.0), 12, **kw)
+    assert auto.info["refine"] == default_refine("ddim", 12) == 34
+    explicit = trajectory_steps(m.denoise, m.d, (0.02, 40.0), 12, refine=34, **kw)
+    assert np.array_equal(auto.sigmas, explicit.sigmas) and auto.model_calls == explicit.model_calls
+    assert trajectory_steps(m.denoise, m.d, (0.02, 40.0), 12, refine=0, **kw).info["history"] == \
+        [auto.info["history"][0]]
+
+
+def test_cli_trajectory_default_budget_and_bad_budget(capsys):
+    out = _cli_json(capsys, ["design", "steps", "--model", "gmm:digits", "--schedule", "sd", "--steps", "12",
+                             "--trajectory-grid", "14", "--trajectory-starts", "4", "--trajectory-validation", "0"])
+    assert out["trajectory"]["refine"] == default_refine("ddim", 12) == 34
+    from pifskit.cli import main
+
+    assert main(["design", "steps", "--model", "gmm:digits", "--steps", "3", "--trajectory-refine", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--trajectory-refine must be >= 0" in err[0]

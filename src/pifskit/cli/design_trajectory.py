@@ -10,7 +10,7 @@ from .._json import dump_json
 from .._validate import PifsError
 from ..design.baselines import baseline_levels, design_range, starts_from_noise
 from ..design.steps import timesteps_from_sigmas
-from ..design.trajectory import TRAJECTORY_METRICS, TRAJECTORY_SOLVERS
+from ..design.trajectory import TRAJECTORY_METRICS, TRAJECTORY_SOLVERS, default_refine
 from ..scheduler_config import config_levels
 from ..schedules import DiscreteSchedule, RectifiedFlowSchedule, flow_t_from_sigma
 from ._common import progress
@@ -24,8 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trajectory-starts", type=int, default=32, help="--model trajectory: starts x_T (default 32)")
     p.add_argument("--trajectory-grid", type=int, default=80,
                    help="--model trajectory: teacher levels, uniform in log sigma (default 80)")
-    p.add_argument("--trajectory-refine", type=int, default=40,
-                   help="--model trajectory: global-error evaluations of the refinement (default 40; 0: none)")
+    p.add_argument("--trajectory-refine", type=int, default=None,
+                   help="--model trajectory: global-error evaluations of the refinement (default: 40 up to 10 "
+                        "NFE, then ceil(400 / NFE), about 400 model calls; 0: none)")
     p.add_argument("--trajectory-validation", type=int, default=16,
                    help="--model trajectory: held-out starts the refined levels must also improve on, else the "
                         "search's start is kept (default 16; 0: no check)")
@@ -57,12 +58,15 @@ def run(args: argparse.Namespace, sched, cfg: dict) -> int:
     baselines = {**baseline_levels(sched, N), **config_levels(sched, cfg, N)}
     # an upper bound for the bar: the teacher, then per evaluated list (baselines, DP, GITS, the search, the
     # held-out pair, one spare) at most 2N calls (Heun) or N
-    lists = len(baselines) + 2 + args.trajectory_refine + 2 + 1
+    refine = default_refine(args.solver, N) if args.trajectory_refine is None else args.trajectory_refine
+    if refine < 0:
+        raise PifsError(f"--trajectory-refine must be >= 0, got {refine}")
+    lists = len(baselines) + 2 + refine + 2 + 1
     n_calls = args.trajectory_grid + lists * (2 * N if args.solver == "heun" else N)
     with progress("model trajectories", n_calls, enabled=not args.json) as advance:
         r = trajectory_steps_for_entry(me, design_range(sched), N, solver=args.solver, baselines=baselines,
                                        n_starts=args.trajectory_starts, grid_size=args.trajectory_grid,
-                                       refine=args.trajectory_refine, validation=args.trajectory_validation,
+                                       refine=refine, validation=args.trajectory_validation,
                                        metric=args.trajectory_metric,
                                        pure_noise=starts_from_noise(sched),
                                        progress=advance)
@@ -96,7 +100,8 @@ def run(args: argparse.Namespace, sched, cfg: dict) -> int:
         print("  flow sigmas (t') " + ", ".join(f"{s:.4g}" for s in out["flow_sigmas"]))
     lo, hi = r.info["error_ci"]
     print(f"  trajectory error ({args.trajectory_metric}) {r.global_error:.4f} [{lo:.4f}, {hi:.4f}] (DP levels "
-          f"{r.dp_global_error:.4f}; search started from {r.info['start_schedule']}; paired RMS {r.info['rms']:.4f})")
+          f"{r.dp_global_error:.4f}; search of {r.info['refine']} evaluations from {r.info['start_schedule']}; "
+          f"paired RMS {r.info['rms']:.4f})")
     vs = r.info["vs_best_other"]
     if vs["rival"] is not None and vs.get("difference_ci") is not None:
         print(f"  minus the best other list ({vs['rival']}): {vs['difference']:+.4f} "
