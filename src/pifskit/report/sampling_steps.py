@@ -83,7 +83,7 @@ def _table(data: dict) -> str:
 
 #: line colours of the common lists (no blue or red: those mark the design and the analysed chain)
 _PALETTE = ("#2a9d5c", "#8a5a9e", "#e69f00", "#56b4e9", "#cc79a7", "#7f7f7f", "#bcbd22", "#17becf", "#8c564b",
-            "#009e73", "#f0c05a", "#5b6f8a")
+            "#333333", "#f0c05a", "#5b6f8a")
 
 
 def _figure(sec: dict) -> bytes:
