@@ -65,7 +65,8 @@ def default_refine(solver: str, steps: int) -> int:
     steps get small while each evaluation costs more: on the trained MNIST U-Net (docs/benchmarks.md) 10
     evaluations gave DDIM at 40 steps the error of 40 evaluations (0.0172), the held-out check rejected the
     refinement at 20 NFE for DDIM and Heun with either budget, and for DPM++(2M) at 20 steps 40 evaluations
-    beat 20 on the design's starts (0.0038 vs 0.0046) but not on the held-out ones (0.0042 both)."""
+    beat 20 on the design's starts (0.0038 vs 0.0046) but not on the held-out ones (0.0042 both). On the exact
+    ``gmm:mnist`` mixture the smaller budget does cost: up to 0.0037 sliced W2 (Heun, 10 steps; docs/design.md)."""
     check_choice(solver, "trajectory solver", TRAJECTORY_SOLVERS)
     nfe = 2 * check_positive_int(steps, "steps") - 1 if solver == "heun" else steps
     return int(min(REFINE_EVALUATIONS, -(-REFINE_CALLS // nfe)))
