@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 
 def _seeds(spec: str) -> list[int]:
@@ -61,30 +60,26 @@ def design(args: argparse.Namespace) -> None:
               f"{rec['seconds']:.0f} s", flush=True)
 
 
-def _ci(x) -> tuple[float, float]:
-    x = np.asarray(x, dtype=float)
-    k = x.size
-    return float(x.mean()), float(stats.t.ppf(0.975, k - 1) * x.std(ddof=1) / np.sqrt(k)) if k > 1 else np.nan
-
-
 def analyse(folder: str) -> None:
+    from bench_trained_steps import paired  # the bench's paired t-interval (experiments/ is the script's path)
+
     cells = json.loads((Path(folder) / "results.json").read_text())["cells"].values()
     fd = {(c["schedule"], c["seed"]): c["fd"] for c in cells}
     sampling = sorted({k for _, k in fd})
-    per_design, pooled = [], []
+    model, gits = [], []  # per design seed: the Frechet values of both lists over the sampling seeds
     for s in sorted({int(n.rsplit("-s", 1)[1]) for n, _ in fd if n.startswith("model-s")}):
-        d = [fd[(f"model-s{s}", k)] - fd[(f"gits-s{s}", k)] for k in sampling
-             if (f"model-s{s}", k) in fd and (f"gits-s{s}", k) in fd]
-        if len(d) < len(sampling):
+        if not all((f"model-s{s}", k) in fd and (f"gits-s{s}", k) in fd for k in sampling):
             continue
-        pooled += d
-        per_design.append(float(np.mean(d)))
-        print(f"design seed {s}: model - gits {np.round(d, 3).tolist()} mean {np.mean(d):+.3f}")
-    m, hw = _ci(per_design)
-    print(f"over {len(per_design)} design seeds: {m:+.3f} +- {hw:.3f} (95 % t); model lower in "
-          f"{sum(v < 0 for v in per_design)} of {len(per_design)}")
-    m, hw = _ci(pooled)
-    print(f"pooled {len(pooled)} pairs (ignores the clustering by design seed): {m:+.3f} +- {hw:.3f}")
+        model.append([fd[(f"model-s{s}", k)] for k in sampling])
+        gits.append([fd[(f"gits-s{s}", k)] for k in sampling])
+        d = paired(model[-1], gits[-1])
+        print(f"design seed {s}: model - gits {np.round(d['per_seed'], 3).tolist()} mean {d['mean']:+.3f}")
+    per_design = paired(np.mean(model, axis=1), np.mean(gits, axis=1))  # the mean of differences per design seed
+    print(f"over {len(model)} design seeds: {per_design['mean']:+.3f} +- {per_design['ci95']:.3f} (95 % t); model "
+          f"lower in {sum(v < 0 for v in per_design['per_seed'])} of {len(model)}")
+    pooled = paired(np.ravel(model), np.ravel(gits))
+    print(f"pooled {len(pooled['per_seed'])} pairs (ignores the clustering by design seed): "
+          f"{pooled['mean']:+.3f} +- {pooled['ci95']:.3f}")
 
 
 def main() -> None:
