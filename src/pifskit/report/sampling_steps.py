@@ -16,6 +16,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .._json import to_jsonable
 from ..chains import Chain
+from ..design.baselines import baseline_levels
 from ..design.steps import optimal_steps
 from ..schedules import Schedule
 from ..spectra import Spectrum
@@ -43,10 +44,11 @@ def sampling_steps_data(schedule: Schedule, chain: Chain, spectrum: Spectrum, so
     N = chain.n_steps
     mine = np.asarray(chain.sigmas, dtype=float)
     extra = dict(extra_baselines or {})
+    common = {**baseline_levels(schedule, N), **extra}  # the lists optimal_steps scores (cheap to list)
+    if chain.lands_clean and not any(_same(mine, np.asarray(lv, float)) for lv in common.values()):
+        name = chain.name if chain.name and chain.name not in common and chain.name != "pifskit" else "this chain"
+        extra[name] = mine  # its own row, scored in the same optimisation
     d = optimal_steps(schedule, spectrum, N, solver=solver, extra_baselines=extra)
-    if chain.lands_clean and not any(_same(mine, np.asarray(b["sigmas"], float)) for b in d.baselines.values()):
-        name = chain.name if chain.name and chain.name not in d.baselines and chain.name != "pifskit" else "this chain"
-        d = optimal_steps(schedule, spectrum, N, solver=solver, extra_baselines={**extra, name: mine})
     rows = [{"name": "pifskit", "sigmas": d.sigmas, "timesteps": d.timesteps, "w2": d.w2, "sw2": d.sw2}]
     rows += [{"name": k, "sigmas": np.asarray(b["sigmas"], float), "timesteps": None, "w2": b["w2"], "sw2": b["sw2"]}
              for k, b in sorted(d.baselines.items(), key=lambda kv: kv[1][d.metric])]
